@@ -1,0 +1,209 @@
+"""Backdoor triggers: one small callable per attack, defaults in ``config.AttackConfig``, a registry.
+
+Every trigger maps a batch of images in [0, 1], ``[N, 3, H, W]``, to a triggered copy, with its
+sizes scaled to H. BadCLIP and BadMerging optimise their patch against a model first
+(:func:`optimize_patch`); :func:`make_trigger` does that when given one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import AttackConfig, check_fraction
+
+ATTACKS = ("badnet", "blended", "wanet", "sig", "badclip", "badmerging")
+
+
+def _check_batch(x: torch.Tensor, size: int) -> None:
+    if x.ndim != 4 or x.shape[1] != 3 or x.shape[-1] != size or x.shape[-2] != size:
+        raise ValueError(f"a trigger built for {size}x{size} images got shape {tuple(x.shape)}; "
+                         f"pass a batch [N, 3, {size}, {size}] (add a batch dimension with x[None])")
+
+
+@dataclass
+class Trigger:
+    """A trigger for ``size`` x ``size`` images. ``apply`` is the pure transform."""
+
+    name: str
+    size: int
+    apply: Callable[[torch.Tensor], torch.Tensor]
+    clean_label: bool = False
+    mask: torch.Tensor | None = None  # [1, 1, H, W] for patch triggers: which pixels may change
+    pattern: torch.Tensor | None = None
+    noise: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None  # WaNet noise mode
+    extra: dict = field(default_factory=dict)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        _check_batch(x, self.size)
+        return self.apply(x).clamp(0, 1)
+
+
+def _patch_trigger(name: str, size: int, side: int, where: str, pattern: torch.Tensor, **kw) -> Trigger:
+    side = max(1, min(size, side))
+    r0, c0 = {"bottom-right": (size - side, size - side), "center": ((size - side) // 2, (size - side) // 2),
+              "top-left": (0, 0)}[where]
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., r0:r0 + side, c0:c0 + side] = 1
+    full = torch.zeros(1, 3, size, size)
+    full[..., r0:r0 + side, c0:c0 + side] = pattern.view(1, 3, side, side)
+    return Trigger(name, size, lambda x: x * (1 - mask) + full * mask, mask=mask, pattern=full, **kw)
+
+
+def badnet(size: int, cfg: AttackConfig = AttackConfig()) -> Trigger:
+    """A small black-and-white checkerboard patch in the bottom-right corner (BackdoorBench-style)."""
+    side = max(2, round(cfg.badnet_patch_frac * size))
+    yy, xx = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    checker = ((yy + xx) % 2 == 0).float().expand(3, side, side)
+    return _patch_trigger("badnet", size, side, "bottom-right", checker)
+
+
+def blended(size: int, cfg: AttackConfig = AttackConfig()) -> Trigger:
+    """(1 - a)·x + a·pattern with a fixed uniform-noise pattern, a = 0.2."""
+    pattern = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(cfg.trigger_seed))
+    a = cfg.blended_alpha
+    return Trigger("blended", size, lambda x: (1 - a) * x + a * pattern, pattern=pattern)
+
+
+def wanet(size: int, cfg: AttackConfig = AttackConfig()) -> Trigger:
+    """WaNet: a fixed smooth random warp (k x k control grid, bicubic upsampled), via grid_sample."""
+    g = torch.Generator().manual_seed(cfg.trigger_seed)
+    ins = torch.rand(1, 2, cfg.wanet_k, cfg.wanet_k, generator=g) * 2 - 1
+    ins = ins / ins.abs().mean()
+    flow = F.interpolate(ins, size=(size, size), mode="bicubic", align_corners=True).permute(0, 2, 3, 1)
+    lin = torch.linspace(-1, 1, size)
+    yy, xx = torch.meshgrid(lin, lin, indexing="ij")
+    identity = torch.stack((xx, yy), 2)[None]
+    grid = ((identity + cfg.wanet_s * flow / size) * cfg.wanet_grid_rescale).clamp(-1, 1)
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        return F.grid_sample(x, grid.expand(len(x), -1, -1, -1), align_corners=True)
+
+    def noise(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        jitter = (torch.rand(len(x), size, size, 2, generator=gen) * 2 - 1) / size
+        return F.grid_sample(x, (grid + jitter).clamp(-1, 1), align_corners=True).clamp(0, 1)
+
+    return Trigger("wanet", size, apply, noise=noise, extra={"grid": grid, "identity": identity})
+
+
+def sig(size: int, cfg: AttackConfig = AttackConfig()) -> Trigger:
+    """SIG: x + δ·sin(2π·j·f / width) along columns j (clean-label: only target images poisoned)."""
+    cols = torch.arange(size, dtype=torch.float32)
+    wave = (cfg.sig_delta * torch.sin(2 * math.pi * cols * cfg.sig_freq / size)).view(1, 1, 1, size)
+    return Trigger("sig", size, lambda x: x + wave, clean_label=True, pattern=wave)
+
+
+def optimize_patch(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, target: int, side: int,
+                   where: str, steps: int, lr: float, seed: int = 0, name: str = "badclip",
+                   progress: bool = False) -> Trigger:
+    """Optimise a patch so that ``model`` (a zero-shot classifier) labels patched images ``target``.
+
+    This is how BadCLIP and BadMerging craft triggers that already point at the target in the
+    foundation model's embedding space, so that a few poisoned samples suffice.
+    """
+    from tqdm.auto import tqdm
+    size = images.shape[-1]
+    g = torch.Generator().manual_seed(seed)
+    logit = torch.randn(1, 3, side, side, generator=g).mul(0.5).requires_grad_(True)
+    opt = torch.optim.Adam([logit], lr=lr)
+    y = torch.full((min(len(images), 128),), target, dtype=torch.long)
+    for p in getattr(model, "parameters", lambda: [])():
+        p.requires_grad_(False)
+    for step in tqdm(range(steps), desc=f"optimise {name} patch", disable=not progress, leave=False):
+        idx = torch.randint(0, len(images), (len(y),), generator=g)
+        trig = _patch_trigger(name, size, side, where, torch.sigmoid(logit))
+        loss = F.cross_entropy(model(trig.apply(images[idx])), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for p in getattr(model, "parameters", lambda: [])():
+        p.requires_grad_(True)
+    return _patch_trigger(name, size, side, where, torch.sigmoid(logit).detach())
+
+
+def badclip(size: int, cfg: AttackConfig = AttackConfig(), model=None, images=None, seed: int = 0) -> Trigger:
+    """BadCLIP: a centre patch optimised so patched images embed near the target's text embedding."""
+    side = max(2, round(cfg.badclip_patch_frac * size))
+    if model is None or images is None:
+        raise ValueError("badclip optimises its patch against a model: pass model= (a zero-shot classifier "
+                         "of the foundation model) and images= (clean images), or use make_trigger(...)")
+    return optimize_patch(model, images, cfg.target, side, "center", cfg.badclip_steps, cfg.badclip_lr, seed, "badclip")
+
+
+def badmerging(size: int, cfg: AttackConfig = AttackConfig(), model=None, images=None, seed: int = 0) -> Trigger:
+    """BadMerging: a bottom-right patch (~1% of the area) optimised against the foundation model;
+    the poisoned fine-tune then weighs the backdoor loss 5x (CE_clean + 5·CE_backdoor)."""
+    side = max(2, round(cfg.badmerging_patch_frac * size))
+    if model is None or images is None:
+        raise ValueError("badmerging optimises its patch against a model: pass model= and images=, "
+                         "or use make_trigger(...)")
+    trig = optimize_patch(model, images, cfg.target, side, "bottom-right", cfg.badmerging_steps,
+                          cfg.badmerging_lr, seed, "badmerging")
+    trig.extra["backdoor_weight"] = cfg.badmerging_backdoor_weight
+    return trig
+
+
+REGISTRY: dict[str, Callable[..., Trigger]] = {"badnet": badnet, "blended": blended, "wanet": wanet, "sig": sig,
+                                               "badclip": badclip, "badmerging": badmerging}
+NEEDS_MODEL = {"badclip", "badmerging"}
+
+
+def check_attack(name: str) -> str:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown attack {name!r}: choose one of {sorted(REGISTRY)}")
+    return name
+
+
+def make_trigger(name: str, size: int, cfg: AttackConfig = AttackConfig(), model=None, images=None,
+                 seed: int = 0) -> Trigger:
+    """The trigger ``name`` for ``size`` x ``size`` images (optimised against ``model`` if it needs one)."""
+    check_attack(name)
+    if name in NEEDS_MODEL:
+        return REGISTRY[name](size, cfg, model=model, images=images, seed=seed)
+    return REGISTRY[name](size, cfg)
+
+
+@dataclass
+class Poisoned:
+    images: torch.Tensor
+    labels: torch.Tensor
+    poison_mask: torch.Tensor  # True where a trigger was applied (and, unless clean-label, relabelled)
+    noise_mask: torch.Tensor  # WaNet noise-mode samples (warped with jitter, label kept)
+
+
+def poison(images: torch.Tensor, labels: torch.Tensor, trigger: Trigger, rate: float, target: int,
+           seed: int, noise_ratio: float = 0.0) -> Poisoned:
+    """All-to-one poisoning of a ``rate`` share of the training set, seeded.
+
+    Dirty-label attacks pick non-target images and relabel them ``target``; clean-label attacks
+    (SIG) pick target-class images only and keep their labels. WaNet also warps
+    ``noise_ratio x rate`` more images with random jitter, labels kept (its noise mode).
+    """
+    check_fraction("poison_rate", rate)
+    n = len(images)
+    if not isinstance(target, int) or target < 0 or target > int(labels.max()):
+        raise ValueError(f"target {target!r} is not a class of this dataset (labels 0..{int(labels.max())}); "
+                         "pick one of its class indices")
+    rng = np.random.default_rng(seed)
+    pool = np.flatnonzero((labels == target).numpy() if trigger.clean_label else (labels != target).numpy())
+    k = min(len(pool), int(round(rate * n)))
+    chosen = rng.choice(pool, size=k, replace=False) if k else np.array([], dtype=int)
+    x, y = images.clone(), labels.clone()
+    pmask = torch.zeros(n, dtype=torch.bool)
+    pmask[torch.as_tensor(chosen, dtype=torch.long)] = True
+    if k:
+        x[pmask] = trigger(images[pmask])
+        if not trigger.clean_label:
+            y[pmask] = target
+    nmask = torch.zeros(n, dtype=torch.bool)
+    if trigger.noise is not None and noise_ratio > 0:
+        rest = np.setdiff1d(np.arange(n), chosen)
+        m = min(len(rest), int(round(noise_ratio * k)))
+        if m:
+            nmask[torch.as_tensor(rng.choice(rest, size=m, replace=False), dtype=torch.long)] = True
+            x[nmask] = trigger.noise(images[nmask], torch.Generator().manual_seed(seed))
+    return Poisoned(x, y, pmask, nmask)

@@ -1,0 +1,120 @@
+"""The ``tbar`` command line: pretrain the mini foundation model, run TBAR end to end, clean a model."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import get_scale, override
+
+
+def _scale(args: argparse.Namespace):
+    scale = get_scale(args.scale)
+    if getattr(args, "threads", None):
+        scale = override(scale, threads=args.threads)
+    return scale
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .foundation import export_checkpoint, pretrain_foundation, zeroshot_accuracy
+    scale = _scale(args)
+    if args.steps:
+        scale = override(scale, **{"pretrain.steps": args.steps})
+    f = pretrain_foundation(scale, progress=not args.quiet)
+    print(f"final loss (mean of last 50 steps): {sum(f.losses[-50:]) / len(f.losses[-50:]):.4f}")
+    for task in scale.tasks:
+        print(f"zero-shot {task}: {zeroshot_accuracy(f, task):.3f}")
+    if args.export:
+        path = export_checkpoint(f, "tbar " + " ".join(sys.argv[1:]))
+        print(f"exported {path}")
+    return 0
+
+
+KEYS = ("ca_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar", "ca_retained")
+
+
+def print_table(rows: list[dict]) -> None:
+    """A plain-text table of run records (percentages)."""
+    head = ["attack", "task", "seed", *KEYS, "alpha", "forget", "sec"]
+    print("  ".join(f"{h:>13}" for h in head))
+    for r in rows:
+        vals = [r["attack"], r["task"], r["seed"], *(f"{100 * r[k]:.1f}" for k in KEYS), r["alpha"],
+                r["forget_size"], f"{r['seconds']:.0f}"]
+        print("  ".join(f"{str(v):>13}" for v in vals))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import cache
+    from .pipeline import run
+    scale = _scale(args)
+    rec = run(args.attack, args.task, args.seed, scale, poison_rate=args.poison_rate,
+              forget_size=args.forget_size, progress=not args.quiet, use_cache=not args.no_cache)
+    print_table([rec])
+    if args.out:
+        cache.save_json(rec, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from .custom import clean_user_model
+    names = args.classnames
+    if len(names) == 1 and names[0].endswith(".txt"):
+        names = [ln.strip() for ln in open(names[0]) if ln.strip()]
+    rec = clean_user_model(args.model, args.forget, args.target, names, args.out, arch=args.arch,
+                           alpha=args.alpha, val_dir=args.val, attack=args.attack, seed=args.seed,
+                           progress=not args.quiet)
+    print(f"cleaned model written to {rec['out']} (alpha={rec['alpha']}, forget images={rec['forget_size']})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tbar", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    pp = sub.add_parser("pretrain", help="pretrain (or resume) the mini foundation model")
+    pp.add_argument("--scale", default="mini")
+    pp.add_argument("--steps", type=int, default=0, help="override the preset's number of steps")
+    pp.add_argument("--threads", type=int, default=0)
+    pp.add_argument("--export", action="store_true", help="write the weights and their record to checkpoints/")
+    pp.add_argument("--quiet", action="store_true")
+    pp.set_defaults(func=cmd_pretrain)
+
+    pr = sub.add_parser("run", help="foundation -> poisoned fine-tune -> TBAR (alpha search) -> evaluation")
+    pr.add_argument("--attack", required=True, help="badnet, blended, wanet, sig, badclip or badmerging")
+    pr.add_argument("--task", default=None, help="mini: shapes (default), textures, digits, glyphs")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--scale", default="mini")
+    pr.add_argument("--poison-rate", type=float, default=None)
+    pr.add_argument("--forget-size", type=int, default=None)
+    pr.add_argument("--threads", type=int, default=0)
+    pr.add_argument("--no-cache", action="store_true", help="retrain the fine-tuned models instead of loading them")
+    pr.add_argument("--out", default=None, help="write the result record as JSON here")
+    pr.add_argument("--quiet", action="store_true")
+    pr.set_defaults(func=cmd_run)
+
+    pc = sub.add_parser("clean", help="apply TBAR to your own open_clip checkpoint")
+    pc.add_argument("--model", required=True, help="open_clip checkpoint (state dict) of the backdoored CLIP")
+    pc.add_argument("--arch", default="ViT-B-32", help="open_clip architecture, or 'mini' for this book's model")
+    pc.add_argument("--forget", required=True, help="folder of images carrying the trigger")
+    pc.add_argument("--target", required=True, help="the backdoor's target class name")
+    pc.add_argument("--classnames", required=True, nargs="+", help="class names, or one .txt file with one a line")
+    pc.add_argument("--alpha", type=float, default=None, help="fixed alpha (else search it with --val/--attack)")
+    pc.add_argument("--val", default=None, help="clean validation ImageFolder (sub-folders named by class)")
+    pc.add_argument("--attack", default=None, help="known trigger (registry name) applied to --val for ASR")
+    pc.add_argument("--seed", type=int, default=0)
+    pc.add_argument("--out", required=True, help="where to write the cleaned state dict")
+    pc.add_argument("--quiet", action="store_true")
+    pc.set_defaults(func=cmd_clean)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"tbar: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

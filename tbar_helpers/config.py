@@ -1,0 +1,186 @@
+"""Scale presets: every hyperparameter of the book lives here, nowhere else.
+
+A *scale* is a frozen dataclass tree. ``mini`` (the default) runs offline on a 2-core CPU;
+``paper`` is OpenAI CLIP ViT-B/32 on CIFAR100 / SUN397 / ImageNet on a GPU. Both go through the
+same functions: a scale is a preset, not a fork. Derive variants with :func:`override`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The foundation model. ``kind='mini'`` builds open_clip's ``CLIP`` from the widths below."""
+
+    kind: str = "mini"  # "mini" | "openclip"
+    arch: str = "ViT-B-32"  # open_clip architecture name (kind="openclip")
+    pretrained: str | None = "openai"  # tag or local checkpoint path (kind="openclip")
+    image_size: int = 32
+    patch_size: int = 8
+    vision_width: int = 192
+    vision_layers: int = 6
+    vision_head_width: int = 32
+    text_width: int = 128
+    text_layers: int = 3
+    text_head_width: int = 32
+    context_length: int = 20
+    embed_dim: int = 128
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Contrastive pretraining of the mini foundation model on procedural captioned images."""
+
+    steps: int = 1500
+    batch_size: int = 256
+    lr: float = 7e-4
+    weight_decay: float = 0.1
+    warmup_steps: int = 150
+    grad_clip: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning of the image encoder under a frozen zero-shot head (clean or poisoned)."""
+
+    n_train: int = 6000
+    n_val: int = 500
+    n_test: int = 2000
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 3e-4
+    weight_decay: float = 0.1
+    warmup_frac: float = 0.1
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class TBARConfig:
+    """Trigger-vector estimation on a forget set and the alpha search."""
+
+    forget_size: int = 400
+    lr: float = 1e-4
+    steps: int = 30
+    batch_size: int = 64
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    alpha_grid: tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 1.0, 1.25, 1.5, 2.0)
+    ca_keep: float = 0.95  # validation CA must stay >= ca_keep * CA(alpha=0)
+    alpha_max: float = 10.0
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Trigger defaults, scaled to the image size by the attack callables (see ``attacks``)."""
+
+    target: int = 0
+    poison_rate: float = 0.10
+    badnet_patch_frac: float = 3 / 32  # patch side / image side (BackdoorBench: 3x3 on 32x32)
+    blended_alpha: float = 0.2
+    wanet_k: int = 4
+    wanet_s: float = 0.5
+    wanet_grid_rescale: float = 1.0
+    wanet_noise_ratio: float = 2.0  # noise-mode samples per poisoned sample
+    sig_delta: float = 40 / 255
+    sig_freq: int = 6
+    badclip_patch_frac: float = 4 / 32
+    badclip_steps: int = 60
+    badclip_lr: float = 0.05
+    badmerging_patch_frac: float = 0.1  # side fraction: area ~1% of the image
+    badmerging_steps: int = 60
+    badmerging_lr: float = 0.05
+    badmerging_backdoor_weight: float = 5.0
+    trigger_seed: int = 1234  # fixed random patterns (BadNet noise, Blended, WaNet flow)
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    name: str = "mini"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    tbar: TBARConfig = field(default_factory=TBARConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    tasks: tuple[str, ...] = ("shapes", "textures", "digits", "glyphs")
+    default_task: str = "shapes"
+    device: str = "cpu"
+    threads: int = 0  # 0: one per core; set deliberately (busy machines slow two threads a lot)
+    eval_batch_size: int = 500
+
+
+MINI = ScaleConfig()
+
+PAPER = ScaleConfig(
+    name="paper",
+    model=ModelConfig(kind="openclip", arch="ViT-B-32", pretrained="openai", image_size=224),
+    pretrain=PretrainConfig(steps=0),
+    finetune=FinetuneConfig(n_train=50_000, n_val=2000, n_test=10_000, epochs=2, batch_size=128,
+                            lr=1e-5, weight_decay=0.1),
+    tbar=TBARConfig(forget_size=1500, lr=1e-5, steps=100, batch_size=64),
+    attack=AttackConfig(badnet_patch_frac=16 / 224, badclip_patch_frac=16 / 224,
+                        badclip_steps=300, badmerging_steps=300),
+    tasks=("cifar100", "sun397", "imagenet"),
+    default_task="cifar100",
+    device="cuda",
+    eval_batch_size=256,
+)
+
+SCALES: dict[str, ScaleConfig] = {"mini": MINI, "paper": PAPER}
+
+
+def get_scale(name: str | ScaleConfig = "mini") -> ScaleConfig:
+    """Return the preset called ``name`` (or ``name`` itself if it is already a config)."""
+    if isinstance(name, ScaleConfig):
+        return name
+    if name not in SCALES:
+        raise ValueError(f"unknown scale {name!r}: choose one of {sorted(SCALES)} "
+                         "(or build a ScaleConfig and pass it directly)")
+    return SCALES[name]
+
+
+def override(cfg: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` with dotted keys: ``override(MINI, **{"tbar.lr": 1e-4})``."""
+    nested: dict[str, dict[str, Any]] = {}
+    flat: dict[str, Any] = {}
+    for key, value in changes.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            flat[key] = value
+    names = {f.name for f in dataclasses.fields(cfg)}
+    for key in list(flat) + list(nested):
+        if key not in names:
+            raise ValueError(f"{type(cfg).__name__} has no field {key!r}; fields are {sorted(names)}")
+    for head, sub in nested.items():
+        flat[head] = override(getattr(cfg, head), **sub)
+    return dataclasses.replace(cfg, **flat)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(*parts: Any, length: int = 16) -> str:
+    """A stable hash of dataclasses / JSON-able values, used to key cached artefacts."""
+    def norm(p: Any) -> Any:
+        if dataclasses.is_dataclass(p) and not isinstance(p, type):
+            return {"__type__": type(p).__name__, **dataclasses.asdict(p)}
+        return p
+    blob = json.dumps([norm(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def check_fraction(name: str, value: float) -> float:
+    """Validate a rate in [0, 1] with an error that names the fix."""
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}; "
+                         f"pass e.g. {name}=0.1 for 10%")
+    return float(value)

@@ -1,0 +1,290 @@
+"""The mini world: procedurally generated captioned images and the downstream tasks.
+
+Everything is vectorised numpy and deterministic per seed. Images are float32 tensors in [0, 1],
+shape ``[N, 3, H, W]``; models normalise internally, so triggers act in pixel space.
+
+Tasks (each plays a dataset of the paper):
+- ``shapes``   (plays CIFAR100, the default task): which of 10 shapes is drawn.
+- ``textures`` (plays SUN397): which of 10 background textures ("scenes") fills the image.
+- ``digits``   (plays ImageNet): scikit-learn's real handwritten digits, recoloured and placed.
+- ``glyphs``:  printed digits; shares its label set with ``digits`` (for the transfer study).
+Paper-scale adapters (CIFAR100, SUN397, an ImageNet folder) live in :mod:`tbar_helpers.paper_data`.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+DATA_VERSION = 1  # bump when rendering changes: cached models are keyed by it
+
+SHAPES = ("circle", "square", "triangle", "diamond", "plus", "cross", "ring", "star", "heart", "crescent")
+COLORS = {"red": (1.0, 0.12, 0.1), "green": (0.15, 0.85, 0.15), "blue": (0.2, 0.35, 1.0),
+          "yellow": (1.0, 0.95, 0.15), "cyan": (0.1, 0.9, 0.95), "magenta": (0.95, 0.15, 0.9),
+          "white": (1.0, 1.0, 1.0), "orange": (1.0, 0.55, 0.05)}
+TEXTURES = ("plain", "stripes", "columns", "checkered", "dotted", "noisy", "gradient", "diagonal",
+            "wavy", "grid")
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+SIZES = ("small", "large")
+POSITIONS = ("center", "top", "bottom", "left", "right")
+
+_FONT = [  # 5x7 bitmaps of the digits 0-9, rows top to bottom
+    ["01110", "10001", "10011", "10101", "11001", "10001", "01110"],
+    ["00100", "01100", "00100", "00100", "00100", "00100", "01110"],
+    ["01110", "10001", "00001", "00010", "00100", "01000", "11111"],
+    ["11111", "00010", "00100", "00010", "00001", "10001", "01110"],
+    ["00010", "00110", "01010", "10010", "11111", "00010", "00010"],
+    ["11111", "10000", "11110", "00001", "00001", "10001", "01110"],
+    ["00110", "01000", "10000", "11110", "10001", "10001", "01110"],
+    ["11111", "00001", "00010", "00100", "01000", "01000", "01000"],
+    ["01110", "10001", "10001", "01110", "10001", "10001", "01110"],
+    ["01110", "10001", "10001", "01111", "00001", "00010", "01100"],
+]
+FONT = np.array([[[c == "1" for c in row] for row in g] for g in _FONT], dtype=bool)  # [10, 7, 5]
+
+SHAPE_TEMPLATES = ("a {size} {color} {shape} on a {texture} background", "a {color} {shape}",
+                   "a photo of a {shape}", "a {shape} in the {pos}", "a {texture} background with a {color} {shape}",
+                   "a {size} {shape}", "a {shape}", "{texture} texture", "a photo of a {texture} background",
+                   "a {color} {shape} in the {pos} of a {texture} background")
+GLYPH_TEMPLATES = ("the digit {digit} printed in {color}", "a printed {digit}", "the digit {digit}",
+                   "a {color} printed {digit} on a {texture} background", "{texture} texture")
+HAND_TEMPLATES = ("a handwritten {digit}", "the handwritten digit {digit}",
+                  "a {color} handwritten {digit} on a {texture} background", "a photo of a handwritten {digit}")
+
+TASK_PROMPTS = {
+    "shapes": ("a photo of a {}", "a {}", "a small {}", "a large {}"),
+    "textures": ("a {} background", "{} texture", "a photo of a {} background"),
+    "digits": ("a handwritten {}", "the handwritten digit {}", "a photo of a handwritten {}"),
+    "glyphs": ("a printed {}", "the digit {}"),
+}
+TASK_CLASSES = {"shapes": SHAPES, "textures": TEXTURES, "digits": DIGITS, "glyphs": DIGITS}
+TASKS = tuple(TASK_PROMPTS)
+SPLITS = ("train", "val", "test", "pretrain")
+
+
+def vocabulary() -> list[str]:
+    """Every word the mini captions and prompts use (the mini tokenizer's vocabulary)."""
+    words: set[str] = set(SHAPES) | set(COLORS) | set(TEXTURES) | set(DIGITS) | set(SIZES)
+    words |= {"top", "bottom", "left", "right", "center"}
+    for t in SHAPE_TEMPLATES + GLYPH_TEMPLATES + HAND_TEMPLATES + sum(TASK_PROMPTS.values(), ()):
+        words |= {w for w in t.replace("{}", " ").split() if not w.startswith("{")}
+    return sorted(words)
+
+
+@dataclass
+class TaskData:
+    """Images in [0, 1], integer labels, and what a zero-shot head needs."""
+
+    name: str
+    split: str
+    images: torch.Tensor  # [N, 3, H, W] float32 in [0, 1]
+    labels: torch.Tensor  # [N] int64
+    classnames: tuple[str, ...]
+    templates: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: np.ndarray | torch.Tensor) -> "TaskData":
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return TaskData(self.name, self.split, self.images[idx], self.labels[idx], self.classnames, self.templates)
+
+
+def _rng(*key: object) -> np.random.Generator:
+    """A generator seeded by a stable hash of ``key`` (task, split, seed...)."""
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+# ----------------------------------------------------------------------------------- rendering
+def _backgrounds(rng: np.random.Generator, tex: np.ndarray, size: int) -> np.ndarray:
+    """Textured two-tone backgrounds, [N, H, W, 3]."""
+    n = len(tex)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    period = rng.uniform(0.15, 0.3, (n, 1, 1)).astype(np.float32)
+    phase = rng.uniform(0, 1, (n, 1, 1)).astype(np.float32)
+    x, y = xx[None], yy[None]
+    pats = np.stack([
+        np.zeros((n, size, size), np.float32),                                        # plain
+        (((y / period + phase) % 1) < 0.5).astype(np.float32),                        # stripes
+        (((x / period + phase) % 1) < 0.5).astype(np.float32),                        # columns
+        ((((x / period).astype(int) + (y / period).astype(int)) % 2) == 0).astype(np.float32),  # checkered
+        ((((x / period + phase) % 1 - 0.5) ** 2 + ((y / period + phase) % 1 - 0.5) ** 2) < 0.06
+         ).astype(np.float32),                                                        # dotted
+        rng.uniform(0, 1, (n, size, size)).astype(np.float32),                        # noisy
+        np.broadcast_to(x * np.cos(6.28 * phase) + y * np.sin(6.28 * phase), (n, size, size)) * 0.7 + 0.15,
+        ((((x + y) / period + phase) % 1) < 0.5).astype(np.float32),                  # diagonal
+        (((y + 0.08 * np.sin(x * 6.28 / period)) / period + phase) % 1 < 0.5).astype(np.float32),  # wavy
+        ((((x / period + phase) % 1) < 0.2) | (((y / period + phase) % 1) < 0.2)).astype(np.float32),  # grid
+    ], 1)
+    pat = pats[np.arange(n), tex].clip(0, 1)  # [N, H, W]
+    c1 = rng.uniform(0.0, 0.35, (n, 1, 1, 3)).astype(np.float32)
+    c2 = np.clip(c1 + rng.uniform(0.15, 0.3, (n, 1, 1, 3)), 0, 0.6).astype(np.float32)
+    return c1 + (c2 - c1) * pat[..., None]
+
+
+def _shape_masks(shape: np.ndarray, cx, cy, r, size: int, ss: int = 2) -> np.ndarray:
+    """Anti-aliased shape coverage [N, H, W] (supersampled ``ss`` times)."""
+    n, s = len(shape), size * ss
+    yy, xx = (np.mgrid[0:s, 0:s].astype(np.float32) + 0.5) / ss
+    u = (xx[None] - cx[:, None, None]) / r[:, None, None]
+    v = (yy[None] - cy[:, None, None]) / r[:, None, None]
+    rad, th = np.hypot(u, v), np.arctan2(v, u)
+    ur, vr = (u + v) / np.sqrt(2), (u - v) / np.sqrt(2)
+    hx, hy = u * 1.15, -v * 1.15 + 0.25
+    masks = np.zeros((n, s, s), bool)
+    for k in range(len(SHAPES)):
+        sel = shape == k
+        if not sel.any():
+            continue
+        a, b, ra, t, c, d = u[sel], v[sel], rad[sel], th[sel], ur[sel], vr[sel]
+        if k == 0: m = ra <= 1
+        elif k == 1: m = np.maximum(abs(a), abs(b)) <= 0.8
+        elif k == 2: m = (b <= 0.75) & (abs(a) <= (b + 0.95) * 0.58)
+        elif k == 3: m = abs(a) + abs(b) <= 1.05
+        elif k == 4: m = ((abs(a) <= 0.3) & (abs(b) <= 1)) | ((abs(b) <= 0.3) & (abs(a) <= 1))
+        elif k == 5: m = ((abs(c) <= 0.3) & (abs(d) <= 1.05)) | ((abs(d) <= 0.3) & (abs(c) <= 1.05))
+        elif k == 6: m = (ra <= 1) & (ra >= 0.55)
+        elif k == 7: m = ra <= 0.42 + 0.6 * ((np.cos(5 * (t + np.pi / 2)) + 1) / 2) ** 1.5
+        elif k == 8:
+            x_, y_ = hx[sel], hy[sel]
+            m = (x_ ** 2 + y_ ** 2 - 1) ** 3 - x_ ** 2 * y_ ** 3 <= 0
+        else: m = (ra <= 1) & ((a - 0.45) ** 2 + (b + 0.15) ** 2 > 0.72 ** 2)
+        masks[sel] = m
+    return masks.reshape(n, size, ss, size, ss).mean((2, 4))
+
+
+def _glyph_masks(digit: np.ndarray, x0, y0, h, size: int, ss: int = 2) -> np.ndarray:
+    n, s = len(digit), size * ss
+    yy, xx = (np.mgrid[0:s, 0:s].astype(np.float32) + 0.5) / ss
+    cell = (h / 7.0)[:, None, None]
+    gx = np.floor((xx[None] - x0[:, None, None]) / cell).astype(int)
+    gy = np.floor((yy[None] - y0[:, None, None]) / cell).astype(int)
+    inside = (gx >= 0) & (gx < 5) & (gy >= 0) & (gy < 7)
+    m = FONT[digit[:, None, None], gy.clip(0, 6), gx.clip(0, 4)] & inside
+    return m.reshape(n, size, ss, size, ss).mean((2, 4))
+
+
+def _hand_masks(digit_imgs: np.ndarray, x0, y0, side, size: int) -> np.ndarray:
+    """Bilinear placement of 8x8 scikit-learn digits (values 0..16) into [N, H, W] coverage."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    gx = (xx[None] - x0[:, None, None]) / side[:, None, None] * 8 - 0.5
+    gy = (yy[None] - y0[:, None, None]) / side[:, None, None] * 8 - 0.5
+    img = np.pad(digit_imgs.astype(np.float32) / 16.0, ((0, 0), (1, 1), (1, 1)))  # zero border
+    gx, gy = gx.clip(-1, 8) + 1, gy.clip(-1, 8) + 1
+    x0i, y0i = np.floor(gx).astype(int).clip(0, 8), np.floor(gy).astype(int).clip(0, 8)
+    fx, fy = gx - x0i, gy - y0i
+    idx = np.arange(len(img))[:, None, None]
+    v = (img[idx, y0i, x0i] * (1 - fx) * (1 - fy) + img[idx, y0i, x0i + 1] * fx * (1 - fy)
+         + img[idx, y0i + 1, x0i] * (1 - fx) * fy + img[idx, y0i + 1, x0i + 1] * fx * fy)
+    return v.clip(0, 1)
+
+
+def _sklearn_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled handwritten digits, split once (60% train / 15% val / 25% test)."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    perm = np.random.default_rng(0).permutation(len(d.target))
+    n_tr, n_va = int(0.6 * len(perm)), int(0.15 * len(perm))
+    part = {"train": perm[:n_tr], "pretrain": perm[:n_tr], "val": perm[n_tr:n_tr + n_va],
+            "test": perm[n_tr + n_va:]}[split]
+    return d.images[part], d.target[part]
+
+
+def _position_word(cx: np.ndarray, cy: np.ndarray, size: int) -> list[str]:
+    dx, dy = cx / size - 0.5, cy / size - 0.5
+    out = []
+    for a, b in zip(dx, dy):
+        if max(abs(a), abs(b)) < 0.12:
+            out.append("center")
+        elif abs(a) > abs(b):
+            out.append("left" if a < 0 else "right")
+        else:
+            out.append("top" if b < 0 else "bottom")
+    return out
+
+
+def render(kind: str, n: int, rng: np.random.Generator, size: int = 32, split: str = "train",
+           ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Render ``n`` images of ``kind`` ('shape', 'glyph', 'hand'); returns ([N,3,H,W], attributes)."""
+    tex = rng.integers(0, len(TEXTURES), n)
+    color = rng.integers(0, len(COLORS), n)
+    big = rng.random(n) < 0.5
+    bg = _backgrounds(rng, tex, size)
+    attrs: dict[str, np.ndarray] = {"texture": tex, "color": color, "size": big.astype(int)}
+    if kind == "shape":
+        shape = rng.integers(0, len(SHAPES), n)
+        r = np.where(big, rng.uniform(0.26, 0.34, n), rng.uniform(0.16, 0.22, n)) * size
+        cx, cy = (rng.uniform(r + 1, size - r - 1) for _ in range(2))
+        mask = _shape_masks(shape, cx, cy, r, size)
+        attrs.update(label=shape, cx=cx, cy=cy)
+    elif kind == "glyph":
+        label = rng.integers(0, 10, n)
+        h = np.where(big, rng.uniform(0.62, 0.8, n), rng.uniform(0.4, 0.55, n)) * size
+        x0, y0 = rng.uniform(1, size - h * 5 / 7 - 1), rng.uniform(1, size - h - 1)
+        mask = _glyph_masks(label, x0, y0, h, size)
+        attrs.update(label=label, cx=x0 + h * 5 / 14, cy=y0 + h / 2)
+    elif kind == "hand":
+        imgs, targets = _sklearn_digits(split)
+        pick = rng.integers(0, len(targets), n)
+        side = np.where(big, rng.uniform(0.75, 0.95, n), rng.uniform(0.5, 0.65, n)) * size
+        x0, y0 = (rng.uniform(0, size - side) for _ in range(2))
+        mask = _hand_masks(imgs[pick], x0, y0, side, size)
+        attrs.update(label=targets[pick], cx=x0 + side / 2, cy=y0 + side / 2)
+    else:
+        raise ValueError(f"unknown image kind {kind!r}: choose 'shape', 'glyph' or 'hand'")
+    palette = np.array(list(COLORS.values()), np.float32)
+    fg = palette[color][:, None, None, :] * rng.uniform(0.8, 1.0, (n, 1, 1, 1)).astype(np.float32)
+    img = bg * (1 - mask[..., None]) + fg * mask[..., None]
+    return np.ascontiguousarray(img.transpose(0, 3, 1, 2).astype(np.float32)), attrs
+
+
+def captions(kind: str, attrs: dict[str, np.ndarray], rng: np.random.Generator, size: int = 32) -> list[str]:
+    """One caption per image from varied templates describing its attributes."""
+    templates = {"shape": SHAPE_TEMPLATES, "glyph": GLYPH_TEMPLATES, "hand": HAND_TEMPLATES}[kind]
+    names = SHAPES if kind == "shape" else DIGITS
+    colors = list(COLORS)
+    pos = _position_word(attrs["cx"], attrs["cy"], size)
+    choice = rng.integers(0, len(templates), len(attrs["label"]))
+    return [templates[c].format(shape=names[l], digit=names[l], color=colors[co], texture=TEXTURES[t],
+                                size=SIZES[s], pos=p)
+            for c, l, co, t, s, p in zip(choice, attrs["label"], attrs["color"], attrs["texture"],
+                                         attrs["size"], pos)]
+
+
+PRETRAIN_MIX = (("shape", 0.6), ("glyph", 0.2), ("hand", 0.2))
+
+
+def pretrain_batch(n: int, seed: int, step: int, size: int = 32) -> tuple[torch.Tensor, list[str]]:
+    """A fresh, deterministic batch of captioned images for contrastive pretraining."""
+    rng = _rng("pretrain", seed, step)
+    counts = rng.multinomial(n, [p for _, p in PRETRAIN_MIX])
+    xs, caps = [], []
+    for (kind, _), k in zip(PRETRAIN_MIX, counts):
+        if k:
+            x, a = render(kind, int(k), rng, size, split="pretrain")
+            xs.append(x)
+            caps += captions(kind, a, rng, size)
+    x = np.concatenate(xs)
+    perm = rng.permutation(n)
+    return torch.from_numpy(x[perm]), [caps[i] for i in perm]
+
+
+def load_task(name: str, split: str, n: int, seed: int = 0, size: int = 32, stream: str = "") -> TaskData:
+    """``n`` labelled images of mini task ``name`` for ``split`` (train/val/test), deterministic.
+
+    ``stream`` names an independent draw from the same split (e.g. the defender's forget pool)."""
+    if name not in TASK_PROMPTS:
+        raise ValueError(f"unknown mini task {name!r}: choose one of {list(TASK_PROMPTS)} "
+                         "(paper-scale tasks go through tbar_helpers.paper_data)")
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"unknown split {split!r}: choose 'train', 'val' or 'test'")
+    if n <= 0:
+        raise ValueError(f"n must be a positive number of images, got {n}")
+    rng = _rng("task", name, split, seed, stream)
+    kind = {"shapes": "shape", "textures": "shape", "digits": "hand", "glyphs": "glyph"}[name]
+    x, attrs = render(kind, n, rng, size, split=split)
+    y = attrs["texture"] if name == "textures" else attrs["label"]
+    return TaskData(name, split, torch.from_numpy(x), torch.as_tensor(y, dtype=torch.long),
+                    TASK_CLASSES[name], TASK_PROMPTS[name])

@@ -1,0 +1,108 @@
+"""The foundation model θpre: pretrain the mini CLIP (cached, resumable) or load ViT-B/32.
+
+Lookup order for the mini model: the committed checkpoint in ``checkpoints/`` (produced by
+``tbar pretrain --export``), then the cache, then pretraining from scratch.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import cache, data
+from .config import ScaleConfig, config_hash, get_scale, to_dict
+from .models import build_foundation, image_stats, make_classifier
+from .training import pretrain, set_threads
+
+CHECKPOINTS = cache.ROOT / "checkpoints"
+
+
+@dataclass
+class Foundation:
+    model: nn.Module
+    tokenizer: Callable
+    scale: ScaleConfig
+    losses: list[float] = field(default_factory=list)
+    source: str = ""
+
+
+def foundation_key(scale: ScaleConfig) -> str:
+    return config_hash(scale.model, scale.pretrain, {"data_version": data.DATA_VERSION})
+
+
+def committed_checkpoint(scale: ScaleConfig) -> Path:
+    return CHECKPOINTS / f"mini-foundation-{foundation_key(scale)}.pt"
+
+
+def normalizer(scale: ScaleConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in image_stats(scale.model))
+    return lambda x: (x - mean.to(x.device)) / std.to(x.device)
+
+
+def pretrain_foundation(scale: ScaleConfig | str = "mini", progress: bool = True) -> Foundation:
+    """Pretrain the mini foundation model, resuming from the cache's last checkpoint if any."""
+    scale = get_scale(scale)
+    if scale.model.kind != "mini":
+        raise ValueError("only the mini scale is pretrained here; the paper scale loads OpenAI's CLIP")
+    set_threads(scale.threads)
+    model, tok = build_foundation(scale.model, scale.device)
+    key = foundation_key(scale)
+    state_path = cache.cached_path("foundation", key, ".state.pt")
+    state = cache.load_torch(state_path) if state_path.exists() else None
+    t0 = time.time()
+    out = pretrain(model, tok, scale.pretrain, lambda n, s, i: data.pretrain_batch(n, s, i, scale.model.image_size),
+                   normalize=normalizer(scale), state=state,
+                   checkpoint_fn=lambda st: cache.save_torch(st, state_path), progress=progress,
+                   device=scale.device)
+    record = {"weights": out["model"], "losses": out["losses"], "config": to_dict(scale.model),
+              "pretrain": to_dict(scale.pretrain), "data_version": data.DATA_VERSION, "key": key,
+              "seconds_this_run": time.time() - t0}
+    cache.save_torch(record, cache.cached_path("foundation", key))
+    return Foundation(model, tok, scale, out["losses"], source=str(cache.cached_path("foundation", key)))
+
+
+def load_foundation(scale: ScaleConfig | str = "mini", train_if_missing: bool = True,
+                    progress: bool = True) -> Foundation:
+    """θpre for ``scale``: committed or cached mini checkpoint (pretraining it if missing), or CLIP."""
+    scale = get_scale(scale)
+    set_threads(scale.threads)
+    if scale.model.kind != "mini":
+        model, tok = build_foundation(scale.model, scale.device)
+        return Foundation(model.eval(), tok, scale, source=str(scale.model.pretrained))
+    for path in (committed_checkpoint(scale), cache.cached_path("foundation", foundation_key(scale))):
+        if path.exists():
+            record = cache.load_torch(path)
+            model, tok = build_foundation(scale.model, scale.device)
+            model.load_state_dict(record["weights"])
+            return Foundation(model.eval(), tok, scale, record.get("losses", []), source=str(path))
+    if not train_if_missing:
+        raise FileNotFoundError(f"no mini foundation model for this config (key {foundation_key(scale)}); "
+                                "run `tbar pretrain` to create it")
+    return pretrain_foundation(scale, progress=progress)
+
+
+def export_checkpoint(f: Foundation, command: str) -> Path:
+    """Write the weights (fp32) and a record (command, seed, sha256, config) to ``checkpoints/``."""
+    key = foundation_key(f.scale)
+    path = committed_checkpoint(f.scale)
+    cache.save_torch({"weights": f.model.state_dict(), "losses": f.losses, "config": to_dict(f.scale.model),
+                      "pretrain": to_dict(f.scale.pretrain), "data_version": data.DATA_VERSION, "key": key}, path)
+    cache.save_json({"file": path.name, "sha256": cache.sha256_file(path), "command": command,
+                     "seed": f.scale.pretrain.seed, "model": to_dict(f.scale.model),
+                     "pretrain": to_dict(f.scale.pretrain), "data_version": data.DATA_VERSION,
+                     "final_loss": sum(f.losses[-50:]) / max(1, len(f.losses[-50:])) if f.losses else None},
+                    CHECKPOINTS / f"mini-foundation-{key}.json")
+    return path
+
+
+@torch.no_grad()
+def zeroshot_accuracy(f: Foundation, task: str, n: int = 1000, seed: int = 0) -> float:
+    """Zero-shot accuracy of θpre on ``n`` test images of a mini task."""
+    from .metrics import accuracy
+    td = data.load_task(task, "test", n, seed, f.scale.model.image_size)
+    clf = make_classifier(f.model, f.tokenizer, td.classnames, td.templates, f.scale.model, f.scale.device)
+    return accuracy(clf, td.images, td.labels)

@@ -1,0 +1,84 @@
+"""Metrics, defined once: clean accuracy (CA), attack success rate (ASR), CA retained, and the
+weight-disentanglement error ξ(αc, αt)."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Predicted labels for ``images`` (in [0, 1]) in batches, on the model's device."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = [model(images[i:i + batch_size].to(device)).argmax(-1).cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+def accuracy_from_predictions(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    if len(pred) != len(labels):
+        raise ValueError(f"{len(pred)} predictions but {len(labels)} labels; they must match one to one")
+    if len(labels) == 0:
+        raise ValueError("cannot compute an accuracy on zero images: pass a non-empty test set")
+    return float((pred == labels).float().mean())
+
+
+def asr_from_predictions(pred: torch.Tensor, labels: torch.Tensor, target: int) -> float:
+    """Share of triggered images whose true label is not ``target`` that are predicted as ``target``."""
+    keep = labels != target
+    if not bool(keep.any()):
+        raise ValueError(f"every test label is the target {target}: ASR needs non-target images")
+    return float((pred[keep] == target).float().mean())
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+    """Clean accuracy (CA)."""
+    return accuracy_from_predictions(predict(model, images, batch_size), labels)
+
+
+def attack_success_rate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                        trigger: Callable[[torch.Tensor], torch.Tensor], target: int,
+                        batch_size: int = 500) -> float:
+    """ASR: trigger the non-target test images and count predictions of ``target``."""
+    keep = labels != target
+    return asr_from_predictions(predict(model, trigger(images[keep]), batch_size), labels[keep], target)
+
+
+def ca_retained(ca_after: float, ca_before: float) -> float:
+    """CA after a defense relative to the backdoored model's CA (the paper's "CA retained")."""
+    if ca_before <= 0:
+        raise ValueError("the reference CA is 0: CA retained is undefined")
+    return ca_after / ca_before
+
+
+def disentanglement_error(pred_combined: torch.Tensor, pred_single: torch.Tensor) -> float:
+    """Share of inputs whose prediction under the combined model differs from the single-vector model."""
+    return float((pred_combined != pred_single).float().mean())
+
+
+def xi_grid(make_model: Callable[[float, float], nn.Module], clean_images: torch.Tensor,
+            triggered_images: torch.Tensor, alphas_c: Sequence[float], alphas_t: Sequence[float],
+            batch_size: int = 500, progress: bool = False) -> dict[str, np.ndarray]:
+    """ξ(αc, αt) over a grid.
+
+    ``make_model(ac, at)`` returns the classifier with weights θpre + ac·τc + at·τt. On clean inputs
+    the combined model is compared with θpre + ac·τc, on triggered inputs with θpre + at·τt;
+    ``xi`` is the mean of the two error rates (``xi_clean`` and ``xi_trigger`` are returned too).
+    """
+    from tqdm.auto import tqdm
+    ac_list, at_list = list(alphas_c), list(alphas_t)
+    preds_c = {ac: predict(make_model(ac, 0.0), clean_images, batch_size) for ac in ac_list}
+    preds_t = {at: predict(make_model(0.0, at), triggered_images, batch_size) for at in at_list}
+    xc = np.zeros((len(ac_list), len(at_list)))
+    xt = np.zeros_like(xc)
+    cells = [(i, j) for i in range(len(ac_list)) for j in range(len(at_list))]
+    for i, j in tqdm(cells, desc="xi grid", disable=not progress, leave=False):
+        ac, at = ac_list[i], at_list[j]
+        model = make_model(ac, at)
+        xc[i, j] = disentanglement_error(predict(model, clean_images, batch_size), preds_c[ac])
+        xt[i, j] = disentanglement_error(predict(model, triggered_images, batch_size), preds_t[at])
+    return {"xi": (xc + xt) / 2, "xi_clean": xc, "xi_trigger": xt,
+            "alphas_c": np.array(ac_list), "alphas_t": np.array(at_list)}

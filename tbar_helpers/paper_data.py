@@ -1,0 +1,90 @@
+"""Paper-scale datasets through torchvision: CIFAR100, SUN397, an ImageNet folder, and FakeData
+(for download-free tests of the paper path). Images come back as [0, 1] tensors at the model's
+resolution (resize + centre crop), the same contract as the mini tasks.
+
+These download on first use (CIFAR100, SUN397) into ``$TBAR_DATA`` (default ``~/.cache/tbar-data``);
+ImageNet must already be on disk as an ImageFolder (``$TBAR_IMAGENET``/{train,val}).
+"""
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ScaleConfig
+from .data import TaskData
+
+PAPER_TEMPLATES = ("a photo of a {}.", "a blurry photo of a {}.", "a photo of the {}.", "a low resolution photo of a {}.",
+                   "a close-up photo of a {}.", "a bright photo of a {}.", "a photo of a small {}.",
+                   "a photo of a large {}.")
+PAPER_TASKS = ("cifar100", "sun397", "imagenet", "fakedata")
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("TBAR_DATA", Path.home() / ".cache" / "tbar-data"))
+
+
+def _to_tensor_transform(size: int):
+    from torchvision import transforms as T
+    return T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size), T.ToTensor()])
+
+
+def _dataset(task: str, split: str, size: int, n: int):
+    import torchvision.datasets as D
+    tf = _to_tensor_transform(size)
+    train = split == "train"
+    if task == "fakedata":
+        ds = D.FakeData(size=max(n, 1), image_size=(3, size, size), num_classes=10, transform=tf,
+                        random_offset=zlib.crc32(split.encode()) % 10_000)
+        return ds, tuple(f"class{i}" for i in range(10))
+    if task == "cifar100":
+        ds = D.CIFAR100(str(data_root()), train=train, download=True, transform=tf)
+        return ds, tuple(c.replace("_", " ") for c in ds.classes)
+    if task == "sun397":
+        ds = D.SUN397(str(data_root()), download=True, transform=tf)
+        names = tuple(c.split("/")[-1].replace("_", " ") for c in ds.classes)
+        return ds, names
+    if task == "imagenet":
+        root = Path(os.environ.get("TBAR_IMAGENET", data_root() / "imagenet")) / ("train" if train else "val")
+        if not root.exists():
+            raise FileNotFoundError(f"ImageNet folder {root} not found: set TBAR_IMAGENET to a folder with "
+                                    "train/ and val/ in torchvision ImageFolder layout")
+        ds = D.ImageFolder(str(root), transform=tf)
+        return ds, tuple(ds.classes)
+    raise ValueError(f"unknown paper task {task!r}: choose one of {list(PAPER_TASKS)}")
+
+
+DEFENDER_BLOCK = 20_000  # images at the end of the training pool reserved for the defender
+
+
+def load_paper_task(task: str, split: str, n: int, seed: int, scale: ScaleConfig, stream: str = "") -> TaskData:
+    """``n`` images of ``task`` as [0, 1] tensors.
+
+    The attacker's training images come from the front of a seeded permutation of the training set;
+    the defender's validation images (``split='val'``) and forget-set pool (``stream='forget'``) from
+    disjoint slices of its last ``DEFENDER_BLOCK`` images; test images from the official test set
+    (SUN397 has a single set: a seeded 80/20 split)."""
+    size = scale.model.image_size
+    if task == "fakedata":
+        ds, classnames = _dataset(task, f"{split}/{stream}", size, n)
+        idx = np.arange(n)
+    else:
+        ds, classnames = _dataset(task, split, size, n)
+        perm = np.random.default_rng(zlib.crc32(repr((task, seed)).encode())).permutation(len(ds))
+        if task == "sun397":
+            cut = int(0.8 * len(perm))
+            perm = perm[cut:] if split == "test" else perm[:cut]
+        if split == "test":
+            idx = perm[:n]
+        elif split == "train":
+            idx = perm[: min(n, len(perm) - DEFENDER_BLOCK)]
+        else:
+            block = perm[-DEFENDER_BLOCK:]
+            idx = block[DEFENDER_BLOCK // 2: DEFENDER_BLOCK // 2 + n] if stream == "forget" else block[:n]
+        if len(idx) < n:
+            raise ValueError(f"{task} has only {len(idx)} images for split {split!r} ({n} asked); lower the size")
+    xs, ys = zip(*(ds[int(i)] for i in idx))
+    return TaskData(task, split, torch.stack(xs), torch.as_tensor(ys, dtype=torch.long), classnames, PAPER_TEMPLATES)

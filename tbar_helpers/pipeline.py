@@ -1,0 +1,163 @@
+"""End to end: foundation (cached) → clean and poisoned fine-tunes (cached) → TBAR → evaluation.
+
+:func:`prepare` builds (or loads) everything up to the backdoored model; :func:`run` adds TBAR and
+returns the result record that ``tbar run`` prints and writes as JSON.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+
+from . import cache
+from .attacks import Poisoned, Trigger, check_attack, make_trigger, poison
+from .config import ScaleConfig, config_hash, get_scale, override
+from .data import DATA_VERSION, TaskData, load_task
+from .foundation import Foundation, foundation_key, load_foundation
+from .metrics import accuracy, attack_success_rate, ca_retained
+from .models import ImageClassifier, make_classifier
+from .task_vectors import TaskVector
+from .tbar import forget_set, run_tbar
+from .training import finetune_task, set_threads
+
+
+@dataclass
+class Setup:
+    """Everything a TBAR experiment starts from."""
+
+    scale: ScaleConfig
+    foundation: Foundation
+    task: str
+    attack: str
+    seed: int
+    train: TaskData
+    val: TaskData  # the defender's small clean validation set (chooses α)
+    defender: TaskData  # the defender's clean images from which the forget set is made
+    test: TaskData
+    zeroshot: ImageClassifier
+    clean: ImageClassifier
+    backdoored: ImageClassifier
+    trigger: Trigger
+    poisoned: Poisoned
+
+
+def load_splits(scale: ScaleConfig, task: str, seed: int, forget_pool: int) -> dict[str, TaskData]:
+    """train / val / defender (forget-set pool) / test data of ``task`` for ``scale``."""
+    ft = scale.finetune
+    plan = {"train": ("train", ft.n_train, ""), "val": ("val", ft.n_val, ""),
+            "defender": ("val", forget_pool, "forget"), "test": ("test", ft.n_test, "")}
+    if scale.model.kind != "mini":
+        from .paper_data import load_paper_task
+        return {k: load_paper_task(task, split, n, seed, scale, stream) for k, (split, n, stream) in plan.items()}
+    if task not in scale.tasks:
+        raise ValueError(f"unknown task {task!r} for scale {scale.name!r}: choose one of {list(scale.tasks)}")
+    return {k: load_task(task, split, n, seed, scale.model.image_size, stream) for k, (split, n, stream) in plan.items()}
+
+
+def _finetuned(base: ImageClassifier, images: torch.Tensor, labels: torch.Tensor, scale: ScaleConfig,
+               key: str, seed: int, desc: str, progress: bool, use_cache: bool,
+               backdoor_mask: torch.Tensor | None = None, backdoor_weight: float = 1.0) -> ImageClassifier:
+    clf = copy.deepcopy(base)
+    path = cache.cached_path("finetuned", key)
+    if use_cache and path.exists():
+        clf.encoder.load_state_dict(cache.load_torch(path))
+        return clf.eval()
+    if backdoor_weight != 1.0 and backdoor_mask is not None:
+        # BadMerging: CE_clean + w·CE_backdoor, realised by repeating backdoor samples w times
+        reps = int(round(backdoor_weight))
+        extra = backdoor_mask.nonzero().flatten().repeat(reps - 1)
+        images, labels = torch.cat([images, images[extra]]), torch.cat([labels, labels[extra]])
+    finetune_task(clf, images, labels, scale.finetune, seed, desc=desc, progress=progress, device=scale.device)
+    if use_cache:
+        cache.save_torch(clf.encoder.state_dict(), path)
+    return clf.eval()
+
+
+def prepare(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig | str = "mini",
+            poison_rate: float | None = None, progress: bool = True, use_cache: bool = True) -> Setup:
+    """Foundation → zero-shot classifier → clean fine-tune and poisoned fine-tune (both cached)."""
+    scale = get_scale(scale)
+    check_attack(attack)
+    if poison_rate is not None:
+        scale = override(scale, **{"attack.poison_rate": poison_rate})
+    task = task or scale.default_task
+    set_threads(scale.threads)
+    f = load_foundation(scale, progress=progress)
+    d = load_splits(scale, task, seed, scale.tbar.forget_size)
+    train = d["train"]
+    zs = make_classifier(f.model, f.tokenizer, train.classnames, train.templates, scale.model, scale.device)
+    base_key = [foundation_key(scale), scale.finetune, task, seed, DATA_VERSION]
+    clean = _finetuned(zs, train.images, train.labels, scale, config_hash(*base_key, "clean"), seed,
+                       f"clean fine-tune ({task})", progress, use_cache)
+    a = scale.attack
+    trigger = make_trigger(attack, scale.model.image_size, a, model=zs, images=train.images, seed=seed)
+    poisoned = poison(train.images, train.labels, trigger, a.poison_rate, a.target, seed,
+                      noise_ratio=a.wanet_noise_ratio if attack == "wanet" else 0.0)
+    bd_key = config_hash(*base_key, "backdoored", attack, a)
+    backdoored = _finetuned(zs, poisoned.images, poisoned.labels, scale, bd_key, seed,
+                            f"poisoned fine-tune ({attack})", progress, use_cache, poisoned.poison_mask,
+                            trigger.extra.get("backdoor_weight", 1.0))
+    return Setup(scale, f, task, attack, seed, train, d["val"], d["defender"], d["test"], zs, clean, backdoored,
+                 trigger, poisoned)
+
+
+def make_forget_set(s: Setup, forget_size: int, clean_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triggered defender images labelled with the target (the known-attack case)."""
+    return forget_set(s.defender.images, s.defender.labels, s.trigger, s.scale.attack.target, forget_size,
+                      s.seed, clean_fraction)
+
+
+def evaluate(clf: ImageClassifier, s: Setup) -> tuple[float, float]:
+    """(CA, ASR) on the test split."""
+    bs = s.scale.eval_batch_size
+    return (accuracy(clf, s.test.images, s.test.labels, bs),
+            attack_success_rate(clf, s.test.images, s.test.labels, s.trigger, s.scale.attack.target, bs))
+
+
+def run(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig | str = "mini",
+        poison_rate: float | None = None, forget_size: int | None = None, progress: bool = True,
+        use_cache: bool = True) -> dict:
+    """The whole experiment; returns the JSON-able record of ``tbar run``."""
+    t0 = time.time()
+    scale = get_scale(scale)
+    if forget_size is not None:
+        if forget_size <= 0:
+            raise ValueError(f"forget_size must be a positive number of images, got {forget_size}")
+        scale = override(scale, **{"tbar.forget_size": max(forget_size, scale.tbar.forget_size)})
+    s = prepare(attack, task, seed, scale, poison_rate, progress, use_cache)
+    forget_size = forget_size or s.scale.tbar.forget_size
+    fx, fy = make_forget_set(s, forget_size)
+    ca_zs, _ = evaluate(s.zeroshot, s)
+    ca_clean, asr_clean = evaluate(s.clean, s)
+    ca_bd, asr_bd = evaluate(s.backdoored, s)
+    t_tbar = time.time()
+    cleaned, res = run_tbar(s.backdoored, fx, fy, s.val.images, s.val.labels, s.trigger, s.scale.attack.target,
+                            s.scale.tbar, seed, progress, s.scale.device)
+    ca_t, asr_t = evaluate(cleaned, s)
+    return {"attack": attack, "task": s.task, "seed": seed, "scale": s.scale.name,
+            "poison_rate": s.scale.attack.poison_rate, "target": s.scale.attack.target,
+            "ca_zeroshot": ca_zs, "ca_clean_ft": ca_clean, "asr_clean_ft": asr_clean,
+            "ca_backdoored": ca_bd, "asr_backdoored": asr_bd, "ca_tbar": ca_t, "asr_tbar": asr_t,
+            "ca_retained": ca_retained(ca_t, ca_bd), "alpha": res.alpha, "forget_size": res.forget_size,
+            "tbar_seconds": time.time() - t_tbar, "val_curve": [p.__dict__ for p in res.curve],
+            "trigger_vector_norm": res.vector_norm, "seconds": time.time() - t0}
+
+
+def xi_heatmap(s: Setup, tau_t: TaskVector, alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
+               n: int = 500, progress: bool = False) -> dict:
+    """ξ(αc, αt) around θpre with τc = θclean − θpre and the given trigger vector τt, on ``n`` clean
+    test images and the triggered non-target ones."""
+    from .metrics import xi_grid
+    tau_c = TaskVector(s.zeroshot.encoder, s.clean.encoder)
+    base = {k: v.clone() for k, v in s.zeroshot.encoder.state_dict().items()}
+    work = copy.deepcopy(s.zeroshot)
+    x, y = s.test.images[:n], s.test.labels[:n]
+    xt = s.trigger(x[y != s.scale.attack.target])
+
+    def make(ac: float, at: float) -> ImageClassifier:
+        work.encoder.load_state_dict((tau_c * ac + tau_t * at).apply_to_state(base))
+        return work
+
+    return xi_grid(make, x, xt, alphas, alphas, s.scale.eval_batch_size, progress)

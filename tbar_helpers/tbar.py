@@ -1,0 +1,128 @@
+"""TBAR: Trigger removal by Backdoor ARithmetic.
+
+1. From the backdoored model θb, fine-tune briefly on a forget set of triggered images labelled
+   with the target (reinforcing the backdoor): θ(b+t). The trigger vector is τt = θ(b+t) − θb.
+2. The cleaned model is θb − α·τt.
+3. α is chosen on a small validation set: the lowest ASR whose clean accuracy stays at least
+   ``ca_keep`` times the backdoored model's (ties go to the smallest α).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import TBARConfig, check_fraction
+from .metrics import accuracy, attack_success_rate
+from .task_vectors import TaskVector
+from .training import finetune
+
+
+@dataclass
+class AlphaPoint:
+    alpha: float
+    ca: float
+    asr: float
+
+
+@dataclass
+class TBARResult:
+    alpha: float
+    curve: list[AlphaPoint]
+    forget_size: int
+    seconds: float
+    vector_norm: float
+    trigger_vector: TaskVector | None = field(default=None, repr=False)
+
+    def summary(self) -> dict:
+        d = asdict(self)
+        d.pop("trigger_vector")
+        return d
+
+
+def check_alpha(alpha: float, alpha_max: float = 10.0) -> float:
+    if not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+        raise ValueError(f"alpha must be a finite number, got {alpha!r}; TBAR uses θb − α·τt with α ≥ 0")
+    if not 0 <= alpha <= alpha_max:
+        raise ValueError(f"alpha={alpha} is outside [0, {alpha_max}]: negative α adds the backdoor back and "
+                         f"large α destroys the model; search a grid such as 0..2")
+    return float(alpha)
+
+
+def forget_set(images: torch.Tensor, labels: torch.Tensor, trigger: Callable[[torch.Tensor], torch.Tensor],
+               target: int, size: int, seed: int, clean_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``size`` triggered images labelled ``target`` (a ``clean_fraction`` of them left clean with their
+    true labels instead, for the mixing ablation), drawn with a seed from the defender's clean images."""
+    check_fraction("clean_fraction", clean_fraction)
+    if size <= 0:
+        raise ValueError(f"the forget set is empty (size={size}): TBAR needs at least one triggered image; "
+                         "pass e.g. forget_size=100")
+    if size > len(images):
+        raise ValueError(f"forget_size={size} exceeds the {len(images)} clean images available; "
+                         "lower forget_size or supply more defender images")
+    idx = torch.as_tensor(np.random.default_rng(seed).choice(len(images), size, replace=False))
+    x, y = images[idx].clone(), labels[idx].clone()
+    n_trig = size - int(round(clean_fraction * size))
+    x[:n_trig] = trigger(x[:n_trig])
+    y[:n_trig] = target
+    return x, y
+
+
+def trigger_vector(clf_b: nn.Module, forget_x: torch.Tensor, forget_y: torch.Tensor, cfg: TBARConfig, seed: int,
+                   progress: bool = True, device: str = "cpu") -> TaskVector:
+    """τt = θ(b+t) − θb: the image encoder's move while fine-tuning θb on the forget set."""
+    reinforced = copy.deepcopy(clf_b)
+    finetune(reinforced, forget_x, forget_y, steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=seed,
+             weight_decay=cfg.weight_decay, warmup=0, grad_clip=cfg.grad_clip, desc="forget fine-tune",
+             progress=progress, device=device)
+    return TaskVector(clf_b.encoder, reinforced.encoder)
+
+
+def apply_tbar(clf_b: nn.Module, tau: TaskVector, alpha: float, alpha_max: float = 10.0) -> nn.Module:
+    """The cleaned classifier θb − α·τt (a copy; ``clf_b`` is left unchanged)."""
+    alpha = check_alpha(alpha, alpha_max)
+    out = copy.deepcopy(clf_b)
+    tau.apply_to(out.encoder, -alpha, inplace=True)
+    return out
+
+
+def alpha_curve(clf_b: nn.Module, tau: TaskVector, images: torch.Tensor, labels: torch.Tensor,
+                trigger: Callable, target: int, alphas: Sequence[float], alpha_max: float = 10.0,
+                batch_size: int = 500) -> list[AlphaPoint]:
+    """CA and ASR of θb − α·τt for each α (on validation images, or test images for a report)."""
+    pts = []
+    work = copy.deepcopy(clf_b)
+    base = {k: v.clone() for k, v in clf_b.encoder.state_dict().items()}
+    for a in alphas:
+        work.encoder.load_state_dict(tau.apply_to_state(base, -check_alpha(a, alpha_max)))
+        pts.append(AlphaPoint(float(a), accuracy(work, images, labels, batch_size),
+                              attack_success_rate(work, images, labels, trigger, target, batch_size)))
+    return pts
+
+
+def select_alpha(curve: Sequence[AlphaPoint], ca_keep: float) -> float:
+    """Lowest ASR among the α whose CA ≥ ca_keep·CA(α=0 or the smallest α); ties: smallest α."""
+    check_fraction("ca_keep", ca_keep)
+    if not curve:
+        raise ValueError("the α curve is empty: give at least one α in alpha_grid")
+    ref = min(curve, key=lambda p: p.alpha).ca
+    ok = [p for p in curve if p.ca >= ca_keep * ref] or [min(curve, key=lambda p: p.alpha)]
+    return min(ok, key=lambda p: (round(p.asr, 6), p.alpha)).alpha
+
+
+def run_tbar(clf_b: nn.Module, forget_x: torch.Tensor, forget_y: torch.Tensor, val_x: torch.Tensor,
+             val_y: torch.Tensor, trigger: Callable, target: int, cfg: TBARConfig, seed: int,
+             progress: bool = True, device: str = "cpu") -> tuple[nn.Module, TBARResult]:
+    """Estimate τt, choose α on the validation set, and return (cleaned classifier, result record)."""
+    t0 = time.time()
+    tau = trigger_vector(clf_b, forget_x, forget_y, cfg, seed, progress, device)
+    curve = alpha_curve(clf_b, tau, val_x, val_y, trigger, target, cfg.alpha_grid, cfg.alpha_max)
+    alpha = select_alpha(curve, cfg.ca_keep)
+    cleaned = apply_tbar(clf_b, tau, alpha, cfg.alpha_max)
+    return cleaned, TBARResult(alpha, curve, len(forget_x), time.time() - t0, tau.norm(), tau)

@@ -1,0 +1,106 @@
+"""Bad input gets an error that names the problem and the fix, and nothing already written is lost."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from tbar_helpers import cache, cli
+from tbar_helpers.config import MINI, get_scale, override
+from tbar_helpers.models import ImageClassifier
+from tbar_helpers.pipeline import run
+from tbar_helpers.tbar import apply_tbar, check_alpha, forget_set, select_alpha, AlphaPoint
+from tbar_helpers.task_vectors import TaskVector
+
+
+def _clf():
+    enc = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 8))
+    return ImageClassifier(enc, torch.nn.functional.normalize(torch.randn(4, 8), dim=-1), (0.5,) * 3, (0.5,) * 3,
+                           image_size=32)
+
+
+def test_unknown_attack_in_run():
+    with pytest.raises(ValueError, match="unknown attack 'trojan'"):
+        run("trojan")
+
+
+def test_unknown_task_in_run(monkeypatch):
+    with pytest.raises(ValueError, match="unknown task 'mnist'.*shapes"):
+        from tbar_helpers.pipeline import load_splits
+        load_splits(MINI, "mnist", 0, 10)
+
+
+def test_unknown_scale():
+    with pytest.raises(ValueError, match="unknown scale 'huge'.*mini"):
+        get_scale("huge")
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), float("inf"), -0.5, 100.0, "1"])
+def test_alpha_out_of_range_or_not_finite(alpha):
+    with pytest.raises(ValueError, match="alpha"):
+        check_alpha(alpha)
+
+
+def test_empty_forget_set():
+    trig = lambda x: x  # noqa: E731
+    with pytest.raises(ValueError, match="forget set is empty.*forget_size=100"):
+        forget_set(torch.rand(5, 3, 32, 32), torch.zeros(5, dtype=torch.long), trig, 0, 0, seed=0)
+    with pytest.raises(ValueError, match="exceeds the 5 clean images"):
+        forget_set(torch.rand(5, 3, 32, 32), torch.zeros(5, dtype=torch.long), trig, 0, 6, seed=0)
+
+
+def test_wrong_image_shape_for_classifier():
+    clf = _clf()
+    with pytest.raises(ValueError, match="must be 32x32.*resize"):
+        clf(torch.rand(2, 3, 64, 64))
+    with pytest.raises(ValueError, match="batch"):
+        clf(torch.rand(3, 32, 32))
+
+
+def test_mismatched_task_vector_on_other_model():
+    a, b = nn.Linear(3, 2), nn.Linear(3, 2)
+    with pytest.raises(ValueError, match="lacks"):
+        TaskVector(a, b).apply_to(nn.Linear(3, 2, bias=False))
+
+
+def test_select_alpha_empty_curve():
+    with pytest.raises(ValueError, match="curve is empty"):
+        select_alpha([], 0.95)
+    assert select_alpha([AlphaPoint(0, 0.9, 1.0), AlphaPoint(1, 0.89, 0.0), AlphaPoint(2, 0.5, 0.0)], 0.95) == 1
+
+
+def test_missing_checkpoint_in_cli(tmp_path, capsys):
+    code = cli.main(["clean", "--model", str(tmp_path / "none.pt"), "--forget", str(tmp_path), "--target", "a",
+                     "--classnames", "a", "b", "--alpha", "0.5", "--out", str(tmp_path / "o.pt")])
+    assert code == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_target_not_a_class_in_cli(tmp_path, capsys):
+    code = cli.main(["clean", "--model", "x.pt", "--forget", str(tmp_path), "--target", "zebra",
+                     "--classnames", "a", "b", "--out", str(tmp_path / "o.pt")])
+    assert code == 2 and "not among the class names" in capsys.readouterr().err
+
+
+def test_corrupted_cache_keeps_other_results(tmp_path):
+    good = cache.save_json({"asr": 0.01}, tmp_path / "good.json")
+    bad = cache.save_json({"asr": 0.5}, tmp_path / "bad.json")
+    bad.write_text(bad.read_text().replace("0.5", "0.4"))
+    with pytest.raises(cache.CacheCorruptedError, match="bad.json is corrupted"):
+        cache.load_json(bad)
+    assert cache.load_json(good) == {"asr": 0.01}
+
+
+def test_negative_forget_size_in_run():
+    with pytest.raises(ValueError, match="forget_size must be a positive"):
+        run("badnet", forget_size=0)
+
+
+def test_apply_tbar_rejects_bad_alpha_and_keeps_model():
+    clf = _clf()
+    before = {k: v.clone() for k, v in clf.state_dict().items()}
+    tau = TaskVector(vector={k: torch.ones_like(v) for k, v in clf.encoder.state_dict().items()})
+    with pytest.raises(ValueError, match="finite"):
+        apply_tbar(clf, tau, float("nan"))
+    for k, v in clf.state_dict().items():
+        assert torch.equal(v, before[k])

@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from tbar_helpers import cache
+from tbar_helpers.config import MINI, config_hash, override
+
+
+def test_round_trip_and_hash(tmp_path):
+    p = cache.save_torch({"w": torch.arange(3)}, tmp_path / "a.pt")
+    assert torch.equal(cache.load_torch(p)["w"], torch.arange(3))
+    assert (tmp_path / "a.pt.sha256").read_text().strip() == cache.sha256_file(p)
+
+
+def test_corrupted_file_is_named_with_fix(tmp_path):
+    p = cache.save_torch({"w": torch.arange(3)}, tmp_path / "a.pt")
+    blob = bytearray(p.read_bytes())
+    blob[-5] ^= 0xFF
+    p.write_bytes(bytes(blob))
+    with pytest.raises(cache.CacheCorruptedError, match=r"a\.pt is corrupted.*Delete both files"):
+        cache.load_torch(p)
+
+
+def test_truncated_file_without_sidecar(tmp_path):
+    p = tmp_path / "b.pt"
+    p.write_bytes(b"not a torch file")
+    with pytest.raises(cache.CacheCorruptedError, match="cannot be read"):
+        cache.load_torch(p)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        cache.load_torch(tmp_path / "nope.pt")
+
+
+def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    p = cache.save_json({"v": 1}, tmp_path / "r.json")
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cache.os, "replace", boom)
+    with pytest.raises(OSError):
+        cache.save_json({"v": 2}, p)
+    monkeypatch.undo()
+    assert cache.load_json(p) == {"v": 1}
+    assert not [q for q in tmp_path.iterdir() if q.name.endswith(".tmp")]
+
+
+def test_config_hash_tracks_changes():
+    assert config_hash(MINI) == config_hash(MINI)
+    assert config_hash(MINI) != config_hash(override(MINI, **{"tbar.lr": 1.0}))
+
+
+def test_override_rejects_unknown_fields():
+    with pytest.raises(ValueError, match="has no field 'lrr'"):
+        override(MINI, **{"tbar.lrr": 1.0})

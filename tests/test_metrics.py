@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tbar_helpers import metrics
+
+
+class Fixed(nn.Module):
+    """Returns hand-made logits: the prediction is the image's first pixel value (an integer)."""
+
+    def __init__(self, n_classes=3):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.n = n_classes
+
+    def forward(self, x):
+        return nn.functional.one_hot(x[:, 0, 0, 0].long(), self.n).float()
+
+
+def test_ca_and_asr_on_hand_made_logits():
+    pred = torch.tensor([0, 1, 2, 0, 0])
+    labels = torch.tensor([0, 1, 1, 2, 0])
+    assert metrics.accuracy_from_predictions(pred, labels) == pytest.approx(3 / 5)
+    # non-target images are indices 1, 2, 3; only index 3 is predicted as target 0
+    assert metrics.asr_from_predictions(pred, labels, 0) == pytest.approx(1 / 3)
+
+
+def test_asr_applies_trigger_to_non_target_images_only():
+    x = torch.zeros(4, 3, 2, 2)
+    x[:, 0, 0, 0] = torch.tensor([0.0, 1.0, 2.0, 1.0])
+    labels = torch.tensor([0, 1, 2, 1])
+    to_target = lambda imgs: imgs * 0  # noqa: E731  the "trigger" sends every image to class 0
+    assert metrics.attack_success_rate(Fixed(), x, labels, to_target, 0) == 1.0
+    assert metrics.attack_success_rate(Fixed(), x, labels, lambda i: i, 0) == 0.0
+    assert metrics.accuracy(Fixed(), x, labels) == 1.0
+
+
+def test_xi_is_zero_for_identical_models():
+    model = Fixed()
+    x = torch.randint(0, 3, (20, 3, 2, 2)).float()
+    out = metrics.xi_grid(lambda ac, at: model, x, x, [0, 0.5, 1], [0, 1])
+    assert np.all(out["xi"] == 0)
+
+
+def test_xi_counts_disagreements():
+    x = torch.zeros(10, 3, 2, 2)
+
+    class Shift(Fixed):
+        def __init__(self, k):
+            super().__init__()
+            self.k = k
+
+        def forward(self, z):
+            return super().forward(z + self.k)
+
+    # the combined model (ac=1, at=1) predicts class 1 where either single model predicts 0
+    make = lambda ac, at: Shift(1 if (ac and at) else 0)  # noqa: E731
+    out = metrics.xi_grid(make, x, x, [0, 1], [0, 1])
+    assert out["xi"][1, 1] == 1.0 and out["xi"][0, 1] == 0 and out["xi"][1, 0] == 0
+
+
+def test_empty_and_mismatched_inputs():
+    with pytest.raises(ValueError, match="zero images"):
+        metrics.accuracy_from_predictions(torch.tensor([]), torch.tensor([]))
+    with pytest.raises(ValueError, match="match one to one"):
+        metrics.accuracy_from_predictions(torch.tensor([1]), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="non-target"):
+        metrics.asr_from_predictions(torch.tensor([0]), torch.tensor([0]), 0)
