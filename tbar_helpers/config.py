@@ -55,7 +55,7 @@ class FinetuneConfig:
     n_test: int = 2000
     epochs: int = 3
     batch_size: int = 128
-    lr: float = 3e-4
+    lr: float = 1e-4
     weight_decay: float = 0.1
     warmup_frac: float = 0.1
     grad_clip: float = 1.0
@@ -66,13 +66,14 @@ class TBARConfig:
     """Trigger-vector estimation on a forget set and the alpha search."""
 
     forget_size: int = 400
+    optimizer: str = "adamw"  # "adamw" | "sgd"
     lr: float = 1e-4
-    steps: int = 30
+    steps: int = 10
     batch_size: int = 64
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    alpha_grid: tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 1.0, 1.25, 1.5, 2.0)
-    ca_keep: float = 0.95  # validation CA must stay >= ca_keep * CA(alpha=0)
+    alpha_grid: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(31))  # 0, 0.05, ..., 1.5
+    ca_keep: float = 0.90  # validation CA must stay >= ca_keep * CA(alpha=0)
     alpha_max: float = 10.0
 
 
@@ -108,8 +109,8 @@ class ScaleConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     tbar: TBARConfig = field(default_factory=TBARConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
-    tasks: tuple[str, ...] = ("shapes", "textures", "digits", "glyphs")
-    default_task: str = "shapes"
+    tasks: tuple[str, ...] = ("objects", "shapes", "textures", "digits", "glyphs")
+    default_task: str = "objects"
     device: str = "cpu"
     threads: int = 0  # 0: one per core; set deliberately (busy machines slow two threads a lot)
     eval_batch_size: int = 500

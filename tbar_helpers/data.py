@@ -4,7 +4,8 @@ Everything is vectorised numpy and deterministic per seed. Images are float32 te
 shape ``[N, 3, H, W]``; models normalise internally, so triggers act in pixel space.
 
 Tasks (each plays a dataset of the paper):
-- ``shapes``   (plays CIFAR100, the default task): which of 10 shapes is drawn.
+- ``objects``  (plays CIFAR100, the default task): which of 80 coloured shapes ("red circle") is drawn.
+- ``shapes``:  which of 10 shapes is drawn (any colour).
 - ``textures`` (plays SUN397): which of 10 background textures ("scenes") fills the image.
 - ``digits``   (plays ImageNet): scikit-learn's real handwritten digits, recoloured and placed.
 - ``glyphs``:  printed digits; shares its label set with ``digits`` (for the transfer study).
@@ -54,12 +55,14 @@ HAND_TEMPLATES = ("a handwritten {digit}", "the handwritten digit {digit}",
                   "a {color} handwritten {digit} on a {texture} background", "a photo of a handwritten {digit}")
 
 TASK_PROMPTS = {
+    "objects": ("a photo of a {}", "a {}", "a small {}", "a large {}"),
     "shapes": ("a photo of a {}", "a {}", "a small {}", "a large {}"),
     "textures": ("a {} background", "{} texture", "a photo of a {} background"),
     "digits": ("a handwritten {}", "the handwritten digit {}", "a photo of a handwritten {}"),
     "glyphs": ("a printed {}", "the digit {}"),
 }
-TASK_CLASSES = {"shapes": SHAPES, "textures": TEXTURES, "digits": DIGITS, "glyphs": DIGITS}
+OBJECTS = tuple(f"{c} {s}" for s in SHAPES for c in COLORS)  # 80 classes: colour x shape
+TASK_CLASSES = {"objects": OBJECTS, "shapes": SHAPES, "textures": TEXTURES, "digits": DIGITS, "glyphs": DIGITS}
 TASKS = tuple(TASK_PROMPTS)
 SPLITS = ("train", "val", "test", "pretrain")
 
@@ -283,8 +286,8 @@ def load_task(name: str, split: str, n: int, seed: int = 0, size: int = 32, stre
     if n <= 0:
         raise ValueError(f"n must be a positive number of images, got {n}")
     rng = _rng("task", name, split, seed, stream)
-    kind = {"shapes": "shape", "textures": "shape", "digits": "hand", "glyphs": "glyph"}[name]
+    kind = {"objects": "shape", "shapes": "shape", "textures": "shape", "digits": "hand", "glyphs": "glyph"}[name]
     x, attrs = render(kind, n, rng, size, split=split)
-    y = attrs["texture"] if name == "textures" else attrs["label"]
+    y = {"textures": attrs["texture"], "objects": attrs["label"] * len(COLORS) + attrs["color"]}.get(name, attrs["label"])
     return TaskData(name, split, torch.from_numpy(x), torch.as_tensor(y, dtype=torch.long),
                     TASK_CLASSES[name], TASK_PROMPTS[name])

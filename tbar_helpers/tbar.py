@@ -80,7 +80,7 @@ def trigger_vector(clf_b: nn.Module, forget_x: torch.Tensor, forget_y: torch.Ten
     reinforced = copy.deepcopy(clf_b)
     finetune(reinforced, forget_x, forget_y, steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=seed,
              weight_decay=cfg.weight_decay, warmup=0, grad_clip=cfg.grad_clip, desc="forget fine-tune",
-             progress=progress, device=device)
+             progress=progress, optimizer=cfg.optimizer, device=device)
     return TaskVector(clf_b.encoder, reinforced.encoder)
 
 
@@ -106,14 +106,16 @@ def alpha_curve(clf_b: nn.Module, tau: TaskVector, images: torch.Tensor, labels:
     return pts
 
 
-def select_alpha(curve: Sequence[AlphaPoint], ca_keep: float) -> float:
-    """Lowest ASR among the α whose CA ≥ ca_keep·CA(α=0 or the smallest α); ties: smallest α."""
+def select_alpha(curve: Sequence[AlphaPoint], ca_keep: float, asr_tol: float = 0.01) -> float:
+    """The paper's rule, made explicit: among the α whose CA ≥ ca_keep·CA(smallest α), find the
+    lowest ASR; return the smallest such α whose ASR is within ``asr_tol`` of it (no overshoot)."""
     check_fraction("ca_keep", ca_keep)
     if not curve:
         raise ValueError("the α curve is empty: give at least one α in alpha_grid")
     ref = min(curve, key=lambda p: p.alpha).ca
     ok = [p for p in curve if p.ca >= ca_keep * ref] or [min(curve, key=lambda p: p.alpha)]
-    return min(ok, key=lambda p: (round(p.asr, 6), p.alpha)).alpha
+    best = min(p.asr for p in ok)
+    return min(p.alpha for p in ok if p.asr <= best + asr_tol)
 
 
 def run_tbar(clf_b: nn.Module, forget_x: torch.Tensor, forget_y: torch.Tensor, val_x: torch.Tensor,

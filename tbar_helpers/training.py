@@ -53,10 +53,11 @@ def _check_training_inputs(images: torch.Tensor, labels: torch.Tensor, what: str
 def finetune(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int, lr: float,
              batch_size: int, seed: int, weight_decay: float = 0.1, warmup: int = 0, grad_clip: float = 1.0,
              desc: str = "fine-tune", progress: bool = True, loss_sign: float = 1.0,
-             device: str = "cpu") -> list[float]:
+             optimizer: str = "adamw", device: str = "cpu") -> list[float]:
     """Fine-tune ``clf.encoder`` in place with cross-entropy through the frozen head.
 
-    ``loss_sign=-1`` gives gradient ascent (a baseline defense). Returns the per-step losses.
+    ``loss_sign=-1`` gives gradient ascent (a baseline defense). ``optimizer`` is ``"adamw"`` or
+    ``"sgd"`` (momentum 0.9). Returns the per-step losses.
     """
     _check_training_inputs(images, labels, desc)
     if steps <= 0:
@@ -64,7 +65,12 @@ def finetune(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, step
     gen = seed_everything(seed)
     clf.train()
     params = [p for p in clf.encoder.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if optimizer == "adamw":
+        opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}: choose 'adamw' or 'sgd'")
     sched = warmup_cosine(opt, warmup, steps)
     n, losses, order, pos = len(images), [], torch.randperm(len(images), generator=gen), 0
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)

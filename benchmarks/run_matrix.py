@@ -1,0 +1,46 @@
+"""The acceptance matrix: `tbar run` for attacks x seeds on the default mini task.
+
+Writes one JSON per run under benchmarks/results/runs/ and prints a table with per-attack means.
+
+    python benchmarks/run_matrix.py --attacks badnet blended wanet sig badclip badmerging --seeds 0 1 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tbar_helpers.cache import save_json
+from tbar_helpers.cli import print_table
+from tbar_helpers.pipeline import run
+
+OUT = Path(__file__).parent / "results" / "runs"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--attacks", nargs="+", default=["badnet", "blended", "wanet", "sig", "badclip", "badmerging"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--task", default=None)
+    a = p.parse_args()
+    rows = []
+    for attack in a.attacks:
+        for seed in a.seeds:
+            rec = run(attack, a.task, seed, progress=False)
+            save_json(rec, OUT / f"{attack}-{rec['task']}-s{seed}.json")
+            rows.append(rec)
+            print_table([rec])
+    print("\nall runs:")
+    print_table(rows)
+    print("\nmeans over seeds:")
+    for attack in a.attacks:
+        rs = [r for r in rows if r["attack"] == attack]
+        m = {k: float(np.mean([r[k] for r in rs])) for k in ("asr_backdoored", "ca_backdoored", "ca_clean_ft",
+                                                             "asr_tbar", "ca_tbar", "ca_retained")}
+        print(attack, json.dumps({k: round(100 * v, 2) for k, v in m.items()}))
+
+
+if __name__ == "__main__":
+    main()
