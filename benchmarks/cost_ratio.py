@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from tbar_helpers.config import get_scale
+from tbar_helpers.config import get_scale, override
 from tbar_helpers.data import load_task
 from tbar_helpers.defenses import clean_finetune_until
 from tbar_helpers.pipeline import evaluate, make_forget_set, prepare
@@ -27,8 +27,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clean-pool", type=int, default=8000, help="clean images available to fine-tuning")
     p.add_argument("--lr", type=float, default=None, help="clean fine-tune lr (default: the task fine-tune's)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
     a = p.parse_args()
-    scale = get_scale("mini")
+    scale = override(get_scale("mini"), threads=a.threads)
     s = prepare(a.attack, None, a.seed, scale, progress=False)
     fx, fy = make_forget_set(s, scale.tbar.forget_size)
     t0 = time.time()

@@ -14,6 +14,7 @@ import numpy as np
 
 from tbar_helpers.cache import save_json
 from tbar_helpers.cli import print_table
+from tbar_helpers.config import get_scale, override
 from tbar_helpers.pipeline import run
 
 OUT = Path(__file__).parent / "results" / "runs"
@@ -24,11 +25,13 @@ def main() -> None:
     p.add_argument("--attacks", nargs="+", default=["badnet", "blended", "wanet", "sig", "badclip", "badmerging"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--task", default=None)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
     a = p.parse_args()
+    scale = override(get_scale("mini"), threads=a.threads)
     rows = []
     for attack in a.attacks:
         for seed in a.seeds:
-            rec = run(attack, a.task, seed, progress=False)
+            rec = run(attack, a.task, seed, scale, progress=False)
             save_json(rec, OUT / f"{attack}-{rec['task']}-s{seed}.json")
             rows.append(rec)
             print_table([rec])

@@ -46,7 +46,7 @@ def build(scale: str = "mini", seed: int = 0) -> Path:
     execute_notebooks(scale, seed)
     stage_sources()
     html = BUILD / "html"
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(EXECUTED), "--path-output", str(BUILD / "jb"),
+    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(EXECUTED), "--path-output", str(BUILD / "jb"),
            "--warningiserror", "--keep-going"]
     subprocess.run(cmd, check=True)
     if html.exists():

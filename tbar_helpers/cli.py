@@ -19,7 +19,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     scale = _scale(args)
     if args.steps:
         scale = override(scale, **{"pretrain.steps": args.steps})
-    f = pretrain_foundation(scale, progress=not args.quiet)
+    if args.seed is not None:
+        scale = override(scale, **{"pretrain.seed": args.seed})
+    f = pretrain_foundation(scale, progress=not args.quiet, init_from=args.init_from)
     print(f"final loss (mean of last 50 steps): {sum(f.losses[-50:]) / len(f.losses[-50:]):.4f}")
     for task in scale.tasks:
         print(f"zero-shot {task}: {zeroshot_accuracy(f, task):.3f}")
@@ -74,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--scale", default="mini")
     pp.add_argument("--steps", type=int, default=0, help="override the preset's number of steps")
     pp.add_argument("--threads", type=int, default=0)
+    pp.add_argument("--seed", type=int, default=None, help="override the preset's pretraining seed")
+    pp.add_argument("--init-from", default=None, help="continue from these weights with a fresh schedule")
     pp.add_argument("--export", action="store_true", help="write the weights and their record to checkpoints/")
     pp.add_argument("--quiet", action="store_true")
     pp.set_defaults(func=cmd_pretrain)

@@ -30,8 +30,10 @@ class Foundation:
     source: str = ""
 
 
-def foundation_key(scale: ScaleConfig) -> str:
-    return config_hash(scale.model, scale.pretrain, {"data_version": data.DATA_VERSION})
+def foundation_key(scale: ScaleConfig, init_from: str | Path | None = None) -> str:
+    """Cache key of θpre: model + pretraining config (+ the sha256 of the weights it continued from)."""
+    extra = {"init_sha256": cache.sha256_file(init_from)} if init_from else {}
+    return config_hash(scale.model, scale.pretrain, {"data_version": data.DATA_VERSION, **extra})
 
 
 def committed_checkpoint(scale: ScaleConfig) -> Path:
@@ -43,14 +45,20 @@ def normalizer(scale: ScaleConfig) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: (x - mean.to(x.device)) / std.to(x.device)
 
 
-def pretrain_foundation(scale: ScaleConfig | str = "mini", progress: bool = True) -> Foundation:
-    """Pretrain the mini foundation model, resuming from the cache's last checkpoint if any."""
+def pretrain_foundation(scale: ScaleConfig | str = "mini", progress: bool = True,
+                        init_from: str | Path | None = None) -> Foundation:
+    """Pretrain the mini foundation model, resuming from the cache's last checkpoint if any.
+
+    ``init_from`` continues from saved weights with a fresh schedule (a warm restart); use another
+    ``pretrain.seed`` so that the continuation sees new batches."""
     scale = get_scale(scale)
     if scale.model.kind != "mini":
         raise ValueError("only the mini scale is pretrained here; the paper scale loads OpenAI's CLIP")
     set_threads(scale.threads)
     model, tok = build_foundation(scale.model, scale.device)
-    key = foundation_key(scale)
+    if init_from:
+        model.load_state_dict(cache.load_torch(init_from)["weights"])
+    key = foundation_key(scale, init_from)
     state_path = cache.cached_path("foundation", key, ".state.pt")
     state = cache.load_torch(state_path) if state_path.exists() else None
     t0 = time.time()
