@@ -3,7 +3,7 @@
 This is the quick look used during calibration (the α curve is read on 1,000 *test* images to see
 the whole CA/ASR trade-off; the headline numbers never use it: `tbar run` picks α on validation).
 
-    python benchmarks/explore_tbar.py badnet '{"finetune.epochs": 6}' '[["adamw",1e-4,10]]' shapes
+    python benchmarks/explore_tbar.py badnet '{"finetune.epochs": 6}' '[["adamw",1e-4,10]]' shapes [FOUNDATION.pt]
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import time
 import torch
 
 from tbar_helpers.config import MINI, override
+from tbar_helpers.foundation import load_foundation
 from tbar_helpers.metrics import predict
 from tbar_helpers.pipeline import evaluate, make_forget_set, prepare
 from tbar_helpers.task_vectors import TaskVector
@@ -24,12 +25,13 @@ GRID = (0, .125, .25, .375, .5, .75, 1., 1.5, 2., 3.)
 
 
 def main() -> None:
-    set_threads(2)
+    set_threads(int(__import__('os').environ.get('TBAR_THREADS', '2')))
     attack, overrides, combos = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
     task = sys.argv[4] if len(sys.argv) > 4 else None
     sc = override(MINI, **overrides)
+    f = load_foundation(sc, path=sys.argv[5]) if len(sys.argv) > 5 else None  # another θpre
     t = time.time()
-    s = prepare(attack, task, 0, sc, progress=False)
+    s = prepare(attack, task, 0, sc, progress=False, foundation=f)
     print(attack, s.task, overrides, "prepare seconds", round(time.time() - t))
     print("clean (CA, ASR)", evaluate(s.clean, s), "backdoored (CA, ASR)", evaluate(s.backdoored, s), flush=True)
     fx, fy = make_forget_set(s, sc.tbar.forget_size)

@@ -19,6 +19,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     scale = _scale(args)
     if args.steps:
         scale = override(scale, **{"pretrain.steps": args.steps})
+    if args.from_scratch:
+        scale = override(scale, pretrain=type(scale.pretrain)())  # stage 1: the dataclass defaults
     if args.seed is not None:
         scale = override(scale, **{"pretrain.seed": args.seed})
     f = pretrain_foundation(scale, progress=not args.quiet, init_from=args.init_from)
@@ -78,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--threads", type=int, default=0)
     pp.add_argument("--seed", type=int, default=None, help="override the preset's pretraining seed")
     pp.add_argument("--init-from", default=None, help="continue from these weights with a fresh schedule")
+    pp.add_argument("--from-scratch", action="store_true", help="stage 1 only: the default PretrainConfig")
     pp.add_argument("--export", action="store_true", help="write the weights and their record to checkpoints/")
     pp.add_argument("--quiet", action="store_true")
     pp.set_defaults(func=cmd_pretrain)

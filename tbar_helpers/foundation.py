@@ -28,15 +28,31 @@ class Foundation:
     scale: ScaleConfig
     losses: list[float] = field(default_factory=list)
     source: str = ""
+    key: str = ""  # what cached fine-tunes of this model are keyed by
+
+
+def _init_path(scale: ScaleConfig, init_from: str | Path | None) -> Path | None:
+    path = init_from or scale.pretrain.init_from
+    if not path:
+        return None
+    path = Path(path)
+    return path if path.is_absolute() else cache.ROOT / path
 
 
 def foundation_key(scale: ScaleConfig, init_from: str | Path | None = None) -> str:
     """Cache key of θpre: model + pretraining config (+ the sha256 of the weights it continued from)."""
-    extra = {"init_sha256": cache.sha256_file(init_from)} if init_from else {}
-    return config_hash(scale.model, scale.pretrain, {"data_version": data.DATA_VERSION, **extra})
+    init = _init_path(scale, init_from)
+    if init is not None and not init.exists():
+        raise FileNotFoundError(f"the foundation continues from {init}, which is missing: restore it from git "
+                                "or rebuild it with `tbar pretrain --from-scratch --export`")
+    pretrain = {"__type__": "PretrainConfig",
+                **{k: v for k, v in to_dict(scale.pretrain).items() if k != "init_from"}}
+    extra = {"init_sha256": cache.sha256_file(init)} if init is not None else {}
+    return config_hash(scale.model, pretrain, {"data_version": data.DATA_VERSION, **extra})
 
 
 def committed_checkpoint(scale: ScaleConfig) -> Path:
+    """Where ``tbar pretrain --export`` puts θpre of ``scale`` in the repository."""
     return CHECKPOINTS / f"mini-foundation-{foundation_key(scale)}.pt"
 
 
@@ -56,9 +72,10 @@ def pretrain_foundation(scale: ScaleConfig | str = "mini", progress: bool = True
         raise ValueError("only the mini scale is pretrained here; the paper scale loads OpenAI's CLIP")
     set_threads(scale.threads)
     model, tok = build_foundation(scale.model, scale.device)
-    if init_from:
-        model.load_state_dict(cache.load_torch(init_from)["weights"])
-    key = foundation_key(scale, init_from)
+    init = _init_path(scale, init_from)
+    if init is not None:
+        model.load_state_dict(cache.load_torch(init)["weights"])
+    key = foundation_key(scale, init)
     state_path = cache.cached_path("foundation", key, ".state.pt")
     state = cache.load_torch(state_path) if state_path.exists() else None
     t0 = time.time()
@@ -70,23 +87,28 @@ def pretrain_foundation(scale: ScaleConfig | str = "mini", progress: bool = True
               "pretrain": to_dict(scale.pretrain), "data_version": data.DATA_VERSION, "key": key,
               "seconds_this_run": time.time() - t0}
     cache.save_torch(record, cache.cached_path("foundation", key))
-    return Foundation(model, tok, scale, out["losses"], source=str(cache.cached_path("foundation", key)))
+    return Foundation(model, tok, scale, out["losses"], source=str(cache.cached_path("foundation", key)), key=key)
 
 
 def load_foundation(scale: ScaleConfig | str = "mini", train_if_missing: bool = True,
-                    progress: bool = True) -> Foundation:
-    """θpre for ``scale``: committed or cached mini checkpoint (pretraining it if missing), or CLIP."""
+                    progress: bool = True, path: str | Path | None = None) -> Foundation:
+    """θpre for ``scale``: committed or cached mini checkpoint (pretraining it if missing), or CLIP.
+    ``path`` loads a specific mini checkpoint instead (e.g. one continued with ``--init-from``)."""
     scale = get_scale(scale)
     set_threads(scale.threads)
     if scale.model.kind != "mini":
         model, tok = build_foundation(scale.model, scale.device)
-        return Foundation(model.eval(), tok, scale, source=str(scale.model.pretrained))
-    for path in (committed_checkpoint(scale), cache.cached_path("foundation", foundation_key(scale))):
-        if path.exists():
-            record = cache.load_torch(path)
+        return Foundation(model.eval(), tok, scale, source=str(scale.model.pretrained),
+                          key=config_hash(scale.model))
+    candidates = [Path(path)] if path else [committed_checkpoint(scale),
+                                            cache.cached_path("foundation", foundation_key(scale))]
+    for p in candidates:
+        if p.exists() or path:
+            record = cache.load_torch(p)
             model, tok = build_foundation(scale.model, scale.device)
             model.load_state_dict(record["weights"])
-            return Foundation(model.eval(), tok, scale, record.get("losses", []), source=str(path))
+            key = record.get("key") or cache.sha256_file(p)[:16]
+            return Foundation(model.eval(), tok, scale, record.get("losses", []), source=str(p), key=key)
     if not train_if_missing:
         raise FileNotFoundError(f"no mini foundation model for this config (key {foundation_key(scale)}); "
                                 "run `tbar pretrain` to create it")

@@ -15,7 +15,7 @@ from . import cache
 from .attacks import Poisoned, Trigger, check_attack, make_trigger, poison
 from .config import ScaleConfig, config_hash, get_scale, override
 from .data import DATA_VERSION, TaskData, load_task
-from .foundation import Foundation, foundation_key, load_foundation
+from .foundation import Foundation, load_foundation
 from .metrics import accuracy, attack_success_rate, ca_retained
 from .models import ImageClassifier, make_classifier
 from .task_vectors import TaskVector
@@ -76,19 +76,21 @@ def _finetuned(base: ImageClassifier, images: torch.Tensor, labels: torch.Tensor
 
 
 def prepare(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig | str = "mini",
-            poison_rate: float | None = None, progress: bool = True, use_cache: bool = True) -> Setup:
-    """Foundation → zero-shot classifier → clean fine-tune and poisoned fine-tune (both cached)."""
+            poison_rate: float | None = None, progress: bool = True, use_cache: bool = True,
+            foundation: Foundation | None = None) -> Setup:
+    """Foundation → zero-shot classifier → clean fine-tune and poisoned fine-tune (both cached).
+    ``foundation`` overrides the preset's θpre (e.g. to compare pretraining budgets)."""
     scale = get_scale(scale)
     check_attack(attack)
     if poison_rate is not None:
         scale = override(scale, **{"attack.poison_rate": poison_rate})
     task = task or scale.default_task
     set_threads(scale.threads)
-    f = load_foundation(scale, progress=progress)
+    f = foundation or load_foundation(scale, progress=progress)
     d = load_splits(scale, task, seed, scale.tbar.forget_size)
     train = d["train"]
     zs = make_classifier(f.model, f.tokenizer, train.classnames, train.templates, scale.model, scale.device)
-    base_key = [foundation_key(scale), scale.finetune, task, seed, DATA_VERSION]
+    base_key = [f.key, scale.finetune, task, seed, DATA_VERSION]
     clean = _finetuned(zs, train.images, train.labels, scale, config_hash(*base_key, "clean"), seed,
                        f"clean fine-tune ({task})", progress, use_cache)
     a = scale.attack

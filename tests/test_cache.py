@@ -54,3 +54,12 @@ def test_config_hash_tracks_changes():
 def test_override_rejects_unknown_fields():
     with pytest.raises(ValueError, match="has no field 'lrr'"):
         override(MINI, **{"tbar.lrr": 1.0})
+
+
+def test_foundation_key_tracks_the_init_weights(tmp_path):
+    from tbar_helpers.foundation import foundation_key
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    cache.save_torch({"weights": {"w": torch.zeros(2)}}, a)
+    cache.save_torch({"weights": {"w": torch.ones(2)}}, b)
+    assert foundation_key(MINI) != foundation_key(MINI, a) != foundation_key(MINI, b)
+    assert foundation_key(MINI, a) == foundation_key(MINI, a)

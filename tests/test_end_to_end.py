@@ -57,7 +57,8 @@ def test_pretraining_loss_falls(tmp_path, monkeypatch):
     from tbar_helpers.foundation import pretrain_foundation
     tiny = override(MINI, **{"model.vision_width": 64, "model.vision_layers": 2, "model.text_width": 64,
                              "model.text_layers": 1, "model.embed_dim": 64, "pretrain.steps": 120,
-                             "pretrain.batch_size": 64, "pretrain.warmup_steps": 10, "pretrain.lr": 2e-3})
+                             "pretrain.batch_size": 64, "pretrain.warmup_steps": 10, "pretrain.lr": 2e-3,
+                             "pretrain.init_from": ""})
     f = pretrain_foundation(tiny, progress=False)
     first, last = sum(f.losses[:5]) / 5, sum(f.losses[-5:]) / 5
     assert last < first - 0.3, (first, last)
