@@ -100,8 +100,11 @@ def load_foundation(scale: ScaleConfig | str = "mini", train_if_missing: bool = 
         model, tok = build_foundation(scale.model, scale.device)
         return Foundation(model.eval(), tok, scale, source=str(scale.model.pretrained),
                           key=config_hash(scale.model))
-    candidates = [Path(path)] if path else [committed_checkpoint(scale),
-                                            cache.cached_path("foundation", foundation_key(scale))]
+    if path:
+        candidates = [Path(path)]
+    else:  # compute the key once: it hashes the weights a warm restart continued from
+        key = foundation_key(scale)
+        candidates = [CHECKPOINTS / f"mini-foundation-{key}.pt", cache.cached_path("foundation", key)]
     for p in candidates:
         if p.exists() or path:
             record = cache.load_torch(p)
