@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: setup test book bench pretrain clean-cache
+.PHONY: setup browser test test-fast book bench pretrain clean-cache
 
 setup: $(STAMP)
 
@@ -15,8 +15,19 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-test: setup
+# Headless Chromium for the browser check of the built book (Debian packages).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver; }
+
+# The whole suite: unit and end-to-end tests, every notebook executed, the book built and opened in Chromium.
+test: setup browser
 	$(PY) -m pytest -q
+
+# Everything but the book build (minutes instead of a quarter of an hour).
+test-fast: setup
+	$(PY) -m pytest -q --deselect tests/test_book.py::test_every_page_renders_in_chromium
 
 book: setup
 	$(PY) -m tbar_helpers.book

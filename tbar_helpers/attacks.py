@@ -147,6 +147,15 @@ def badmerging(size: int, cfg: AttackConfig = AttackConfig(), model=None, images
     return trig
 
 
+def patch_trigger(name: str, size: int, pattern: torch.Tensor, mask: torch.Tensor, extra: dict | None = None) -> Trigger:
+    """Rebuild a patch trigger from its full-size ``pattern`` [1, 3, H, W] and ``mask`` [1, 1, H, W]."""
+    if pattern.shape[-1] != size or mask.shape[-1] != size:
+        raise ValueError(f"a saved {name} patch is for {pattern.shape[-1]}x{pattern.shape[-1]} images, not "
+                         f"{size}x{size}: delete the cached trigger or use the matching scale")
+    return Trigger(name, size, lambda x: x * (1 - mask) + pattern * mask, mask=mask, pattern=pattern,
+                   extra=dict(extra or {}))
+
+
 REGISTRY: dict[str, Callable[..., Trigger]] = {"badnet": badnet, "blended": blended, "wanet": wanet, "sig": sig,
                                                "badclip": badclip, "badmerging": badmerging}
 NEEDS_MODEL = {"badclip", "badmerging"}

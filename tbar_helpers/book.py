@@ -1,35 +1,99 @@
 """Build the book: execute every notebook with papermill (parameters from one place), then run
-Jupyter Book 1 on the executed copies. ``python -m tbar_helpers.book [--scale mini]``."""
+Jupyter Book 1 on the executed copies. ``python -m tbar_helpers.book [--scale mini] [--force]``.
+
+Executed notebooks are cached under a hash of everything that can change their output (the notebook,
+its parameters, the helper package's sources and the shipped checkpoints), so a second build with
+nothing changed only re-renders the HTML. Fine-tuned models are cached separately (``cache``).
+"""
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from . import cache
 from .cache import ROOT
 
 BUILD = ROOT / "_build"
 EXECUTED = BUILD / "executed"
+NOTEBOOKS = ROOT / "notebooks"
 
 
-def notebook_parameters(scale: str = "mini", seed: int = 0) -> dict:
-    """The papermill parameters every notebook receives (one place)."""
-    return {"scale": scale, "seed": seed}
+# ``make test`` executes the same notebooks through the same code paths with lighter parameters
+# (fewer attacks and sweep points), so that the whole CI run stays well under 30 minutes on 2 cores.
+TEST_PROFILE: dict[str, dict] = {
+    "03_injecting": {"attacks": ["badnet", "blended"]},
+    "04_disentanglement": {"attacks": ["badnet", "blended"]},
+    "05_tbar": {"table_attacks": ["badnet", "blended"]},
+    "06_transfer": {"dest_n_train": 1500},
+    "07_ablations": {"sizes": [25, 400], "clean_shares": [0.0, 0.5], "budgets": [100, 400]},
+}
+PROFILES = {"book": {}, "test": TEST_PROFILE}
 
 
-def execute_notebooks(scale: str = "mini", seed: int = 0) -> list[Path]:
+def notebook_parameters(scale: str = "mini", seed: int = 0, notebook: str = "", profile: str = "book") -> dict:
+    """The papermill parameters a notebook receives (one place): ``scale`` and ``seed`` for every
+    notebook, plus the profile's sizes for this one (``book``: the notebooks' own defaults)."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}: choose one of {sorted(PROFILES)}")
+    return {"scale": scale, "seed": seed, **PROFILES[profile].get(notebook, {})}
+
+
+def _sources_digest() -> str:
+    h = hashlib.sha256()
+    files = sorted((ROOT / "tbar_helpers").glob("*.py")) + sorted((ROOT / "checkpoints").glob("*.json"))
+    for p in files:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def notebook_key(nb: Path, params: dict, digest: str | None = None) -> str:
+    """Content hash of what an executed copy of ``nb`` depends on."""
+    h = hashlib.sha256()
+    h.update(nb.read_bytes())
+    h.update(json.dumps(params, sort_keys=True).encode())
+    h.update((digest or _sources_digest()).encode())
+    return h.hexdigest()[:16]
+
+
+def execute_notebooks(scale: str = "mini", seed: int = 0, force: bool = False, profile: str = "book") -> list[dict]:
+    """Execute (or reuse the cached execution of) each notebook; returns one timing row per notebook."""
     import papermill as pm
-    out = []
-    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        dest = EXECUTED / "notebooks" / nb.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        print(f"executing {nb.name}", flush=True)
-        pm.execute_notebook(str(nb), str(dest), parameters=notebook_parameters(scale, seed), cwd=str(ROOT),
-                            progress_bar=False, kernel_name="python3")
-        out.append(dest)
-    return out
+    digest = _sources_digest()
+    rows = []
+    dest_dir = EXECUTED / "notebooks"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    for nb in sorted(NOTEBOOKS.glob("*.ipynb")):
+        dest = dest_dir / nb.name
+        params = notebook_parameters(scale, seed, nb.stem, profile)
+        cached = cache.cached_path("executed", f"{nb.stem}-{notebook_key(nb, params, digest)}", ".ipynb")
+        t0 = time.time()
+        if cached.exists() and not force:
+            try:
+                blob = cache.load_bytes(cached)
+                dest.write_bytes(blob)
+                rows.append({"notebook": nb.name, "seconds": time.time() - t0, "cached": True})
+                print(f"{nb.name}: unchanged, reusing its executed copy", flush=True)
+                continue
+            except cache.CacheCorruptedError as e:
+                print(f"{nb.name}: {e}; executing it again", flush=True)
+        print(f"executing {nb.name} ...", flush=True)
+        tmp = dest.with_suffix(".running.ipynb")
+        pm.execute_notebook(str(nb), str(tmp), parameters=params, cwd=str(NOTEBOOKS), progress_bar=False,
+                            kernel_name="python3")
+        blob = tmp.read_bytes()
+        os.replace(tmp, dest)
+        cache.atomic_write_bytes(cached, blob)
+        rows.append({"notebook": nb.name, "seconds": time.time() - t0, "cached": False})
+        print(f"{nb.name}: {rows[-1]['seconds']:.0f} s", flush=True)
+    return rows
 
 
 def stage_sources() -> None:
@@ -41,18 +105,24 @@ def stage_sources() -> None:
         shutil.copytree(ROOT / "book", EXECUTED / "book", dirs_exist_ok=True)
 
 
-def build(scale: str = "mini", seed: int = 0) -> Path:
+def build(scale: str = "mini", seed: int = 0, force: bool = False, profile: str = "book") -> Path:
+    """Execute the notebooks, then build the HTML book into ``_build/html``."""
+    t0 = time.time()
     EXECUTED.mkdir(parents=True, exist_ok=True)
-    execute_notebooks(scale, seed)
+    rows = execute_notebooks(scale, seed, force, profile)
+    t_exec = time.time() - t0
     stage_sources()
     html = BUILD / "html"
-    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(EXECUTED), "--path-output", str(BUILD / "jb"),
+    jb = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(EXECUTED), "--path-output", str(BUILD / "jb"),
            "--warningiserror", "--keep-going"]
     subprocess.run(cmd, check=True)
     if html.exists():
         shutil.rmtree(html)
     shutil.copytree(BUILD / "jb" / "_build" / "html", html)
-    print(f"book built: {html / 'index.html'}")
+    report = {"profile": profile, "notebooks": rows, "execute_seconds": t_exec, "total_seconds": time.time() - t0}
+    (BUILD / "build-times.json").write_text(json.dumps(report, indent=1))
+    print(f"book built in {report['total_seconds']:.0f} s (notebooks {t_exec:.0f} s): {html / 'index.html'}")
     return html
 
 
@@ -60,8 +130,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--scale", default="mini")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="execute every notebook even if a cached copy matches")
+    p.add_argument("--profile", default="book", choices=sorted(PROFILES),
+                   help="book: the notebooks' own sizes; test: lighter sizes for `make test`")
     a = p.parse_args()
-    build(a.scale, a.seed)
+    build(a.scale, a.seed, a.force, a.profile)
     return 0
 
 

@@ -84,6 +84,11 @@ def _verified_bytes(path: Path) -> bytes:
     return blob
 
 
+def load_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of a file written by :func:`atomic_write_bytes`, checked against its hash."""
+    return _verified_bytes(Path(path))
+
+
 def load_torch(path: str | os.PathLike) -> Any:
     """Load a torch file written by :func:`save_torch`, checking its hash."""
     path = Path(path)

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("run", help="foundation -> poisoned fine-tune -> TBAR (alpha search) -> evaluation")
     pr.add_argument("--attack", required=True, help="badnet, blended, wanet, sig, badclip or badmerging")
-    pr.add_argument("--task", default=None, help="mini: shapes (default), textures, digits, glyphs")
+    pr.add_argument("--task", default=None, help="mini: objects (default), shapes, textures, digits, glyphs")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--scale", default="mini")
     pr.add_argument("--poison-rate", type=float, default=None)

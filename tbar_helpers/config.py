@@ -103,6 +103,17 @@ class AttackConfig:
 
 
 @dataclass(frozen=True)
+class DefenseConfig:
+    """Baseline defenses in the classification setting, compared with TBAR at equal data budgets."""
+
+    clean_lr: float = 1e-4  # clean fine-tuning of the backdoored encoder (the task fine-tune's lr)
+    clean_epochs: int = 2
+    batch_size: int = 64
+    ga_lr: float = 1e-4  # gradient ascent on the forget set: TBAR's forget fine-tune with the loss negated
+    ga_steps: int = 10
+
+
+@dataclass(frozen=True)
 class ScaleConfig:
     name: str = "mini"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -110,6 +121,7 @@ class ScaleConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     tbar: TBARConfig = field(default_factory=TBARConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    defense: DefenseConfig = field(default_factory=DefenseConfig)
     tasks: tuple[str, ...] = ("objects", "shapes", "textures", "digits", "glyphs")
     default_task: str = "objects"
     device: str = "cpu"
@@ -191,3 +203,18 @@ def check_fraction(name: str, value: float) -> float:
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}; "
                          f"pass e.g. {name}=0.1 for 10%")
     return float(value)
+
+
+def with_sizes(scale: str | ScaleConfig = "mini", **sizes: int | None) -> ScaleConfig:
+    """The preset with other fine-tuning sizes (``n_train``, ``epochs``, ``n_val``, ``n_test``);
+    ``None`` keeps the preset's value. The notebooks use it for their ``sizes`` parameters."""
+    cfg = get_scale(scale)
+    allowed = {"n_train", "epochs", "n_val", "n_test"}
+    unknown = set(sizes) - allowed
+    if unknown:
+        raise ValueError(f"unknown size(s) {sorted(unknown)}: choose from {sorted(allowed)}")
+    changes = {f"finetune.{k}": int(v) for k, v in sizes.items() if v is not None}
+    for k, v in changes.items():
+        if v <= 0:
+            raise ValueError(f"{k.split('.')[1]} must be a positive integer, got {v}")
+    return override(cfg, **changes) if changes else cfg

@@ -13,6 +13,7 @@ Paper-scale adapters (CIFAR100, SUN397, an ImageNet folder) live in :mod:`tbar_h
 """
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass
 
@@ -274,10 +275,12 @@ def pretrain_batch(n: int, seed: int, step: int, size: int = 32) -> tuple[torch.
     return torch.from_numpy(x[perm]), [caps[i] for i in perm]
 
 
+@functools.lru_cache(maxsize=24)
 def load_task(name: str, split: str, n: int, seed: int = 0, size: int = 32, stream: str = "") -> TaskData:
     """``n`` labelled images of mini task ``name`` for ``split`` (train/val/test), deterministic.
 
-    ``stream`` names an independent draw from the same split (e.g. the defender's forget pool)."""
+    ``stream`` names an independent draw from the same split (e.g. the defender's forget pool).
+    Draws are memoised per process: treat the returned tensors as read-only (clone to modify)."""
     if name not in TASK_PROMPTS:
         raise ValueError(f"unknown mini task {name!r}: choose one of {list(TASK_PROMPTS)} "
                          "(paper-scale tasks go through tbar_helpers.paper_data)")

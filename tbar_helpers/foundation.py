@@ -100,8 +100,9 @@ def load_foundation(scale: ScaleConfig | str = "mini", train_if_missing: bool = 
         model, tok = build_foundation(scale.model, scale.device)
         return Foundation(model.eval(), tok, scale, source=str(scale.model.pretrained),
                           key=config_hash(scale.model))
-    if path:
-        candidates = [Path(path)]
+    if path:  # relative paths are taken from the working directory, else from the repository
+        p = Path(path)
+        candidates = [p if p.is_absolute() or p.exists() else cache.ROOT / p]
     else:  # compute the key once: it hashes the weights a warm restart continued from
         key = foundation_key(scale)
         candidates = [CHECKPOINTS / f"mini-foundation-{key}.pt", cache.cached_path("foundation", key)]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from . import cache
-from .attacks import Poisoned, Trigger, check_attack, make_trigger, poison
+from .attacks import NEEDS_MODEL, Poisoned, Trigger, check_attack, make_trigger, patch_trigger, poison
 from .config import ScaleConfig, config_hash, get_scale, override
 from .data import DATA_VERSION, TaskData, load_task
 from .foundation import Foundation, load_foundation
@@ -75,11 +75,47 @@ def _finetuned(base: ImageClassifier, images: torch.Tensor, labels: torch.Tensor
     return clf.eval()
 
 
+def _trigger(attack: str, scale: ScaleConfig, zs: ImageClassifier, images: torch.Tensor, seed: int, key: str,
+             use_cache: bool) -> Trigger:
+    """The attack's trigger; optimised patches (BadCLIP, BadMerging) are cached like models."""
+    if attack not in NEEDS_MODEL:
+        return make_trigger(attack, scale.model.image_size, scale.attack)
+    path = cache.cached_path("trigger", key)
+    if use_cache and path.exists():
+        d = cache.load_torch(path)
+        return patch_trigger(attack, scale.model.image_size, d["pattern"], d["mask"], d["extra"])
+    trig = make_trigger(attack, scale.model.image_size, scale.attack, model=zs, images=images, seed=seed)
+    if use_cache:
+        cache.save_torch({"pattern": trig.pattern, "mask": trig.mask, "extra": trig.extra}, path)
+    return trig
+
+
+def _base_key(f: Foundation, scale: ScaleConfig, task: str, seed: int) -> list:
+    return [f.key, scale.finetune, task, seed, DATA_VERSION]
+
+
+def trigger_for(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig | str = "mini",
+                foundation: Foundation | None = None, use_cache: bool = True) -> Trigger:
+    """The trigger :func:`prepare` uses for (attack, task, seed), without any fine-tuning."""
+    scale = get_scale(scale)
+    check_attack(attack)
+    task = task or scale.default_task
+    f = foundation or load_foundation(scale, progress=False)
+    if attack not in NEEDS_MODEL:
+        return make_trigger(attack, scale.model.image_size, scale.attack)
+    train = load_splits(scale, task, seed, 1)["train"] if scale.model.kind != "mini" else \
+        load_task(task, "train", scale.finetune.n_train, seed, scale.model.image_size)
+    zs = make_classifier(f.model, f.tokenizer, train.classnames, train.templates, scale.model, scale.device)
+    key = config_hash(*_base_key(f, scale, task, seed), "trigger", attack, scale.attack)
+    return _trigger(attack, scale, zs, train.images, seed, key, use_cache)
+
+
 def prepare(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig | str = "mini",
             poison_rate: float | None = None, progress: bool = True, use_cache: bool = True,
-            foundation: Foundation | None = None) -> Setup:
+            foundation: Foundation | None = None, with_clean: bool = True) -> Setup:
     """Foundation → zero-shot classifier → clean fine-tune and poisoned fine-tune (both cached).
-    ``foundation`` overrides the preset's θpre (e.g. to compare pretraining budgets)."""
+    ``foundation`` overrides the preset's θpre (e.g. to compare pretraining budgets);
+    ``with_clean=False`` skips the clean fine-tune (``Setup.clean`` is then the zero-shot model)."""
     scale = get_scale(scale)
     check_attack(attack)
     if poison_rate is not None:
@@ -90,11 +126,11 @@ def prepare(attack: str, task: str | None = None, seed: int = 0, scale: ScaleCon
     d = load_splits(scale, task, seed, scale.tbar.forget_size)
     train = d["train"]
     zs = make_classifier(f.model, f.tokenizer, train.classnames, train.templates, scale.model, scale.device)
-    base_key = [f.key, scale.finetune, task, seed, DATA_VERSION]
-    clean = _finetuned(zs, train.images, train.labels, scale, config_hash(*base_key, "clean"), seed,
-                       f"clean fine-tune ({task})", progress, use_cache)
+    base_key = _base_key(f, scale, task, seed)
+    clean = zs if not with_clean else _finetuned(zs, train.images, train.labels, scale, config_hash(*base_key, "clean"),
+                                                 seed, f"clean fine-tune ({task})", progress, use_cache)
     a = scale.attack
-    trigger = make_trigger(attack, scale.model.image_size, a, model=zs, images=train.images, seed=seed)
+    trigger = _trigger(attack, scale, zs, train.images, seed, config_hash(*base_key, "trigger", attack, a), use_cache)
     poisoned = poison(train.images, train.labels, trigger, a.poison_rate, a.target, seed,
                       noise_ratio=a.wanet_noise_ratio if attack == "wanet" else 0.0)
     bd_key = config_hash(*base_key, "backdoored", attack, a)
@@ -163,3 +199,13 @@ def xi_heatmap(s: Setup, tau_t: TaskVector, alphas: tuple[float, ...] = (0.0, 0.
         return work
 
     return xi_grid(make, x, xt, alphas, alphas, s.scale.eval_batch_size, progress)
+
+
+def defender_pool(s: Setup, n: int) -> TaskData:
+    """``n`` clean defender images (the forget-set pool, enlarged when a study needs more)."""
+    if n <= len(s.defender):
+        return s.defender
+    if s.scale.model.kind != "mini":
+        from .paper_data import load_paper_task
+        return load_paper_task(s.task, "val", n, s.seed, s.scale, "forget")
+    return load_task(s.task, "val", n, s.seed, s.scale.model.image_size, "forget")

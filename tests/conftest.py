@@ -15,19 +15,31 @@ class NetworkBlocked(RuntimeError):
     pass
 
 
+def _loopback(address) -> bool:
+    """This machine only (the browser test talks to chromedriver and a local web server)."""
+    host = address[0] if isinstance(address, tuple) else address
+    return host in ("127.0.0.1", "::1", "localhost")
+
+
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """Fail any attempt to open a network connection (AF_UNIX stays allowed for local tooling)."""
     real = socket.socket.connect
 
     def guarded(self, address, *a, **k):
-        if self.family in (socket.AF_INET, socket.AF_INET6):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not _loopback(address):
             raise NetworkBlocked(f"test tried to reach the network: {address!r}")
         return real(self, address, *a, **k)
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
-    monkeypatch.setattr(socket, "create_connection",
-                        lambda address, *a, **k: (_ for _ in ()).throw(NetworkBlocked(f"create_connection {address!r}")))
+    real_create = socket.create_connection
+
+    def create(address, *a, **k):
+        if not _loopback(address):
+            raise NetworkBlocked(f"test tried to reach the network: create_connection {address!r}")
+        return real_create(address, *a, **k)
+
+    monkeypatch.setattr(socket, "create_connection", create)
     yield
 
 

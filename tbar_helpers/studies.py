@@ -1,0 +1,165 @@
+"""The experiments behind the book's chapters, kept out of the notebooks.
+
+Each function takes :class:`~tbar_helpers.pipeline.Setup` objects (cached fine-tunes) and returns
+pandas tables or plain dicts that the notebooks show next to a figure.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import ScaleConfig, TBARConfig, override
+from .data import load_task
+from .foundation import Foundation
+from .metrics import accuracy, predict
+from .models import make_classifier
+from .pipeline import Setup, evaluate, make_forget_set, prepare, xi_heatmap
+from .task_vectors import TaskVector
+from .tbar import alpha_curve, run_tbar, trigger_vector
+
+# The paper's headline numbers (ViT-B/32), quoted from arXiv 2510.14845 for side-by-side tables.
+PAPER_HEADLINE = pd.DataFrame([
+    {"setting": "SUN397", "ASR before": 91.40, "ASR after": 1.25, "CA retained": 94.96},
+    {"setting": "CIFAR100", "ASR before": 99.96, "ASR after": 0.02, "CA retained": 96.44},
+    {"setting": "ImageNet-1K", "ASR before": 93.56, "ASR after": 1.96, "CA retained": 94.97},
+])
+
+
+def pct(table: pd.DataFrame, cols: Iterable[str] | None = None, digits: int = 1) -> pd.DataFrame:
+    """A copy of ``table`` with fractions turned into rounded percentages (for display)."""
+    out = table.copy()
+    for c in cols if cols is not None else [c for c in out.columns if out[c].dtype.kind == "f"]:
+        out[c] = (100 * out[c]).round(digits)
+    return out
+
+
+def task_sample(scale: ScaleConfig, task: str, split: str = "val", n: int = 8, seed: int = 0):
+    """``n`` labelled images of ``task`` at ``scale`` (mini: drawn; paper: torchvision, may download)."""
+    if scale.model.kind != "mini":
+        from .paper_data import load_paper_task
+        return load_paper_task(task, split, n, seed, scale)
+    return load_task(task, split, n, seed, scale.model.image_size)
+
+
+def zeroshot_table(foundations: Mapping[str, Foundation], n: int = 500, seed: int = 0) -> pd.DataFrame:
+    """Zero-shot test accuracy of each foundation model on every task of its scale."""
+    scale = next(iter(foundations.values())).scale
+    rows = []
+    for task in scale.tasks:
+        td = load_task(task, "test", n, seed, scale.model.image_size)
+        row = {"task": task, "classes": len(td.classnames), "chance": 1 / len(td.classnames)}
+        for name, f in foundations.items():
+            clf = make_classifier(f.model, f.tokenizer, td.classnames, td.templates, scale.model, scale.device)
+            row[name] = accuracy(clf, td.images, td.labels, scale.eval_batch_size)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def inject(attacks: Sequence[str], task: str | None = None, seed: int = 0, scale: ScaleConfig | str = "mini",
+           progress: bool = True) -> tuple[dict[str, Setup], pd.DataFrame]:
+    """Poisoned fine-tune per attack (cached) and its CA / ASR next to the clean fine-tune's."""
+    setups, rows, clean_ca = {}, [], None
+    for attack in attacks:
+        s = prepare(attack, task, seed, scale, progress=progress)
+        setups[attack] = s
+        if clean_ca is None:
+            clean_ca = evaluate(s.clean, s)[0]
+        asr_clean = _asr(s.clean, s)  # the trigger alone, on a model that never saw it
+        ca_b, asr_b = backdoored_scores(s)
+        rows.append({"attack": attack, "poisoned images": int(s.poisoned.poison_mask.sum()),
+                     "CA clean FT": clean_ca, "ASR clean FT": asr_clean,
+                     "CA backdoored": ca_b, "ASR backdoored": asr_b, "CA drop (points)": 100 * (clean_ca - ca_b)})
+    return setups, pd.DataFrame(rows)
+
+
+def _asr(clf, s: Setup) -> float:
+    from .metrics import attack_success_rate
+    return attack_success_rate(clf, s.test.images, s.test.labels, s.trigger, s.scale.attack.target,
+                               s.scale.eval_batch_size)
+
+
+def triggered_histogram(clf, s: Setup, n: int = 1000) -> np.ndarray:
+    """How many triggered non-target test images each class receives."""
+    x, y = s.test.images[:n], s.test.labels[:n]
+    pred = predict(clf, s.trigger(x[y != s.scale.attack.target]), s.scale.eval_batch_size)
+    return np.bincount(pred.numpy(), minlength=len(s.test.classnames))
+
+
+def backdoor_vector(s: Setup, kind: str = "difference", forget_size: int | None = None) -> TaskVector:
+    """A trigger vector for the ξ study. ``difference``: θb − θclean (what poisoning added on top of
+    the clean task); ``forget``: TBAR's estimate θ(b+t) − θb from the forget set."""
+    if kind == "difference":
+        return TaskVector(s.clean.encoder, s.backdoored.encoder)
+    if kind == "forget":
+        fx, fy = make_forget_set(s, forget_size or s.scale.tbar.forget_size)
+        return trigger_vector(s.backdoored, fx, fy, s.scale.tbar, s.seed, progress=False, device=s.scale.device)
+    raise ValueError(f"unknown trigger-vector kind {kind!r}: choose 'difference' or 'forget'")
+
+
+def xi_study(setups: Mapping[str, Setup], kind: str = "difference", alphas: Sequence[float] = (0, 0.5, 1, 1.5),
+             n: int = 200) -> dict[str, dict]:
+    """ξ(αc, αt) per attack, with τc = θclean − θpre and τt from :func:`backdoor_vector`."""
+    out = {}
+    for name, s in setups.items():
+        g = xi_heatmap(s, backdoor_vector(s, kind), tuple(alphas), n)
+        g["mean_xi"] = float(np.mean(g["xi"]))
+        out[name] = g
+    return out
+
+
+def xi_summary(grids: Mapping[str, dict]) -> pd.DataFrame:
+    return pd.DataFrame([{"attack": k, "mean ξ": float(np.mean(g["xi"])), "mean ξ clean": float(np.mean(g["xi_clean"])),
+                          "mean ξ triggered": float(np.mean(g["xi_trigger"])), "max ξ": float(np.max(g["xi"]))}
+                         for k, g in grids.items()])
+
+
+def _val(s: Setup, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    n = len(s.val) if n is None else min(n, len(s.val))
+    return s.val.images[:n], s.val.labels[:n]
+
+
+def tbar_on(s: Setup, forget_size: int | None = None, clean_fraction: float = 0.0, cfg: TBARConfig | None = None,
+            val_n: int | None = None, forget: tuple[torch.Tensor, torch.Tensor] | None = None,
+            progress: bool = False) -> dict:
+    """TBAR on ``s.backdoored`` and its test CA / ASR. ``forget`` overrides the forget set."""
+    cfg = cfg or s.scale.tbar
+    fx, fy = forget if forget is not None else make_forget_set(s, forget_size or cfg.forget_size, clean_fraction)
+    vx, vy = _val(s, val_n)
+    t0 = time.time()
+    cleaned, res = run_tbar(s.backdoored, fx, fy, vx, vy, s.trigger, s.scale.attack.target, cfg, s.seed,
+                            progress, s.scale.device)
+    secs = time.time() - t0
+    ca_b, asr_b = backdoored_scores(s)
+    ca, asr = evaluate(cleaned, s)
+    return {"attack": s.attack, "forget size": len(fx), "clean share": clean_fraction, "alpha": res.alpha,
+            "CA backdoored": ca_b, "ASR backdoored": asr_b, "CA TBAR": ca, "ASR TBAR": asr,
+            "CA retained": ca / ca_b, "seconds": secs, "cleaned": cleaned, "result": res}
+
+
+def backdoored_scores(s: Setup) -> tuple[float, float]:
+    """(CA, ASR) of ``s.backdoored`` on the test split, computed once per Setup."""
+    if not hasattr(s, "_bd_scores"):
+        s._bd_scores = evaluate(s.backdoored, s)
+    return s._bd_scores
+
+
+def table(rows: Sequence[dict]) -> pd.DataFrame:
+    """Rows of :func:`tbar_on` without their model objects."""
+    return pd.DataFrame([{k: v for k, v in r.items() if k not in ("cleaned", "result")} for r in rows])
+
+
+def test_curve(s: Setup, tau: TaskVector, alphas: Sequence[float], n: int = 1000) -> list:
+    """CA / ASR against α on ``n`` test images (for a report figure; α is never chosen here)."""
+    return alpha_curve(s.backdoored, tau, s.test.images[:n], s.test.labels[:n], s.trigger, s.scale.attack.target,
+                       alphas, s.scale.tbar.alpha_max, s.scale.eval_batch_size)
+
+
+def coarse(cfg: TBARConfig, step: float = 0.1) -> TBARConfig:
+    """The same TBAR settings with a coarser α grid (for sweeps that repeat the search many times)."""
+    hi = max(cfg.alpha_grid)
+    return override(cfg, alpha_grid=tuple(round(step * i, 3) for i in range(int(round(hi / step)) + 1)))
+
