@@ -31,8 +31,8 @@ TEST_PROFILE: dict[str, dict] = {
     "03_injecting": {"attacks": ["badnet", "blended"]},
     "04_disentanglement": {"attacks": ["badnet", "blended"]},
     "05_tbar": {"table_attacks": ["badnet", "blended"]},
-    "06_transfer": {"dest_n_train": 1500},
-    "07_ablations": {"sizes": [25, 400], "clean_shares": [0.0, 0.5], "budgets": [100, 400]},
+    "06_transfer": {"dest_n_train": 600},
+    "07_ablations": {"sizes": [25, 400], "clean_shares": [0.5], "budgets": [100]},
 }
 PROFILES = {"book": {}, "test": TEST_PROFILE}
 

@@ -104,6 +104,8 @@ def server(built_book):
 
 
 def test_every_page_renders_in_chromium(built_book, server, browser):
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     pages = _pages(built_book)
     assert len(pages) >= 10
@@ -114,6 +116,10 @@ def test_every_page_renders_in_chromium(built_book, server, browser):
             problems.append(f"{rel}: not built")
             continue
         browser.get(f"{server}/{rel}")
+        try:  # pages with widgets reference CDN scripts that cannot load offline: wait until they give up
+            WebDriverWait(browser, 90).until(lambda b: b.execute_script("return document.readyState") == "complete")
+        except TimeoutException:
+            pass  # reported below as "did not load"
         state = browser.execute_script(
             "const main = document.querySelector('main') || document.body;"
             "const imgs = [...main.querySelectorAll('img')];"

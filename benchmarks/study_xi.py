@@ -1,0 +1,62 @@
+"""Calibration study, ξ as a response: weight disentanglement against the pretraining budget.
+
+For each foundation checkpoint (stage 1: 1,500 steps from scratch; stage 2: +1,000 steps, the
+preset) it fine-tunes clean and poisoned models (cached), runs TBAR with the preset's full α search,
+and measures ξ(αc, αt) on a grid for two trigger vectors: the poisoning difference θb − θclean and
+TBAR's estimate θ(b+t) − θb. Writes benchmarks/results/xi-pretraining-<attack>-s<seed>.{json,txt}.
+
+    python benchmarks/study_xi.py --attack badnet --seed 0
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tbar_helpers.config import STAGE1_CHECKPOINT, get_scale
+from tbar_helpers.foundation import load_foundation
+from tbar_helpers.pipeline import prepare, xi_heatmap
+from tbar_helpers.studies import backdoor_vector, tbar_on
+
+OUT = Path(__file__).parent / "results"
+ALPHAS = (0.0, 0.5, 1.0, 1.5)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--attack", default="badnet")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int, default=500, help="clean test images for ξ")
+    a = p.parse_args()
+    scale = get_scale("mini")
+    stages = {"stage 1 (1500 steps)": load_foundation(scale, path=STAGE1_CHECKPOINT, progress=False),
+              "stage 2 (2500 steps, preset)": load_foundation(scale, progress=False)}
+    rows, lines = [], []
+    for name, f in stages.items():
+        s = prepare(a.attack, None, a.seed, scale, progress=False, foundation=f)
+        r = tbar_on(s)
+        row = {"foundation": name, "ca_backdoored": r["CA backdoored"], "asr_backdoored": r["ASR backdoored"],
+               "ca_tbar": r["CA TBAR"], "asr_tbar": r["ASR TBAR"], "ca_kept": r["CA retained"], "alpha": r["alpha"]}
+        for kind in ("difference", "forget"):
+            g = xi_heatmap(s, backdoor_vector(s, kind), ALPHAS, a.n)
+            row[f"xi_{kind}"] = g["xi"].tolist()
+            row[f"mean_xi_{kind}"] = float(np.mean(g["xi"]))
+            row[f"mean_xi_{kind}_inner"] = float(np.mean(g["xi"][:-1, :-1]))  # αc, αt ≤ 1
+        rows.append(row)
+        lines.append(f"{name:30s} bd CA {100 * row['ca_backdoored']:5.1f} ASR {100 * row['asr_backdoored']:5.1f} | "
+                     f"TBAR α {row['alpha']:.2f} CA {100 * row['ca_tbar']:5.1f} ASR {100 * row['asr_tbar']:4.1f} "
+                     f"kept {100 * row['ca_kept']:5.1f}% | mean ξ (all / αc,αt≤1): difference "
+                     f"{100 * row['mean_xi_difference']:4.1f} / {100 * row['mean_xi_difference_inner']:4.1f}, "
+                     f"TBAR vector {100 * row['mean_xi_forget']:4.1f} / {100 * row['mean_xi_forget_inner']:4.1f}")
+        print(lines[-1], flush=True)
+    OUT.mkdir(exist_ok=True)
+    stem = OUT / f"xi-pretraining-{a.attack}-s{a.seed}"
+    stem.with_suffix(".json").write_text(json.dumps({"alphas": ALPHAS, "n": a.n, "rows": rows}, indent=1))
+    stem.with_suffix(".txt").write_text(f"# python benchmarks/study_xi.py --attack {a.attack} --seed {a.seed}\n"
+                                        + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
