@@ -1,0 +1,83 @@
+"""Behaviour of the helpers behind the chapters: sizes, profiles, notebook cache keys, strength
+explorer, rebuilt patch triggers, coarse α grids, figures."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+import torch
+
+from tbar_helpers import book, plots
+from tbar_helpers.attacks import badnet, patch_trigger
+from tbar_helpers.config import MINI, with_sizes
+from tbar_helpers.studies import coarse
+from tbar_helpers.widgets import STRENGTH, triggered_at
+
+
+def test_with_sizes_changes_only_what_is_given():
+    cfg = with_sizes("mini", n_train=600, epochs=None)
+    assert cfg.finetune.n_train == 600 and cfg.finetune.epochs == MINI.finetune.epochs
+    assert with_sizes("mini") is MINI
+    with pytest.raises(ValueError, match="unknown size"):
+        with_sizes("mini", n_trains=5)
+    with pytest.raises(ValueError, match="positive"):
+        with_sizes("mini", n_train=0)
+
+
+def test_profiles_one_place_and_lighter_for_tests():
+    full = book.notebook_parameters("mini", 0, "03_injecting", "book")
+    light = book.notebook_parameters("mini", 0, "03_injecting", "test")
+    assert full == {"scale": "mini", "seed": 0}
+    assert light["scale"] == "mini" and 0 < len(light["attacks"]) < 6
+    with pytest.raises(ValueError, match="unknown profile"):
+        book.notebook_parameters(profile="fast")
+
+
+def test_notebook_key_tracks_notebook_and_parameters(tmp_path):
+    nb = tmp_path / "x.ipynb"
+    nb.write_text("{}")
+    k = book.notebook_key(nb, {"seed": 0}, "digest")
+    assert k == book.notebook_key(nb, {"seed": 0}, "digest")
+    assert k != book.notebook_key(nb, {"seed": 1}, "digest")
+    assert k != book.notebook_key(nb, {"seed": 0}, "other sources")
+    nb.write_text('{"cells": []}')
+    assert k != book.notebook_key(nb, {"seed": 0}, "digest")
+
+
+def test_strength_explorer_badnet_patch_grows_with_strength(images):
+    lo = triggered_at("badnet", 2 / 32, images)
+    hi = triggered_at("badnet", 6 / 32, images)
+    changed_lo = (lo != images).any(1).float().mean().item()
+    changed_hi = (hi != images).any(1).float().mean().item()
+    assert 0 < changed_lo < changed_hi
+    with pytest.raises(ValueError, match="outside"):
+        triggered_at("blended", 0.9, images)
+    with pytest.raises(ValueError, match="optimises its patch"):
+        triggered_at("badclip", 0.1, images)
+    assert set(STRENGTH) == {"badnet", "blended", "wanet", "sig"}
+
+
+def test_patch_trigger_rebuilds_the_same_transform(images):
+    t = badnet(32)
+    rebuilt = patch_trigger("badnet", 32, t.pattern, t.mask)
+    assert torch.equal(rebuilt(images), t(images))
+    with pytest.raises(ValueError, match="32x32"):
+        patch_trigger("badnet", 64, t.pattern, t.mask)
+
+
+def test_coarse_grid_keeps_range_and_settings():
+    c = coarse(MINI.tbar, 0.1)
+    assert c.alpha_grid[0] == 0 and c.alpha_grid[-1] == pytest.approx(max(MINI.tbar.alpha_grid))
+    assert len(c.alpha_grid) == 16 and c.lr == MINI.tbar.lr
+
+
+def test_figures_draw(images):
+    grids = {"a": {"xi": np.zeros((2, 2)), "xi_clean": np.zeros((2, 2)), "xi_trigger": np.zeros((2, 2)),
+                   "alphas_c": np.array([0, 1]), "alphas_t": np.array([0, 1])}}
+    for fig in (plots.gallery(images[:3], ["a red circle", "x", "y"]), plots.xi_heatmaps(grids),
+                plots.trigger_grid(images[:2], {"badnet": badnet(32)(images[:2])})):
+        assert len(fig.axes) > 0
+        matplotlib.pyplot.close(fig)
