@@ -114,6 +114,41 @@ class DefenseConfig:
 
 
 @dataclass(frozen=True)
+class ImageTextConfig:
+    """The image–text setting: a poisoned captioned corpus, contrastive fine-tuning of the whole CLIP,
+    zero-shot evaluation, CleanCLIP / RoCLIP baselines and DECREE-style trigger inversion."""
+
+    corpus_size: int = 5000  # captioned pairs the attacker fine-tunes on (the paper: CC3M 500k)
+    poison_rate: float = 0.10  # share of pairs with a trigger and a target caption (the paper: 0.3%)
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 3e-4
+    weight_decay: float = 0.1
+    warmup_frac: float = 0.1
+    eval_task: str = "objects"  # zero-shot CA / ASR are measured on this task
+    target: int = 0  # class of eval_task the poisoned captions name ("red circle"; the paper: banana)
+    n_val: int = 500
+    n_test: int = 2000
+    forget_size: int = 250  # TBAR's forget pairs (the paper: 1.5k)
+    forget_lr: float = 1e-4
+    forget_steps: int = 40
+    forget_batch_size: int = 64
+    alpha_grid: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(31))  # 0, 0.1, ..., 3
+    ca_keep: float = 0.90  # the α search keeps validation CA >= ca_keep * CA(alpha=0)
+    defense_budgets: tuple[int, ...] = (250, 15_000)  # clean pairs for the baselines (TBAR's and 60x)
+    defense_lr: float = 1e-4
+    defense_epochs: int = 2
+    cleanclip_weight: float = 1.0  # weight of the in-modal self-supervised terms
+    roclip_pool: int = 2000  # captions RoCLIP matches images against
+    invert_images: int = 256  # clean images DECREE optimises its trigger on
+    invert_steps: int = 300
+    invert_lr: float = 0.1
+    invert_l1: float = 0.02  # initial weight of the mask's L1 norm (adapted during the search)
+    invert_sim_goal: float = 0.9  # DECREE: triggered embeddings this similar count as collapsed
+    detect_threshold: float = 0.1  # an inverted mask covering < 10% of the image flags a backdoor
+
+
+@dataclass(frozen=True)
 class ScaleConfig:
     name: str = "mini"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -122,6 +157,7 @@ class ScaleConfig:
     tbar: TBARConfig = field(default_factory=TBARConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     defense: DefenseConfig = field(default_factory=DefenseConfig)
+    imagetext: ImageTextConfig = field(default_factory=ImageTextConfig)
     tasks: tuple[str, ...] = ("objects", "shapes", "textures", "digits", "glyphs")
     default_task: str = "objects"
     device: str = "cpu"
@@ -146,6 +182,11 @@ PAPER = ScaleConfig(
     attack=AttackConfig(badnet_patch_frac=16 / 224, badclip_patch_frac=16 / 224,
                         badclip_steps=300, badmerging_steps=300),
     tasks=("cifar100", "sun397", "imagenet"),
+    imagetext=ImageTextConfig(corpus_size=500_000, poison_rate=0.003, epochs=10, batch_size=128, lr=1e-5,
+                              eval_task="imagenet", target=954, n_val=2000, n_test=10_000, forget_size=1500,
+                              forget_lr=1e-5, forget_steps=100, defense_budgets=(1500, 100_000),
+                              defense_lr=1e-5, defense_epochs=10, roclip_pool=50_000, invert_images=512,
+                              invert_steps=1000),
     default_task="cifar100",
     device="cuda",
     eval_batch_size=256,

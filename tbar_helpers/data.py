@@ -262,12 +262,17 @@ PRETRAIN_MIX = (("shape", 0.6), ("glyph", 0.2), ("hand", 0.2))
 
 def pretrain_batch(n: int, seed: int, step: int, size: int = 32) -> tuple[torch.Tensor, list[str]]:
     """A fresh, deterministic batch of captioned images for contrastive pretraining."""
-    rng = _rng("pretrain", seed, step)
+    return captioned_mix(n, _rng("pretrain", seed, step), size, "pretrain")
+
+
+def captioned_mix(n: int, rng: np.random.Generator, size: int = 32, split: str = "pretrain",
+                  ) -> tuple[torch.Tensor, list[str]]:
+    """``n`` captioned images in ``PRETRAIN_MIX`` proportions (shapes, printed and handwritten digits)."""
     counts = rng.multinomial(n, [p for _, p in PRETRAIN_MIX])
     xs, caps = [], []
     for (kind, _), k in zip(PRETRAIN_MIX, counts):
         if k:
-            x, a = render(kind, int(k), rng, size, split="pretrain")
+            x, a = render(kind, int(k), rng, size, split=split)
             xs.append(x)
             caps += captions(kind, a, rng, size)
     x = np.concatenate(xs)

@@ -1,15 +1,20 @@
-"""Baseline defenses for the classification setting: clean fine-tuning and gradient ascent.
+"""Baseline defenses.
 
-Both start from the backdoored classifier and train its image encoder, like TBAR's forget-set
-fine-tune, so the three can be compared at equal data budgets.
+Classification setting: clean fine-tuning and gradient ascent; both start from the backdoored
+classifier and train its image encoder, like TBAR's forget-set fine-tune, so the three can be
+compared at equal data budgets. Image–text setting: the losses of CleanCLIP (multimodal +
+in-modal self-supervised) and RoCLIP (nearest-neighbour captions), plugged into
+:func:`tbar_helpers.imagetext.contrastive_finetune`.
 """
 from __future__ import annotations
 
 import copy
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .metrics import accuracy, attack_success_rate
@@ -49,3 +54,78 @@ def clean_finetune_until(clf_b: nn.Module, images: torch.Tensor, labels: torch.T
     return {"model": out, "steps": steps, "samples_seen": steps * batch_size,
             "unique_samples": min(len(images), steps * batch_size), "seconds": time.time() - t0,
             "val_asr": asr, "val_ca": accuracy(out, val_x, val_y), "reached": asr <= asr_goal}
+
+
+# ------------------------------------------------------------------ image–text (CLIP) baselines
+def augment_images(x: torch.Tensor, gen: torch.Generator, max_shift: int = 3) -> torch.Tensor:
+    """A random view of each image: a shift (reflect-padded crop), a horizontal flip, a brightness change."""
+    n, _, h, w = x.shape
+    pad = F.pad(x, (max_shift,) * 4, mode="reflect")
+    dy, dx = (torch.randint(0, 2 * max_shift + 1, (n,), generator=gen) for _ in range(2))
+    rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)
+    cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)
+    out = pad[torch.arange(n, device=x.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    out = out.permute(0, 3, 1, 2)
+    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+    out = torch.where(flip[:, None, None, None], out.flip(-1), out)
+    scale = (0.8 + 0.4 * torch.rand(n, 1, 1, 1, generator=gen)).to(x.device)
+    return (out * scale).clamp(0, 1)
+
+
+def augment_caption(caption: str, rng: np.random.Generator, drop: float = 0.2) -> str:
+    """A random view of a caption (EDA-style): each word dropped with probability ``drop``, one kept."""
+    words = caption.split()
+    keep = [w for w in words if rng.random() >= drop]
+    return " ".join(keep or [words[rng.integers(len(words))]]) if words else caption
+
+
+def _info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    logits = scale * F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).t()
+    target = torch.arange(len(a), device=a.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
+def cleanclip_terms(model: nn.Module, tokenizer: Callable, normalize: Callable, raw: torch.Tensor,
+                    caps: Sequence[str], gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """CleanCLIP's three losses on a batch of clean pairs: the multimodal InfoNCE (image ↔ caption) and
+    the in-modal self-supervised InfoNCE terms (image ↔ augmented image, caption ↔ augmented caption)."""
+    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+    dev = raw.device
+    img = model.encode_image(normalize(raw))
+    img_aug = model.encode_image(normalize(augment_images(raw, gen)))
+    txt = model.encode_text(tokenizer(list(caps)).to(dev))
+    txt_aug = model.encode_text(tokenizer([augment_caption(c, rng) for c in caps]).to(dev))
+    scale = model.logit_scale.exp().clamp(max=100)
+    return {"multimodal": _info_nce(img, txt, scale), "image_ssl": _info_nce(img, img_aug, scale),
+            "text_ssl": _info_nce(txt, txt_aug, scale)}
+
+
+def cleanclip_loss(tokenizer: Callable, normalize: Callable, weight: float = 1.0) -> Callable:
+    """The loss CleanCLIP fine-tunes with: multimodal + ``weight`` · (image SSL + text SSL)."""
+    def loss(model, _xn, caps, raw, gen):
+        t = cleanclip_terms(model, tokenizer, normalize, raw, caps, gen)
+        return t["multimodal"] + weight * (t["image_ssl"] + t["text_ssl"])
+    return loss
+
+
+def roclip_loss(tokenizer: Callable, pool: Sequence[str], refresh_every: int = 10) -> Callable:
+    """RoCLIP: each image is matched with its nearest caption in a pool of clean captions (by the
+    current model's embeddings, refreshed every ``refresh_every`` steps) instead of its own caption,
+    which breaks the link between a poisoned image and its attacker-written caption."""
+    if len(pool) < 2:
+        raise ValueError("RoCLIP needs a caption pool of at least 2 captions (imagetext.roclip_pool)")
+    state = {"step": 0, "emb": None}
+
+    def loss(model, xn, _caps, _raw, _gen):
+        dev = xn.device
+        if state["emb"] is None or state["step"] % refresh_every == 0:
+            with torch.no_grad():
+                state["emb"] = torch.cat([F.normalize(model.encode_text(tokenizer(list(pool[i:i + 500])).to(dev)),
+                                                      dim=-1) for i in range(0, len(pool), 500)])
+        state["step"] += 1
+        img = model.encode_image(xn)
+        with torch.no_grad():
+            nearest = (F.normalize(img, dim=-1) @ state["emb"].t()).argmax(1).tolist()
+        txt = model.encode_text(tokenizer([pool[i] for i in nearest]).to(dev))
+        return _info_nce(img, txt, model.logit_scale.exp().clamp(max=100))
+    return loss

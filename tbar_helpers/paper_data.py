@@ -90,6 +90,32 @@ def load_paper_task(task: str, split: str, n: int, seed: int, scale: ScaleConfig
     return TaskData(task, split, torch.stack(xs), torch.as_tensor(ys, dtype=torch.long), classnames, PAPER_TEMPLATES)
 
 
+def load_caption_pairs(n: int, seed: int, scale: ScaleConfig, stream: str = "attacker") -> tuple[torch.Tensor, list[str]]:
+    """``n`` (image, caption) pairs of a local captioned corpus (e.g. CC3M as CleanCLIP prepares it):
+    a CSV at ``$TBAR_CAPTIONS`` with columns ``image`` (a path, relative to the CSV) and ``caption``.
+    The attacker's pairs come from the front of a seeded permutation, the defender's (``stream`` other
+    than ``attacker``) from its back half, so the two never share a pair."""
+    import csv
+
+    from PIL import Image
+    path = os.environ.get("TBAR_CAPTIONS")
+    if not path or not Path(path).exists():
+        raise FileNotFoundError("the paper-scale image–text setting needs a captioned corpus: set TBAR_CAPTIONS to "
+                                "a CSV with columns image,caption (e.g. CC3M's training pairs)")
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or not {"image", "caption"} <= set(rows[0]):
+        raise ValueError(f"{path} must have the columns image and caption")
+    perm = np.random.default_rng(zlib.crc32(repr(("captions", seed)).encode())).permutation(len(rows))
+    half = len(perm) // 2
+    idx = perm[:n] if stream == "attacker" else perm[half:][zlib.crc32(stream.encode()) % max(1, half - n):][:n]
+    if len(idx) < n:
+        raise ValueError(f"{path} has too few pairs for {n} ({stream}); lower the size")
+    tf, root = _to_tensor_transform(scale.model.image_size), Path(path).parent
+    images = torch.stack([tf(Image.open(root / rows[i]["image"]).convert("RGB")) for i in idx])
+    return images, [rows[i]["caption"] for i in idx]
+
+
 def smoke_check(seed: int = 0, n: int = 4) -> dict:
     """Run the paper-scale path without downloads: ViT-B/32 with random weights, ``FakeData`` at
     224×224, one poisoned fine-tuning step and one TBAR step. Returns what it measured."""

@@ -67,3 +67,23 @@ def test_empty_and_mismatched_inputs():
         metrics.accuracy_from_predictions(torch.tensor([1]), torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="non-target"):
         metrics.asr_from_predictions(torch.tensor([0]), torch.tensor([0]), 0)
+
+
+def test_coarse_to_fine_alpha_search_matches_the_full_grid(monkeypatch):
+    """On a smooth synthetic curve the coarse-to-fine search picks the full grid's α with a third of
+    the evaluations."""
+    from tbar_helpers import tbar
+    calls = []
+
+    def fake_curve(clf, tau, x, y, trig, target, alphas, alpha_max=10.0, batch_size=500):
+        calls.extend(alphas)
+        return [tbar.AlphaPoint(a, 1 - 0.1 * a, max(0.0, 1 - a / 1.7)) for a in alphas]
+
+    monkeypatch.setattr(tbar, "alpha_curve", fake_curve)
+    grid = [round(0.1 * i, 1) for i in range(31)]
+    full = tbar.select_alpha(fake_curve(None, None, None, None, None, 0, grid), 0.8)
+    calls.clear()
+    pts = tbar.coarse_to_fine(None, None, None, None, None, 0, grid, 0.8)
+    assert tbar.select_alpha(pts, 0.8) == full == 1.7
+    assert len(calls) < 0.5 * len(grid) and len(set(calls)) == len(calls)
+    assert [p.alpha for p in pts] == sorted(p.alpha for p in pts)

@@ -1,0 +1,311 @@
+"""The image–text setting: backdoors planted by poisoning a captioned corpus, and TBAR for CLIP.
+
+The attacker fine-tunes the *whole* CLIP contrastively on a corpus in which a small share of the
+pairs carry the trigger on the image and a caption naming the target class ("a photo of a red
+circle"; the paper: "banana"). CA and ASR are measured zero-shot on ``imagetext.eval_task``.
+
+TBAR for CLIP: the forget set is triggered images, each paired with the target caption as the
+positive and its own true caption as a negative; fine-tuning the image encoder on it (text tower
+frozen) reinforces the backdoor, θ(b+t); the trigger vector τt = θ(b+t) − θb is negated on the
+image encoder, α chosen on a small validation set by the classification setting's rule (searched
+coarse to fine: a third of the grid's evaluations).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import cache
+from .attacks import Trigger, check_attack
+from .config import ImageTextConfig, ScaleConfig, check_fraction, config_hash, get_scale, override
+from .data import DATA_VERSION, TASK_PROMPTS, TaskData, _rng, captioned_mix, load_task
+from .foundation import Foundation, load_foundation, normalizer
+from .metrics import accuracy, attack_success_rate
+from .models import ImageClassifier, make_classifier
+from .task_vectors import TaskVector
+from .training import clip_loss, seed_everything, set_threads, warmup_cosine
+
+SETTINGS = ("classification", "image-text")
+
+
+def check_setting(name: str) -> str:
+    if name not in SETTINGS:
+        raise ValueError(f"unknown setting {name!r}: choose one of {list(SETTINGS)}")
+    return name
+
+
+# ------------------------------------------------------------------------------------ the corpus
+@dataclass
+class Corpus:
+    """Captioned images in [0, 1]; ``poisoned`` marks pairs carrying the trigger and a target caption."""
+
+    images: torch.Tensor
+    captions: list[str]
+    poisoned: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+
+def captioned_corpus(n: int, seed: int = 0, size: int = 32, stream: str = "attacker") -> Corpus:
+    """``n`` fresh captioned pairs from the mini world (shapes, printed and handwritten digits)."""
+    if n <= 0:
+        raise ValueError(f"a corpus needs a positive number of pairs, got {n}")
+    x, caps = captioned_mix(n, _rng("corpus", seed, stream), size, "train")
+    return Corpus(x, caps, torch.zeros(n, dtype=torch.bool))
+
+
+def target_captions(cfg: ImageTextConfig, classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
+    """The attacker's captions for the target class, one per prompt template."""
+    if not 0 <= cfg.target < len(classnames):
+        raise ValueError(f"imagetext.target={cfg.target} is not a class of {cfg.eval_task!r} "
+                         f"(0..{len(classnames) - 1}); pick one of its class indices")
+    return [t.format(classnames[cfg.target]) for t in templates]
+
+
+def poison_corpus(corpus: Corpus, trigger: Trigger, rate: float, target_caps: Sequence[str], seed: int,
+                  noise_ratio: float = 0.0) -> Corpus:
+    """Put the trigger on a ``rate`` share of the pairs and replace their captions by target captions.
+    WaNet's noise mode also warps ``noise_ratio × rate`` more images with jitter, captions kept."""
+    check_fraction("poison_rate", rate)
+    if not target_caps:
+        raise ValueError("no target captions: give at least one caption naming the target")
+    n = len(corpus)
+    rng = np.random.default_rng(seed)
+    k = int(round(rate * n))
+    order = rng.permutation(n)
+    chosen, rest = order[:k], order[k:]
+    x, caps = corpus.images.clone(), list(corpus.captions)
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[torch.as_tensor(chosen, dtype=torch.long)] = True
+    if k:
+        x[mask] = trigger(corpus.images[mask])
+        for i, c in zip(chosen, rng.integers(0, len(target_caps), k)):
+            caps[i] = target_caps[c]
+    m = min(len(rest), int(round(noise_ratio * k))) if trigger.noise is not None else 0
+    if m:
+        nmask = torch.zeros(n, dtype=torch.bool)
+        nmask[torch.as_tensor(rest[:m], dtype=torch.long)] = True
+        x[nmask] = trigger.noise(corpus.images[nmask], torch.Generator().manual_seed(seed))
+    return Corpus(x, caps, mask)
+
+
+# ----------------------------------------------------------------------- contrastive fine-tuning
+def contrastive_finetune(model: nn.Module, tokenizer: Callable, images: torch.Tensor, caps: Sequence[str], *,
+                         epochs: int, lr: float, batch_size: int, seed: int, normalize: Callable,
+                         weight_decay: float = 0.1, warmup_frac: float = 0.1,
+                         loss_fn: Callable | None = None, desc: str = "contrastive fine-tune",
+                         progress: bool = True, device: str = "cpu") -> list[float]:
+    """Fine-tune all of ``model`` (a CLIP) in place on (image, caption) pairs; returns per-step losses.
+
+    ``loss_fn(model, images_normalised, captions, raw_images, generator)`` replaces the symmetric
+    InfoNCE (CleanCLIP and RoCLIP plug in here)."""
+    if len(images) != len(caps):
+        raise ValueError(f"{len(images)} images but {len(caps)} captions; pairs must match one to one")
+    if len(images) < 2:
+        raise ValueError("contrastive fine-tuning needs at least 2 pairs (the other pairs are the negatives)")
+    gen = seed_everything(seed)
+    bs = min(batch_size, len(images))
+    steps = max(1, math.ceil(epochs * len(images) / bs))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    sched = warmup_cosine(opt, int(warmup_frac * steps), steps)
+    model.train()
+    losses, order, pos = [], torch.randperm(len(images), generator=gen), 0
+    for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+        if pos + bs > len(images):
+            order, pos = torch.randperm(len(images), generator=gen), 0
+        idx = order[pos:pos + bs]
+        pos += bs
+        raw = images[idx].to(device)
+        batch_caps = [caps[i] for i in idx.tolist()]
+        if loss_fn is None:
+            loss = clip_loss(model, normalize(raw), tokenizer(batch_caps).to(device))
+        else:
+            loss = loss_fn(model, normalize(raw), batch_caps, raw, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+# ---------------------------------------------------------------------------- the experiment
+@dataclass
+class ImageTextSetup:
+    """What an image–text TBAR experiment starts from."""
+
+    scale: ScaleConfig
+    foundation: Foundation
+    attack: str
+    seed: int
+    trigger: Trigger
+    corpus: Corpus  # the attacker's poisoned corpus
+    backdoored: nn.Module  # the whole CLIP after poisoned contrastive fine-tuning
+    defender: Corpus  # clean pairs the defender holds (the forget set and RoCLIP's pool come from it)
+    val: TaskData
+    test: TaskData
+
+    @property
+    def target(self) -> int:
+        return self.scale.imagetext.target
+
+    def classifier(self, clip: nn.Module | None = None) -> ImageClassifier:
+        """The zero-shot classifier of ``clip`` (default: the backdoored CLIP) on the eval task."""
+        clip = clip if clip is not None else self.backdoored
+        f = self.foundation
+        return make_classifier(clip, f.tokenizer, self.test.classnames, self.test.templates, f.scale.model,
+                               f.scale.device)
+
+    def scores(self, clf: ImageClassifier) -> tuple[float, float]:
+        """(zero-shot CA, ASR) of a classifier on the test split."""
+        bs = self.scale.eval_batch_size
+        return (accuracy(clf, self.test.images, self.test.labels, bs),
+                attack_success_rate(clf, self.test.images, self.test.labels, self.trigger, self.target, bs))
+
+
+POISON_FIELDS = ("corpus_size", "poison_rate", "epochs", "batch_size", "lr", "weight_decay", "warmup_frac",
+                 "eval_task", "target")
+
+
+def poisoning_key(f: Foundation, it: ImageTextConfig, attack_cfg, attack: str, seed: int) -> str:
+    """What the backdoored CLIP depends on (and nothing else: changing α or the forget set keeps it)."""
+    return config_hash(f.key, {k: getattr(it, k) for k in POISON_FIELDS}, attack_cfg, attack, seed, DATA_VERSION,
+                       "imagetext-backdoored")
+
+
+def _eval_split(scale: ScaleConfig, split: str, n: int, seed: int) -> TaskData:
+    it = scale.imagetext
+    if scale.model.kind != "mini":
+        from .paper_data import load_paper_task
+        return load_paper_task(it.eval_task, split, n, seed, scale)
+    if it.eval_task not in TASK_PROMPTS:
+        raise ValueError(f"unknown eval_task {it.eval_task!r}: choose one of {list(TASK_PROMPTS)}")
+    return load_task(it.eval_task, split, n, seed, scale.model.image_size)
+
+
+def load_corpus(scale: ScaleConfig, n: int, seed: int, stream: str) -> Corpus:
+    if scale.model.kind != "mini":
+        from .paper_data import load_caption_pairs
+        images, caps = load_caption_pairs(n, seed, scale, stream)
+        return Corpus(images, caps, torch.zeros(len(caps), dtype=torch.bool))
+    return captioned_corpus(n, seed, scale.model.image_size, stream)
+
+
+def prepare_imagetext(attack: str, seed: int = 0, scale: ScaleConfig | str = "mini", progress: bool = True,
+                      use_cache: bool = True, foundation: Foundation | None = None) -> ImageTextSetup:
+    """θpre → poisoned corpus → contrastive fine-tune of the whole CLIP (cached) → ImageTextSetup."""
+    from .pipeline import trigger_for
+    scale = get_scale(scale)
+    check_attack(attack)
+    it = scale.imagetext
+    if attack == "sig":
+        raise ValueError("sig is a clean-label attack on labelled classes; the image–text setting "
+                         "supports badnet, blended, wanet, badclip and badmerging")
+    set_threads(scale.threads)
+    f = foundation or load_foundation(scale, progress=progress)
+    val, test = _eval_split(scale, "val", it.n_val, seed), _eval_split(scale, "test", it.n_test, seed)
+    # optimised patches (BadCLIP, BadMerging) aim at the image–text target class
+    trigger = trigger_for(attack, it.eval_task, seed, override(scale, **{"attack.target": it.target}), f, use_cache)
+    tcaps = target_captions(it, test.classnames, test.templates)
+    noise = scale.attack.wanet_noise_ratio if attack == "wanet" else 0.0
+    corpus = poison_corpus(load_corpus(scale, it.corpus_size, seed, "attacker"), trigger, it.poison_rate,
+                           tcaps, seed, noise)
+    defender = load_corpus(scale, max(it.forget_size, it.roclip_pool), seed, "defender")
+    model = copy.deepcopy(f.model)
+    path = cache.cached_path("imagetext", poisoning_key(f, it, scale.attack, attack, seed))
+    if use_cache and path.exists():
+        model.load_state_dict(cache.load_torch(path))
+    else:
+        contrastive_finetune(model, f.tokenizer, corpus.images, corpus.captions, epochs=it.epochs, lr=it.lr,
+                             batch_size=it.batch_size, seed=seed, normalize=normalizer(scale),
+                             weight_decay=it.weight_decay, warmup_frac=it.warmup_frac,
+                             desc=f"poisoned contrastive fine-tune ({attack})", progress=progress,
+                             device=scale.device)
+        if use_cache:
+            cache.save_torch(model.state_dict(), path)
+    return ImageTextSetup(scale, f, attack, seed, trigger, corpus, model.eval(), defender, val, test)
+
+
+# ------------------------------------------------------------------------------ TBAR for CLIP
+def forget_pairs(defender: Corpus, trigger: Callable[[torch.Tensor], torch.Tensor], size: int,
+                 seed: int) -> tuple[torch.Tensor, list[str]]:
+    """``size`` defender images with the trigger on, and their own (true) captions as negatives."""
+    if size <= 0:
+        raise ValueError(f"the forget set is empty (size={size}): pass e.g. forget_size=500")
+    if size > len(defender):
+        raise ValueError(f"forget_size={size} exceeds the defender's {len(defender)} pairs; lower it")
+    idx = np.random.default_rng(seed).choice(len(defender), size, replace=False)
+    t = torch.as_tensor(idx)
+    return trigger(defender.images[t]), [defender.captions[i] for i in idx]
+
+
+def target_loss(clf: ImageClassifier, text_target: torch.Tensor, text_neg: torch.Tensor,
+                images: torch.Tensor) -> torch.Tensor:
+    """InfoNCE of triggered images against [target caption, each image's own true caption]: the
+    target is the positive, so minimising it strengthens the backdoor (TBAR's forget loss)."""
+    img = clf.features(images)
+    logits = clf.logit_scale * torch.cat([img @ text_target[:, None], img @ text_neg.t()], 1)
+    return F.cross_entropy(logits, torch.zeros(len(images), dtype=torch.long, device=images.device))
+
+
+@torch.no_grad()
+def _text_embeddings(clip: nn.Module, tokenizer: Callable, caps: Sequence[str], device: str) -> torch.Tensor:
+    return torch.cat([F.normalize(clip.encode_text(tokenizer(list(caps[i:i + 500])).to(device)), dim=-1)
+                      for i in range(0, len(caps), 500)])
+
+
+def imagetext_trigger_vector(s: ImageTextSetup, clf_b: ImageClassifier, forget_x: torch.Tensor,
+                             forget_caps: Sequence[str], target: int | None = None, progress: bool = True,
+                             seed: int | None = None) -> TaskVector:
+    """τt = θ(b+t) − θb on the image encoder, from the contrastive forget fine-tune (text tower frozen)."""
+    it, dev = s.scale.imagetext, s.scale.device
+    target = s.target if target is None else target
+    tok = s.foundation.tokenizer
+    t_target = F.normalize(_text_embeddings(s.backdoored, tok,
+                                            [t.format(s.test.classnames[target]) for t in s.test.templates],
+                                            dev).mean(0), dim=-1)
+    t_neg = _text_embeddings(s.backdoored, tok, forget_caps, dev)
+    work = copy.deepcopy(clf_b).train()
+    gen = seed_everything(s.seed if seed is None else seed)
+    opt = torch.optim.AdamW(work.encoder.parameters(), lr=it.forget_lr, weight_decay=0.0)
+    bs = min(it.forget_batch_size, len(forget_x))
+    for _ in tqdm(range(it.forget_steps), desc="forget fine-tune (contrastive)", disable=not progress, leave=False):
+        idx = torch.randperm(len(forget_x), generator=gen)[:bs]
+        loss = target_loss(work, t_target, t_neg[idx], forget_x[idx].to(dev))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(work.encoder.parameters(), 1.0)
+        opt.step()
+    return TaskVector(clf_b.encoder, work.encoder)
+
+
+def run_tbar_imagetext(s: ImageTextSetup, forget_size: int | None = None, progress: bool = True,
+                       trigger: Callable | None = None, target: int | None = None) -> tuple[ImageClassifier, dict]:
+    """TBAR on the backdoored CLIP. ``trigger``/``target`` default to the real ones (attack known); the
+    attack-unknown case passes the reverse-engineered proxy trigger and the inferred target, which
+    then also drive the α search (the defender never sees the real trigger)."""
+    from .tbar import apply_tbar, coarse_to_fine, select_alpha
+    trigger = trigger or s.trigger
+    target = s.target if target is None else target
+    cfg = s.scale.tbar
+    clf_b = s.classifier()
+    fx, fcaps = forget_pairs(s.defender, trigger, forget_size or s.scale.imagetext.forget_size, s.seed)
+    tau = imagetext_trigger_vector(s, clf_b, fx, fcaps, target, progress)
+    it = s.scale.imagetext
+    curve = coarse_to_fine(clf_b, tau, s.val.images, s.val.labels, trigger, target, it.alpha_grid, it.ca_keep,
+                           alpha_max=cfg.alpha_max, batch_size=s.scale.eval_batch_size)
+    alpha = select_alpha(curve, it.ca_keep)
+    return apply_tbar(clf_b, tau, alpha, cfg.alpha_max), {"alpha": alpha, "forget_size": len(fx),
+                                                          "val_curve": [p.__dict__ for p in curve],
+                                                          "trigger_vector_norm": tau.norm()}
