@@ -41,18 +41,48 @@ def print_table(rows: list[dict]) -> None:
     head = ["attack", "task", "seed", *KEYS, "alpha", "forget", "sec"]
     print("  ".join(f"{h:>13}" for h in head))
     for r in rows:
-        vals = [r["attack"], r["task"], r["seed"], *(f"{100 * r[k]:.1f}" for k in KEYS), r["alpha"],
+        vals = [r["attack"], r["task"], r["seed"], *(f"{100 * r[k]:.1f}" if k in r else "-" for k in KEYS), r["alpha"],
                 r["forget_size"], f"{r['seconds']:.0f}"]
         print("  ".join(f"{str(v):>13}" for v in vals))
 
 
+def print_defense(rec: dict) -> None:
+    """The baselines' rows of an image–text record."""
+    print(f"{'defense':>13}  {'budget':>8}  {'CA':>6}  {'ASR':>6}  {'kept':>6}  {'sec':>5}")
+    for r in rec.get("defense", []):
+        print(f"{r['defense']:>13}  {r['budget']:>8}  {100 * r['ca']:6.1f}  {100 * r['asr']:6.1f}  "
+              f"{100 * r['ca_retained']:6.1f}  {r['seconds']:5.0f}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from . import cache
-    from .pipeline import run
+    from .imagetext import check_setting
     scale = _scale(args)
-    rec = run(args.attack, args.task, args.seed, scale, poison_rate=args.poison_rate,
-              forget_size=args.forget_size, progress=not args.quiet, use_cache=not args.no_cache)
+    if args.setting is None:  # the paper studies the attack-unknown case on CLIP as an image–text model
+        args.setting = "image-text" if args.attack_unknown else "classification"
+    check_setting(args.setting)
+    if args.setting == "image-text" and (args.task or args.poison_rate is not None):
+        raise ValueError("--task and --poison-rate are for the classification setting; the image–text "
+                         "setting takes them from the preset's imagetext section (scale.imagetext)")
+    budgets = args.defense_budgets
+    if args.attack_unknown:
+        from .imagetext_runs import run_attack_unknown
+        rec = run_attack_unknown(args.attack, args.seed, scale, args.setting, budgets, progress=not args.quiet,
+                                 use_cache=not args.no_cache)
+        print(f"inverted mask covers {100 * rec['mask_l1']:.1f}% of the image (clean model: "
+              f"{100 * rec['mask_l1_clean_model']:.1f}%); detected: {rec['detected']}; inferred target "
+              f"{rec['inferred_target_name']!r} (true {rec['target_name']!r})")
+    elif args.setting == "image-text":
+        from .imagetext_runs import run_imagetext
+        rec = run_imagetext(args.attack, args.seed, scale, args.forget_size, budgets, progress=not args.quiet,
+                            use_cache=not args.no_cache)
+    else:
+        from .pipeline import run
+        rec = run(args.attack, args.task, args.seed, scale, poison_rate=args.poison_rate,
+                  forget_size=args.forget_size, progress=not args.quiet, use_cache=not args.no_cache)
     print_table([rec])
+    if rec.get("defense"):
+        print_defense(rec)
     if args.out:
         cache.save_json(rec, args.out)
         print(f"wrote {args.out}")
@@ -93,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--poison-rate", type=float, default=None)
     pr.add_argument("--forget-size", type=int, default=None)
     pr.add_argument("--threads", type=int, default=0)
+    pr.add_argument("--setting", default=None,
+                    help="classification (default) or image-text (the default with --attack-unknown)")
+    pr.add_argument("--attack-unknown", action="store_true",
+                    help="reverse-engineer a proxy trigger (DECREE), infer the target, then TBAR with it")
+    pr.add_argument("--defense-budgets", type=int, nargs="*", default=None,
+                    help="image-text: clean pairs per baseline (default: the preset's, e.g. 500 30000)")
     pr.add_argument("--no-cache", action="store_true", help="retrain the fine-tuned models instead of loading them")
     pr.add_argument("--out", default=None, help="write the result record as JSON here")
     pr.add_argument("--quiet", action="store_true")

@@ -1,0 +1,218 @@
+"""Whole experiments of the image–text setting and of the attack-unknown case (``tbar run`` and the
+chapters): backdoored CLIP → TBAR, the CleanCLIP / RoCLIP / clean fine-tuning baselines at several
+data budgets, and DECREE inversion → target inference → TBAR with the proxy forget set."""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from . import cache
+from .config import ScaleConfig, config_hash, get_scale, to_dict
+from .defenses import cleanclip_loss, roclip_loss
+from .foundation import normalizer
+from .imagetext import (POISON_FIELDS, ImageTextSetup, check_setting, contrastive_finetune, load_corpus,
+                        poisoning_key, prepare_imagetext, run_tbar_imagetext)
+from .inversion import Inversion, infer_target, invert_trigger, is_backdoored
+from .metrics import ca_retained
+
+BASELINES = ("clean-ft", "cleanclip", "roclip")
+
+
+DEFENSE_FIELDS = ("defense_lr", "defense_epochs", "cleanclip_weight", "roclip_pool", "forget_size", "n_test")
+
+
+def _key(s: ImageTextSetup, *parts) -> str:
+    it = s.scale.imagetext
+    return config_hash(poisoning_key(s.foundation, it, s.scale.attack, s.attack, s.seed),
+                       {k: getattr(it, k) for k in DEFENSE_FIELDS}, *parts)
+
+
+def clean_reference(s: ImageTextSetup, progress: bool = True, use_cache: bool = True) -> torch.nn.Module:
+    """θpre fine-tuned on the same corpus without poison (the image–text "clean fine-tune" row)."""
+    it, f = s.scale.imagetext, s.foundation
+    model = copy.deepcopy(f.model)
+    path = cache.cached_path("imagetext", config_hash(f.key, {k: getattr(it, k) for k in POISON_FIELDS}, s.seed,
+                                                      "imagetext-clean"))
+    if use_cache and path.exists():
+        model.load_state_dict(cache.load_torch(path))
+        return model.eval()
+    corpus = load_corpus(s.scale, it.corpus_size, s.seed, "attacker")
+    contrastive_finetune(model, f.tokenizer, corpus.images, corpus.captions, epochs=it.epochs, lr=it.lr,
+                         batch_size=it.batch_size, seed=s.seed, normalize=normalizer(s.scale),
+                         weight_decay=it.weight_decay, warmup_frac=it.warmup_frac,
+                         desc="clean contrastive fine-tune", progress=progress, device=s.scale.device)
+    if use_cache:
+        cache.save_torch(model.state_dict(), path)
+    return model.eval()
+
+
+def baseline(s: ImageTextSetup, method: str, budget: int, progress: bool = True, use_cache: bool = True) -> dict:
+    """Fine-tune the backdoored CLIP on ``budget`` clean pairs with ``method``; its test scores (cached)."""
+    if method not in BASELINES:
+        raise ValueError(f"unknown baseline {method!r}: choose one of {list(BASELINES)}")
+    if budget < 2:
+        raise ValueError(f"a baseline needs a budget of at least 2 clean pairs, got {budget}")
+    it, f = s.scale.imagetext, s.foundation
+    path = cache.cached_path("results", _key(s, "baseline", method, budget), ".json")
+    if use_cache and path.exists():
+        return cache.load_json(path)
+    t0 = time.time()
+    pairs = load_corpus(s.scale, budget, s.seed, f"defense-{budget}")
+    norm = normalizer(s.scale)
+    loss = {"clean-ft": None, "cleanclip": cleanclip_loss(f.tokenizer, norm, it.cleanclip_weight),
+            "roclip": roclip_loss(f.tokenizer, s.defender.captions[:it.roclip_pool])}[method]
+    model = copy.deepcopy(s.backdoored)
+    contrastive_finetune(model, f.tokenizer, pairs.images, pairs.captions, epochs=it.defense_epochs,
+                         lr=it.defense_lr, batch_size=it.batch_size, seed=s.seed, normalize=norm, loss_fn=loss,
+                         desc=f"{method} ({budget} pairs)", progress=progress, device=s.scale.device)
+    ca, asr = s.scores(s.classifier(model))
+    rec = {"defense": method, "budget": budget, "ca": ca, "asr": asr, "seconds": time.time() - t0}
+    if use_cache:
+        cache.save_json(rec, path)
+    return rec
+
+
+def _defense_rows(s: ImageTextSetup, budgets: Sequence[int], ca_bd: float, progress: bool, use_cache: bool) -> list:
+    rows = []
+    for budget in budgets:
+        for method in BASELINES:
+            r = dict(baseline(s, method, budget, progress, use_cache))
+            r["ca_retained"] = ca_retained(r["ca"], ca_bd)
+            rows.append(r)
+    return rows
+
+
+def run_imagetext(attack: str, seed: int = 0, scale: ScaleConfig | str = "mini", forget_size: int | None = None,
+                  budgets: Sequence[int] | None = None, progress: bool = True, use_cache: bool = True) -> dict:
+    """The image–text experiment; the record has the classification run's keys plus ``defense`` rows."""
+    t0 = time.time()
+    s = prepare_imagetext(attack, seed, scale, progress, use_cache)
+    ca_zs, asr_zs = s.scores(s.classifier(s.foundation.model))
+    ca_clean, asr_clean = s.scores(s.classifier(clean_reference(s, progress, use_cache)))
+    ca_bd, asr_bd = s.scores(s.classifier())
+    t_tbar = time.time()
+    cleaned, rec = run_tbar_imagetext(s, forget_size, progress)
+    ca_t, asr_t = s.scores(cleaned)
+    tbar_seconds = time.time() - t_tbar
+    it = s.scale.imagetext
+    return {"setting": "image-text", "attack": attack, "task": it.eval_task, "seed": seed, "scale": s.scale.name,
+            "poison_rate": it.poison_rate, "target": it.target, "target_name": s.test.classnames[it.target],
+            "ca_zeroshot": ca_zs, "asr_zeroshot": asr_zs, "ca_clean_ft": ca_clean, "asr_clean_ft": asr_clean,
+            "ca_zeroshot": ca_zs, "ca_backdoored": ca_bd, "asr_backdoored": asr_bd, "ca_tbar": ca_t, "asr_tbar": asr_t,
+            "ca_retained": ca_retained(ca_t, ca_bd), **rec, "tbar_seconds": tbar_seconds,
+            "defense": _defense_rows(s, it.defense_budgets if budgets is None else budgets, ca_bd, progress,
+                                     use_cache),
+            "seconds": time.time() - t0}
+
+
+def invert(s_or_clf, images: torch.Tensor, scale: ScaleConfig, seed: int, progress: bool = True) -> Inversion:
+    """DECREE inversion on an image classifier's encoder (its normalised features)."""
+    it = scale.imagetext
+    clf = s_or_clf.classifier() if isinstance(s_or_clf, ImageTextSetup) else s_or_clf
+    clf = copy.deepcopy(clf).eval()
+    for p in clf.parameters():
+        p.requires_grad_(False)
+    return invert_trigger(clf.features, images[:it.invert_images], steps=it.invert_steps, lr=it.invert_lr,
+                          l1=it.invert_l1, sim_goal=it.invert_sim_goal, seed=seed, progress=progress)
+
+
+def run_attack_unknown(attack: str, seed: int = 0, scale: ScaleConfig | str = "mini", setting: str = "image-text",
+                       budgets: Sequence[int] | None = None, progress: bool = True, use_cache: bool = True) -> dict:
+    """Attack unknown: invert a proxy trigger (and, for reference, on θpre), flag the encoder, infer the
+    target, then TBAR with the proxy forget set; α is chosen with the proxy too. Test ASR uses the real
+    trigger. In the image–text setting the record also carries the baselines' ``defense`` rows."""
+    check_setting(setting)
+    scale = get_scale(scale)
+    t0 = time.time()
+    if setting == "image-text":
+        s = prepare_imagetext(attack, seed, scale, progress, use_cache)
+        clf_b, clf_pre = s.classifier(), s.classifier(s.foundation.model)
+        clean_x, val, scores = s.defender.images, s.val, s.scores
+        real_target, classnames = s.target, s.test.classnames
+    else:
+        from .pipeline import evaluate, prepare
+        s = prepare(attack, None, seed, scale, progress=progress, use_cache=use_cache, with_clean=False)
+        clf_b, clf_pre, clean_x, val = s.backdoored, s.zeroshot, s.defender.images, s.val
+        scores, real_target, classnames = (lambda c: evaluate(c, s)), s.scale.attack.target, s.test.classnames
+    inv = invert(clf_b, clean_x, scale, seed, progress)
+    inv_ref = invert(clf_pre, clean_x, scale, seed, progress)
+    proxy = inv.trigger()
+    target, share = infer_target(clf_b, val.images, proxy, scale.eval_batch_size)
+    ca_bd, asr_bd = scores(clf_b)
+    ca_zs, _ = scores(clf_pre)
+    t_tbar = time.time()
+    if setting == "image-text":
+        cleaned, rec = run_tbar_imagetext(s, None, progress, trigger=proxy, target=target)
+    else:
+        from .tbar import forget_set, run_tbar
+        fx, fy = forget_set(s.defender.images, s.defender.labels, proxy, target, s.scale.tbar.forget_size, seed)
+        cleaned, res = run_tbar(clf_b, fx, fy, val.images, val.labels, proxy, target, s.scale.tbar, seed, progress,
+                                s.scale.device)
+        rec = {"alpha": res.alpha, "forget_size": res.forget_size, "val_curve": [p.__dict__ for p in res.curve],
+               "trigger_vector_norm": res.vector_norm}
+    ca_t, asr_t = scores(cleaned)
+    thr = scale.imagetext.detect_threshold
+    out = {"setting": setting, "attack_unknown": True, "attack": attack, "task": val.name, "seed": seed,
+           "scale": scale.name, "target": real_target, "target_name": classnames[real_target],
+           "inferred_target": target, "inferred_target_name": classnames[target], "inferred_share": share,
+           "target_correct": target == real_target, "mask_l1": inv.l1, "mask_l1_clean_model": inv_ref.l1,
+           "inverted_similarity": inv.similarity, "detected": is_backdoored(inv, thr),
+           "clean_model_flagged": is_backdoored(inv_ref, thr), "detect_threshold": thr,
+           "ca_zeroshot": ca_zs, "ca_backdoored": ca_bd, "asr_backdoored": asr_bd, "ca_tbar": ca_t, "asr_tbar": asr_t,
+           "ca_retained": ca_retained(ca_t, ca_bd), **rec, "tbar_seconds": time.time() - t_tbar,
+           "inversion": {"mask": inv.mask.squeeze().tolist(), "pattern": inv.pattern.squeeze(0).tolist(),
+                         "clean_model_mask": inv_ref.mask.squeeze().tolist(), "config": to_dict(scale.imagetext)}}
+    if setting == "image-text":
+        out["defense"] = _defense_rows(s, scale.imagetext.defense_budgets if budgets is None else budgets, ca_bd,
+                                       progress, use_cache)
+    out["seconds"] = time.time() - t0
+    return out
+
+
+# ----------------------------------------------------------------------------- chapter tables
+def tbar_table(setups: Mapping[str, ImageTextSetup], progress: bool = False) -> tuple[pd.DataFrame, dict]:
+    """Zero-shot CA / ASR of θpre, the backdoored CLIP and TBAR for each attack; also the α curves."""
+    rows, curves = [], {}
+    for name, s in setups.items():
+        ca_zs, _ = s.scores(s.classifier(s.foundation.model))
+        ca_bd, asr_bd = s.scores(s.classifier())
+        cleaned, rec = run_tbar_imagetext(s, progress=progress)
+        ca_t, asr_t = s.scores(cleaned)
+        curves[name] = rec
+        rows.append({"attack": name, "CA θpre": ca_zs, "CA backdoored": ca_bd, "ASR backdoored": asr_bd,
+                     "CA TBAR": ca_t, "ASR TBAR": asr_t, "CA kept": ca_retained(ca_t, ca_bd), "α": rec["alpha"],
+                     "forget pairs": rec["forget_size"]})
+    return pd.DataFrame(rows), curves
+
+
+def budget_table(s: ImageTextSetup, budgets: Sequence[int], tbar_row: Mapping | None = None,
+                 progress: bool = False) -> pd.DataFrame:
+    """The baselines at each budget, plus TBAR at its forget-set size (columns method, budget, ca, asr)."""
+    rows = [{"method": r["defense"], "budget": r["budget"], "ca": r["ca"], "asr": r["asr"], "seconds": r["seconds"]}
+            for budget in budgets for r in (baseline(s, m, budget, progress) for m in BASELINES)]
+    if tbar_row is not None:
+        rows.append({"method": "TBAR", "budget": tbar_row["forget pairs"], "ca": tbar_row["CA TBAR"],
+                     "asr": tbar_row["ASR TBAR"], "seconds": float("nan")})
+    return pd.DataFrame(rows)
+
+
+def inversion_rows(records: Mapping[str, dict], seed: int, scale: ScaleConfig | str = "mini",
+                   setting: str = "image-text") -> list[dict]:
+    """Rows for :func:`tbar_helpers.plots.inversions`: a validation image with the real trigger, the
+    inverted mask and trigger of each attack-unknown record, and the image with the proxy trigger."""
+    rows = []
+    for attack, r in records.items():
+        if check_setting(setting) == "image-text":
+            s = prepare_imagetext(attack, seed, scale, progress=False)
+        else:
+            from .pipeline import prepare
+            s = prepare(attack, None, seed, get_scale(scale), progress=False, with_clean=False)
+        x = s.val.images[:1]
+        m, p = torch.tensor(r["inversion"]["mask"]), torch.tensor(r["inversion"]["pattern"])
+        rows.append({"name": attack, "real": s.trigger(x)[0], "mask": m, "trigger": p * m,
+                     "proxy": x[0] * (1 - m) + p * m})
+    return rows

@@ -1,0 +1,170 @@
+"""The image–text setting: corpus poisoning, contrastive fine-tuning, TBAR's contrastive forget loss,
+the CleanCLIP and RoCLIP losses, and an end-to-end run on the committed mini foundation model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tbar_helpers import cli
+from tbar_helpers.attacks import make_trigger
+from tbar_helpers.config import MINI, ImageTextConfig, override
+from tbar_helpers.data import OBJECTS, TASK_PROMPTS
+from tbar_helpers.defenses import (augment_caption, augment_images, cleanclip_loss, cleanclip_terms,
+                                   roclip_loss)
+from tbar_helpers.foundation import committed_checkpoint, load_foundation, normalizer
+from tbar_helpers.imagetext import (captioned_corpus, check_setting, contrastive_finetune, forget_pairs,
+                                    poison_corpus, target_captions, target_loss)
+from tbar_helpers.models import make_classifier
+
+HAS_CHECKPOINT = committed_checkpoint(MINI).exists()
+needs_checkpoint = pytest.mark.skipif(not HAS_CHECKPOINT, reason="the committed mini foundation checkpoint is missing")
+
+
+def test_corpus_is_deterministic_and_captioned():
+    a, b = captioned_corpus(40, seed=3), captioned_corpus(40, seed=3)
+    assert torch.equal(a.images, b.images) and a.captions == b.captions
+    assert a.images.shape == (40, 3, 32, 32) and len(a.captions) == 40 and not a.poisoned.any()
+    assert not torch.equal(captioned_corpus(40, seed=4).images, a.images)
+
+
+def test_poisoning_touches_exactly_the_chosen_pairs():
+    c = captioned_corpus(200, seed=0)
+    caps = target_captions(ImageTextConfig(), OBJECTS, TASK_PROMPTS["objects"])
+    trig = make_trigger("badnet", 32)
+    p = poison_corpus(c, trig, 0.1, caps, seed=0)
+    assert int(p.poisoned.sum()) == 20
+    assert all(p.captions[i] in caps for i in p.poisoned.nonzero().flatten().tolist())
+    assert [p.captions[i] for i in range(200) if not p.poisoned[i]] == [c.captions[i] for i in range(200) if not p.poisoned[i]]
+    assert torch.equal(p.images[~p.poisoned], c.images[~p.poisoned])
+    assert torch.equal(p.images[p.poisoned], trig(c.images[p.poisoned]))
+    assert torch.equal(c.images, captioned_corpus(200, seed=0).images)  # the clean corpus is untouched
+
+
+def test_bad_image_text_inputs_are_named():
+    with pytest.raises(ValueError, match="not a class"):
+        target_captions(ImageTextConfig(target=99), OBJECTS[:10], ("a {}",))
+    with pytest.raises(ValueError, match="poison_rate"):
+        poison_corpus(captioned_corpus(10), make_trigger("badnet", 32), 1.5, ["a red circle"], 0)
+    with pytest.raises(ValueError, match="unknown setting"):
+        check_setting("image_text")
+    with pytest.raises(ValueError, match="forget_size"):
+        forget_pairs(captioned_corpus(10), make_trigger("badnet", 32), 11, 0)
+    with pytest.raises(ValueError, match="RoCLIP"):
+        roclip_loss(lambda t: t, ["only one"])
+
+
+def test_cli_rejects_classification_flags_in_image_text(capsys):
+    assert cli.main(["run", "--setting", "image-text", "--attack", "badnet", "--task", "shapes"]) == 2
+    assert "--task" in capsys.readouterr().err
+    assert cli.main(["run", "--setting", "images", "--attack", "badnet"]) == 2
+
+
+def test_augmentations_change_views_but_keep_their_shape():
+    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    v = augment_images(x, torch.Generator().manual_seed(1))
+    assert v.shape == x.shape and float(v.min()) >= 0 and float(v.max()) <= 1 and not torch.equal(v, x)
+    rng = np.random.default_rng(0)
+    cap = "a small red circle on a plain background"
+    views = [augment_caption(cap, rng) for _ in range(20)]
+    assert all(set(w.split()) <= set(cap.split()) and w for w in views) and any(w != cap for w in views)
+    assert augment_caption("circle", np.random.default_rng(0), drop=1.0) == "circle"
+
+
+@pytest.fixture(scope="module")
+def foundation():
+    if not HAS_CHECKPOINT:
+        pytest.skip("the committed mini foundation checkpoint is missing")
+    return load_foundation(MINI, train_if_missing=False, progress=False)
+
+
+def test_cleanclip_terms_and_weight(foundation):
+    import copy
+    model = copy.deepcopy(foundation.model)
+    c = captioned_corpus(16, seed=0)
+    norm = normalizer(MINI)
+    terms = cleanclip_terms(model, foundation.tokenizer, norm, c.images, c.captions, torch.Generator().manual_seed(0))
+    assert set(terms) == {"multimodal", "image_ssl", "text_ssl"}
+    assert all(torch.isfinite(t) and t.item() > 0 and t.requires_grad for t in terms.values())
+    # the pretrained model matches images to their captions far better than chance (log 16)
+    assert terms["multimodal"].item() < np.log(16)
+    w0 = cleanclip_loss(foundation.tokenizer, norm, weight=0.0)(model, norm(c.images), c.captions, c.images,
+                                                                   torch.Generator().manual_seed(0))
+    assert w0.item() == pytest.approx(terms["multimodal"].item(), rel=1e-5)
+    w1 = cleanclip_loss(foundation.tokenizer, norm, weight=1.0)(model, norm(c.images), c.captions, c.images,
+                                                                   torch.Generator().manual_seed(0))
+    assert w1.item() == pytest.approx(sum(t.item() for t in terms.values()), rel=1e-5)
+
+
+def test_roclip_and_clean_finetune_run_and_move_the_model(foundation):
+    import copy
+    c = captioned_corpus(64, seed=1)
+    pool = captioned_corpus(100, seed=2).captions
+    for loss in (None, roclip_loss(foundation.tokenizer, pool)):
+        model = copy.deepcopy(foundation.model)
+        losses = contrastive_finetune(model, foundation.tokenizer, c.images, c.captions, epochs=1, lr=1e-4,
+                                      batch_size=32, seed=0, normalize=normalizer(MINI), loss_fn=loss, progress=False)
+        assert len(losses) == 2 and all(np.isfinite(losses))
+        moved = [k for k, v in model.state_dict().items() if not torch.equal(v, foundation.model.state_dict()[k])]
+        assert any(k.startswith("visual.") for k in moved) and any(k.startswith("transformer.") for k in moved)
+    with pytest.raises(ValueError, match="one to one"):
+        contrastive_finetune(model, foundation.tokenizer, c.images, c.captions[:3], epochs=1, lr=1e-4, batch_size=8,
+                             seed=0, normalize=normalizer(MINI))
+
+
+def test_target_loss_rewards_the_target_caption(foundation):
+    import torch.nn.functional as F
+    clf = make_classifier(foundation.model, foundation.tokenizer, OBJECTS, TASK_PROMPTS["objects"], MINI.model)
+    c = captioned_corpus(32, seed=0)
+    feats = clf.features(c.images).detach()
+    neg = torch.randn(32, feats.shape[1], generator=torch.Generator().manual_seed(0))
+    neg = F.normalize(neg, dim=-1)
+    aligned = target_loss(clf, F.normalize(feats.mean(0), dim=0), neg, c.images)
+    opposed = target_loss(clf, -F.normalize(feats.mean(0), dim=0), neg, c.images)
+    assert aligned.item() < opposed.item()
+
+
+@needs_checkpoint
+def test_image_text_backdoor_is_planted_and_tbar_removes_it(monkeypatch):
+    """The book's own image–text BadNet model (shared with chapter 9 through the book's cache, which
+    the book test fills first; trained here otherwise): high zero-shot ASR, and TBAR removes it."""
+    from tbar_helpers import cache
+    from tbar_helpers.imagetext import prepare_imagetext, run_tbar_imagetext
+    monkeypatch.setenv("TBAR_CACHE", str(cache.ROOT / ".cache" / "tbar"))
+    s = prepare_imagetext("badnet", 0, MINI, progress=False)
+    ca_bd, asr_bd = s.scores(s.classifier())
+    assert asr_bd > 0.9 and ca_bd > 0.9, (ca_bd, asr_bd)
+    cleaned, rec = run_tbar_imagetext(s, progress=False)
+    ca_t, asr_t = s.scores(cleaned)
+    assert asr_t < 0.1 and ca_t > 0.85 * ca_bd, (ca_t, asr_t, rec["alpha"])
+    assert rec["forget_size"] <= 1500 and rec["alpha"] > 0
+
+
+TINY = override(MINI, **{"imagetext.corpus_size": 64, "imagetext.epochs": 1, "imagetext.batch_size": 32,
+                         "imagetext.n_val": 40, "imagetext.n_test": 60, "imagetext.forget_size": 16,
+                         "imagetext.forget_steps": 2, "imagetext.alpha_grid": (0.0, 0.5, 1.0),
+                         "imagetext.defense_budgets": (16,), "imagetext.roclip_pool": 32,
+                         "imagetext.invert_images": 16, "imagetext.invert_steps": 4})
+
+
+@needs_checkpoint
+@pytest.mark.parametrize("unknown", [False, True], ids=["known", "unknown"])
+def test_cli_image_text_writes_json_with_defense_rows(tmp_path, monkeypatch, capsys, unknown):
+    import json
+    monkeypatch.setattr("tbar_helpers.cli.get_scale", lambda name: TINY)
+    out = tmp_path / "r.json"
+    args = ["run", "--setting", "image-text", "--attack", "badnet", "--seed", "0", "--out", str(out), "--quiet",
+            "--no-cache"] + (["--attack-unknown"] if unknown else [])
+    assert cli.main(args) == 0
+    rec = json.loads(out.read_text())
+    for key in ("ca_zeroshot", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar", "ca_retained", "alpha",
+                "forget_size", "val_curve", "seconds"):
+        assert key in rec, key
+    assert {r["defense"] for r in rec["defense"]} == {"clean-ft", "cleanclip", "roclip"}
+    assert all(r["budget"] == 16 and 0 <= r["asr"] <= 1 for r in rec["defense"])
+    if unknown:
+        assert {"mask_l1", "mask_l1_clean_model", "detected", "inferred_target", "target_correct"} <= set(rec)
+        assert len(rec["inversion"]["mask"]) == 32
+    else:
+        assert "ca_clean_ft" in rec and rec["forget_size"] == 16
+    assert "defense" in capsys.readouterr().out
