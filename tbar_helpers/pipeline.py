@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -41,6 +41,7 @@ class Setup:
     backdoored: ImageClassifier
     trigger: Trigger
     poisoned: Poisoned
+    memo: dict = field(default_factory=dict, repr=False)  # scores computed once per Setup (see studies)
 
 
 def load_splits(scale: ScaleConfig, task: str, seed: int, forget_pool: int) -> dict[str, TaskData]:
@@ -106,8 +107,14 @@ def trigger_for(attack: str, task: str | None = None, seed: int = 0, scale: Scal
     train = load_splits(scale, task, seed, 1)["train"] if scale.model.kind != "mini" else \
         load_task(task, "train", scale.finetune.n_train, seed, scale.model.image_size)
     zs = make_classifier(f.model, f.tokenizer, train.classnames, train.templates, scale.model, scale.device)
+    return _task_trigger(attack, scale, f, zs, train.images, task, seed, use_cache)
+
+
+def _task_trigger(attack: str, scale: ScaleConfig, f: Foundation, zs: ImageClassifier, images: torch.Tensor,
+                  task: str, seed: int, use_cache: bool) -> Trigger:
+    """The trigger of (attack, task, seed), keyed like the fine-tunes of that task."""
     key = config_hash(*_base_key(f, scale, task, seed), "trigger", attack, scale.attack)
-    return _trigger(attack, scale, zs, train.images, seed, key, use_cache)
+    return _trigger(attack, scale, zs, images, seed, key, use_cache)
 
 
 def prepare(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig | str = "mini",
@@ -130,7 +137,7 @@ def prepare(attack: str, task: str | None = None, seed: int = 0, scale: ScaleCon
     clean = zs if not with_clean else _finetuned(zs, train.images, train.labels, scale, config_hash(*base_key, "clean"),
                                                  seed, f"clean fine-tune ({task})", progress, use_cache)
     a = scale.attack
-    trigger = _trigger(attack, scale, zs, train.images, seed, config_hash(*base_key, "trigger", attack, a), use_cache)
+    trigger = _task_trigger(attack, scale, f, zs, train.images, task, seed, use_cache)
     poisoned = poison(train.images, train.labels, trigger, a.poison_rate, a.target, seed,
                       noise_ratio=a.wanet_noise_ratio if attack == "wanet" else 0.0)
     bd_key = config_hash(*base_key, "backdoored", attack, a)
@@ -147,11 +154,20 @@ def make_forget_set(s: Setup, forget_size: int, clean_fraction: float = 0.0) -> 
                       s.seed, clean_fraction)
 
 
+def clean_accuracy(clf: ImageClassifier, s: Setup) -> float:
+    """CA on the test split."""
+    return accuracy(clf, s.test.images, s.test.labels, s.scale.eval_batch_size)
+
+
+def asr_on_test(clf: ImageClassifier, s: Setup) -> float:
+    """ASR on the test split (triggered non-target images)."""
+    return attack_success_rate(clf, s.test.images, s.test.labels, s.trigger, s.scale.attack.target,
+                               s.scale.eval_batch_size)
+
+
 def evaluate(clf: ImageClassifier, s: Setup) -> tuple[float, float]:
     """(CA, ASR) on the test split."""
-    bs = s.scale.eval_batch_size
-    return (accuracy(clf, s.test.images, s.test.labels, bs),
-            attack_success_rate(clf, s.test.images, s.test.labels, s.trigger, s.scale.attack.target, bs))
+    return clean_accuracy(clf, s), asr_on_test(clf, s)
 
 
 def run(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig | str = "mini",

@@ -17,7 +17,7 @@ from .data import load_task
 from .foundation import Foundation
 from .metrics import accuracy, predict
 from .models import make_classifier
-from .pipeline import Setup, evaluate, make_forget_set, prepare, xi_heatmap
+from .pipeline import Setup, asr_on_test, clean_accuracy, evaluate, make_forget_set, prepare, xi_heatmap
 from .task_vectors import TaskVector
 from .tbar import alpha_curve, run_tbar, trigger_vector
 
@@ -67,19 +67,13 @@ def inject(attacks: Sequence[str], task: str | None = None, seed: int = 0, scale
         s = prepare(attack, task, seed, scale, progress=progress)
         setups[attack] = s
         if clean_ca is None:
-            clean_ca = evaluate(s.clean, s)[0]
-        asr_clean = _asr(s.clean, s)  # the trigger alone, on a model that never saw it
+            clean_ca = clean_accuracy(s.clean, s)
+        asr_clean = asr_on_test(s.clean, s)  # the trigger alone, on a model that never saw it
         ca_b, asr_b = backdoored_scores(s)
         rows.append({"attack": attack, "poisoned images": int(s.poisoned.poison_mask.sum()),
                      "CA clean FT": clean_ca, "ASR clean FT": asr_clean,
                      "CA backdoored": ca_b, "ASR backdoored": asr_b, "CA drop (points)": 100 * (clean_ca - ca_b)})
     return setups, pd.DataFrame(rows)
-
-
-def _asr(clf, s: Setup) -> float:
-    from .metrics import attack_success_rate
-    return attack_success_rate(clf, s.test.images, s.test.labels, s.trigger, s.scale.attack.target,
-                               s.scale.eval_batch_size)
 
 
 def triggered_histogram(clf, s: Setup, n: int = 1000) -> np.ndarray:
@@ -142,9 +136,9 @@ def tbar_on(s: Setup, forget_size: int | None = None, clean_fraction: float = 0.
 
 def backdoored_scores(s: Setup) -> tuple[float, float]:
     """(CA, ASR) of ``s.backdoored`` on the test split, computed once per Setup."""
-    if not hasattr(s, "_bd_scores"):
-        s._bd_scores = evaluate(s.backdoored, s)
-    return s._bd_scores
+    if "backdoored" not in s.memo:
+        s.memo["backdoored"] = evaluate(s.backdoored, s)
+    return s.memo["backdoored"]
 
 
 def table(rows: Sequence[dict]) -> pd.DataFrame:

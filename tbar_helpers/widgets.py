@@ -73,6 +73,8 @@ def attack_widget(images: torch.Tensor, cfg: AttackConfig = AttackConfig()):
     def repick(change):
         f, a, b = STRENGTH[change["new"]]
         slider.unobserve(redraw, "value")
+        # traitlets rejects a min above the current max (and vice versa): widen to cover both ranges
+        # first, then narrow to the new attack's range
         slider.min, slider.max = min(a, slider.min), max(b, slider.max)
         slider.min, slider.max, slider.step, slider.value = a, b, (b - a) / 20, getattr(cfg, f)
         slider.observe(redraw, "value")
