@@ -129,15 +129,16 @@ class ImageTextConfig:
     target: int = 0  # class of eval_task the poisoned captions name ("red circle"; the paper: banana)
     n_val: int = 500
     n_test: int = 2000
-    forget_size: int = 250  # TBAR's forget pairs (the paper: 1.5k)
+    forget_size: int = 500  # TBAR's forget pairs (the paper: 1.5k; 250 keeps less CA, see the appendix)
     forget_lr: float = 1e-4
     forget_steps: int = 40
     forget_batch_size: int = 64
     alpha_grid: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(31))  # 0, 0.1, ..., 3
     ca_keep: float = 0.90  # the α search keeps validation CA >= ca_keep * CA(alpha=0)
-    defense_budgets: tuple[int, ...] = (250, 15_000)  # clean pairs for the baselines (TBAR's and 60x)
+    defense_budgets: tuple[int, ...] = (500, 30_000)  # clean pairs for the baselines (TBAR's and 60x)
     defense_lr: float = 1e-4
-    defense_epochs: int = 2
+    defense_epochs: int = 5  # at TBAR's budget: as many samples seen as TBAR's forget fine-tune
+    defense_max_samples: int = 30_000  # epochs shrink for large budgets (one pass over 30k pairs)
     cleanclip_weight: float = 1.0  # weight of the in-modal self-supervised terms
     roclip_pool: int = 2000  # captions RoCLIP matches images against
     invert_images: int = 256  # clean images DECREE optimises its trigger on
@@ -145,7 +146,7 @@ class ImageTextConfig:
     invert_lr: float = 0.1
     invert_l1: float = 0.02  # initial weight of the mask's L1 norm (adapted during the search)
     invert_sim_goal: float = 0.9  # DECREE: triggered embeddings this similar count as collapsed
-    detect_threshold: float = 0.1  # an inverted mask covering < 10% of the image flags a backdoor
+    detect_threshold: float = 0.04  # an inverted mask covering < 4% of the image flags a backdoor (calibrated: see the appendix)
 
 
 @dataclass(frozen=True)

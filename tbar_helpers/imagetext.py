@@ -100,7 +100,7 @@ def poison_corpus(corpus: Corpus, trigger: Trigger, rate: float, target_caps: Se
 
 # ----------------------------------------------------------------------- contrastive fine-tuning
 def contrastive_finetune(model: nn.Module, tokenizer: Callable, images: torch.Tensor, caps: Sequence[str], *,
-                         epochs: int, lr: float, batch_size: int, seed: int, normalize: Callable,
+                         epochs: float, lr: float, batch_size: int, seed: int, normalize: Callable,
                          weight_decay: float = 0.1, warmup_frac: float = 0.1,
                          loss_fn: Callable | None = None, desc: str = "contrastive fine-tune",
                          progress: bool = True, device: str = "cpu") -> list[float]:

@@ -22,7 +22,7 @@ from .metrics import ca_retained
 BASELINES = ("clean-ft", "cleanclip", "roclip")
 
 
-DEFENSE_FIELDS = ("defense_lr", "defense_epochs", "cleanclip_weight", "roclip_pool", "forget_size", "n_test")
+DEFENSE_FIELDS = ("defense_lr", "defense_epochs", "defense_max_samples", "cleanclip_weight", "roclip_pool", "forget_size", "n_test")
 
 
 def _key(s: ImageTextSetup, *parts) -> str:
@@ -66,11 +66,12 @@ def baseline(s: ImageTextSetup, method: str, budget: int, progress: bool = True,
     loss = {"clean-ft": None, "cleanclip": cleanclip_loss(f.tokenizer, norm, it.cleanclip_weight),
             "roclip": roclip_loss(f.tokenizer, s.defender.captions[:it.roclip_pool])}[method]
     model = copy.deepcopy(s.backdoored)
-    contrastive_finetune(model, f.tokenizer, pairs.images, pairs.captions, epochs=it.defense_epochs,
+    epochs = min(float(it.defense_epochs), it.defense_max_samples / budget)
+    contrastive_finetune(model, f.tokenizer, pairs.images, pairs.captions, epochs=epochs,
                          lr=it.defense_lr, batch_size=it.batch_size, seed=s.seed, normalize=norm, loss_fn=loss,
                          desc=f"{method} ({budget} pairs)", progress=progress, device=s.scale.device)
     ca, asr = s.scores(s.classifier(model))
-    rec = {"defense": method, "budget": budget, "ca": ca, "asr": asr, "seconds": time.time() - t0}
+    rec = {"defense": method, "budget": budget, "epochs": epochs, "ca": ca, "asr": asr, "seconds": time.time() - t0}
     if use_cache:
         cache.save_json(rec, path)
     return rec
@@ -156,10 +157,12 @@ def run_attack_unknown(attack: str, seed: int = 0, scale: ScaleConfig | str = "m
                "trigger_vector_norm": res.vector_norm}
     ca_t, asr_t = scores(cleaned)
     thr = scale.imagetext.detect_threshold
+    real_mask = s.trigger.mask  # patch triggers only: how much of the inverted mask lies on the real patch
+    overlap = float((inv.mask * real_mask).sum() / inv.mask.sum()) if real_mask is not None else None
     out = {"setting": setting, "attack_unknown": True, "attack": attack, "task": val.name, "seed": seed,
            "scale": scale.name, "target": real_target, "target_name": classnames[real_target],
            "inferred_target": target, "inferred_target_name": classnames[target], "inferred_share": share,
-           "target_correct": target == real_target, "mask_l1": inv.l1, "mask_l1_clean_model": inv_ref.l1,
+           "target_correct": target == real_target, "mask_l1": inv.l1, "mask_on_real_patch": overlap, "mask_l1_clean_model": inv_ref.l1,
            "inverted_similarity": inv.similarity, "detected": is_backdoored(inv, thr),
            "clean_model_flagged": is_backdoored(inv_ref, thr), "detect_threshold": thr,
            "ca_zeroshot": ca_zs, "ca_backdoored": ca_bd, "asr_backdoored": asr_bd, "ca_tbar": ca_t, "asr_tbar": asr_t,
@@ -195,7 +198,7 @@ def budget_table(s: ImageTextSetup, budgets: Sequence[int], tbar_row: Mapping | 
     rows = [{"method": r["defense"], "budget": r["budget"], "ca": r["ca"], "asr": r["asr"], "seconds": r["seconds"]}
             for budget in budgets for r in (baseline(s, m, budget, progress) for m in BASELINES)]
     if tbar_row is not None:
-        rows.append({"method": "TBAR", "budget": tbar_row["forget pairs"], "ca": tbar_row["CA TBAR"],
+        rows.append({"method": "TBAR", "budget": int(tbar_row["forget pairs"]), "ca": tbar_row["CA TBAR"],
                      "asr": tbar_row["ASR TBAR"], "seconds": float("nan")})
     return pd.DataFrame(rows)
 

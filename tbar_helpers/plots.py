@@ -222,3 +222,46 @@ def lines(table, x: str, ys: Sequence[str], logx: bool = False, xlabel: str | No
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def budget_plot(table, budget: str = "budget", method: str = "method", title: str = "") -> plt.Figure:
+    """CA and ASR (in %) against the defender's data budget (log scale), one line per method."""
+    fig, axes = plt.subplots(1, 2, figsize=(9.2, 3.4))
+    for i, (name, grp) in enumerate(table.groupby(method, sort=False)):
+        grp = grp.sort_values(budget)
+        for ax, col in zip(axes, ("ca", "asr")):
+            ax.plot(grp[budget], 100 * grp[col], marker="o", color=f"C{i}", label=name)
+    for ax, lab in zip(axes, ("zero-shot CA (%)  ↑ better", "ASR (%)  ↓ better")):
+        ax.set_xscale("log")
+        ax.set_xlabel("clean or forget pairs the defense uses")
+        ax.set_ylabel(lab)
+        ax.set_ylim(-3, 103)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def inversions(rows: Sequence[Mapping], size: float = 1.7) -> plt.Figure:
+    """One row per case: a triggered image (real trigger), the inverted mask, the inverted trigger
+    (pattern × mask) and the same image with the proxy trigger. ``rows`` items have keys ``name``,
+    ``real`` [3, H, W], ``mask`` [H, W], ``trigger`` [3, H, W] and ``proxy`` [3, H, W]."""
+    cols = ("real trigger", "inverted mask", "inverted trigger", "proxy-triggered")
+    fig, axes = plt.subplots(len(rows), 4, figsize=(4 * size, len(rows) * (size + 0.35)), squeeze=False)
+    for r, row in enumerate(rows):
+        for c, key in enumerate(("real", "mask", "trigger", "proxy")):
+            ax = axes[r, c]
+            x = row[key]
+            if key == "mask":
+                ax.imshow(np.asarray(x), cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.imshow(_img(x), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(cols[c], fontsize=8)
+        axes[r, 0].set_ylabel(row["name"], fontsize=8)
+    fig.tight_layout()
+    return fig
