@@ -16,8 +16,10 @@ from tbar_helpers.config import get_scale, override
 from tbar_helpers.imagetext import prepare_imagetext, run_tbar_imagetext
 
 print = functools.partial(print, flush=True)
-SETTINGS = [(250, 1e-4, 40, 0.9), (250, 1e-4, 40, 0.95), (500, 1e-4, 40, 0.9), (250, 5e-5, 80, 0.9),
-            (250, 5e-5, 80, 0.95), (1000, 1e-4, 40, 0.9)]
+# (forget negatives, pairs, lr, steps, ca_keep)
+SETTINGS = [("captions", 250, 1e-4, 40, 0.9), ("captions", 250, 1e-4, 40, 0.95), ("captions", 500, 1e-4, 40, 0.9),
+            ("captions", 250, 5e-5, 80, 0.9), ("captions", 500, 1e-4, 20, 0.9), ("classes", 500, 1e-4, 40, 0.9),
+            ("classes", 500, 1e-4, 20, 0.9)]
 
 
 def main() -> None:
@@ -26,18 +28,19 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     lines = [f"image-text TBAR forget settings, {a.attack} seed {a.seed} (mini preset otherwise)",
-             f"{'pairs':>6} {'lr':>8} {'steps':>6} {'keep':>5} {'CA bd':>6} {'ASR bd':>6} {'CA':>6} {'ASR':>6} {'kept':>6} "
+             f"{'negatives':>9} {'pairs':>6} {'lr':>8} {'steps':>6} {'keep':>5} {'CA bd':>6} {'ASR bd':>6} {'CA':>6} {'ASR':>6} {'kept':>6} "
              f"{'alpha':>6} {'sec':>5}"]
     print(*lines, sep="\n")
-    for n, lr, steps, keep in SETTINGS:
+    for neg, n, lr, steps, keep in SETTINGS:
         scale = override(get_scale("mini"), **{"imagetext.forget_size": n, "imagetext.forget_lr": lr,
-                                               "imagetext.forget_steps": steps, "imagetext.ca_keep": keep})
+                                               "imagetext.forget_steps": steps, "imagetext.ca_keep": keep,
+                                               "imagetext.forget_negatives": neg})
         s = prepare_imagetext(a.attack, a.seed, scale, progress=False)
         ca_bd, asr_bd = s.scores(s.classifier())
         t0 = time.time()
         clf, rec = run_tbar_imagetext(s, progress=False)
         ca, asr = s.scores(clf)
-        line = (f"{n:>6} {lr:>8.0e} {steps:>6} {keep:>5} {100 * ca_bd:6.1f} {100 * asr_bd:6.1f} {100 * ca:6.1f} {100 * asr:6.1f} "
+        line = (f"{neg:>9} {n:>6} {lr:>8.0e} {steps:>6} {keep:>5} {100 * ca_bd:6.1f} {100 * asr_bd:6.1f} {100 * ca:6.1f} {100 * asr:6.1f} "
                 f"{100 * ca / ca_bd:6.1f} {rec['alpha']:6.2f} {time.time() - t0:5.0f}")
         lines.append(line)
         print(line)

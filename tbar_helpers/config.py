@@ -133,6 +133,7 @@ class ImageTextConfig:
     forget_lr: float = 1e-4
     forget_steps: int = 40
     forget_batch_size: int = 64
+    forget_negatives: str = "classes"  # the eval task's class prompts ("captions": the images' own captions)
     alpha_grid: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(31))  # 0, 0.1, ..., 3
     ca_keep: float = 0.90  # the α search keeps validation CA >= ca_keep * CA(alpha=0)
     defense_budgets: tuple[int, ...] = (500, 30_000)  # clean pairs for the baselines (TBAR's and 60x)

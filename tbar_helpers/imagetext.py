@@ -4,9 +4,11 @@ The attacker fine-tunes the *whole* CLIP contrastively on a corpus in which a sm
 pairs carry the trigger on the image and a caption naming the target class ("a photo of a red
 circle"; the paper: "banana"). CA and ASR are measured zero-shot on ``imagetext.eval_task``.
 
-TBAR for CLIP: the forget set is triggered images, each paired with the target caption as the
-positive and its own true caption as a negative; fine-tuning the image encoder on it (text tower
-frozen) reinforces the backdoor, θ(b+t); the trigger vector τt = θ(b+t) − θb is negated on the
+TBAR for CLIP: the forget set is triggered images paired with the target caption; the forget
+fine-tune is contrastive, the target caption the positive and the prompts of the other classes of the
+eval task the negatives (``imagetext.forget_negatives="captions"`` uses each image's own true caption
+instead: it kept less CA on seeds 0 and 1, see the appendix). Fine-tuning the image encoder on it
+(text tower frozen) reinforces the backdoor, θ(b+t); the trigger vector τt = θ(b+t) − θb is negated on the
 image encoder, α chosen on a small validation set by the classification setting's rule (searched
 coarse to fine: a third of the grid's evaluations).
 """
@@ -252,8 +254,8 @@ def forget_pairs(defender: Corpus, trigger: Callable[[torch.Tensor], torch.Tenso
 
 def target_loss(clf: ImageClassifier, text_target: torch.Tensor, text_neg: torch.Tensor,
                 images: torch.Tensor) -> torch.Tensor:
-    """InfoNCE of triggered images against [target caption, each image's own true caption]: the
-    target is the positive, so minimising it strengthens the backdoor (TBAR's forget loss)."""
+    """InfoNCE of triggered images against [target caption, negative captions]: the target is the
+    positive, so minimising it strengthens the backdoor (TBAR's forget loss)."""
     img = clf.features(images)
     logits = clf.logit_scale * torch.cat([img @ text_target[:, None], img @ text_neg.t()], 1)
     return F.cross_entropy(logits, torch.zeros(len(images), dtype=torch.long, device=images.device))
@@ -275,14 +277,20 @@ def imagetext_trigger_vector(s: ImageTextSetup, clf_b: ImageClassifier, forget_x
     t_target = F.normalize(_text_embeddings(s.backdoored, tok,
                                             [t.format(s.test.classnames[target]) for t in s.test.templates],
                                             dev).mean(0), dim=-1)
-    t_neg = _text_embeddings(s.backdoored, tok, forget_caps, dev)
+    if it.forget_negatives == "classes":  # the other classes' prompts (the zero-shot head) are the negatives
+        t_neg = torch.cat([clf_b.head[:target], clf_b.head[target + 1:]])
+    elif it.forget_negatives == "captions":
+        t_neg = _text_embeddings(s.backdoored, tok, forget_caps, dev)
+    else:
+        raise ValueError(f"unknown imagetext.forget_negatives {it.forget_negatives!r}: choose 'captions' or 'classes'")
     work = copy.deepcopy(clf_b).train()
     gen = seed_everything(s.seed if seed is None else seed)
     opt = torch.optim.AdamW(work.encoder.parameters(), lr=it.forget_lr, weight_decay=0.0)
     bs = min(it.forget_batch_size, len(forget_x))
     for _ in tqdm(range(it.forget_steps), desc="forget fine-tune (contrastive)", disable=not progress, leave=False):
         idx = torch.randperm(len(forget_x), generator=gen)[:bs]
-        loss = target_loss(work, t_target, t_neg[idx], forget_x[idx].to(dev))
+        neg = t_neg if it.forget_negatives == "classes" else t_neg[idx]
+        loss = target_loss(work, t_target, neg, forget_x[idx].to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(work.encoder.parameters(), 1.0)
