@@ -147,7 +147,7 @@ class ImageTextConfig:
     invert_lr: float = 0.1
     invert_l1: float = 0.02  # initial weight of the mask's L1 norm (adapted during the search)
     invert_sim_goal: float = 0.9  # DECREE: triggered embeddings this similar count as collapsed
-    detect_threshold: float = 0.04  # an inverted mask covering < 4% of the image flags a backdoor (calibrated: see the appendix)
+    detect_threshold: float = 0.04  # a mask covering < 4% of the image flags a backdoor (see the appendix)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from .metrics import ca_retained
 BASELINES = ("clean-ft", "cleanclip", "roclip")
 
 
-DEFENSE_FIELDS = ("defense_lr", "defense_epochs", "defense_max_samples", "cleanclip_weight", "roclip_pool", "forget_size", "n_test")
+DEFENSE_FIELDS = ("defense_lr", "defense_epochs", "defense_max_samples", "cleanclip_weight", "roclip_pool",
+                  "forget_size", "n_test")
 
 
 def _key(s: ImageTextSetup, *parts) -> str:
@@ -162,7 +163,8 @@ def run_attack_unknown(attack: str, seed: int = 0, scale: ScaleConfig | str = "m
     out = {"setting": setting, "attack_unknown": True, "attack": attack, "task": val.name, "seed": seed,
            "scale": scale.name, "target": real_target, "target_name": classnames[real_target],
            "inferred_target": target, "inferred_target_name": classnames[target], "inferred_share": share,
-           "target_correct": target == real_target, "mask_l1": inv.l1, "mask_on_real_patch": overlap, "mask_l1_clean_model": inv_ref.l1,
+           "target_correct": target == real_target, "mask_l1": inv.l1, "mask_on_real_patch": overlap,
+           "mask_l1_clean_model": inv_ref.l1,
            "inverted_similarity": inv.similarity, "detected": is_backdoored(inv, thr),
            "clean_model_flagged": is_backdoored(inv_ref, thr), "detect_threshold": thr,
            "ca_zeroshot": ca_zs, "ca_backdoored": ca_bd, "asr_backdoored": asr_bd, "ca_tbar": ca_t, "asr_tbar": asr_t,
