@@ -273,14 +273,11 @@ def imagetext_trigger_vector(s: ImageTextSetup, clf_b: ImageClassifier, forget_x
     """τt = θ(b+t) − θb on the image encoder, from the contrastive forget fine-tune (text tower frozen)."""
     it, dev = s.scale.imagetext, s.scale.device
     target = s.target if target is None else target
-    tok = s.foundation.tokenizer
-    t_target = F.normalize(_text_embeddings(s.backdoored, tok,
-                                            [t.format(s.test.classnames[target]) for t in s.test.templates],
-                                            dev).mean(0), dim=-1)
+    t_target = clf_b.head[target]  # the target's zero-shot embedding: its prompts, averaged and normalised
     if it.forget_negatives == "classes":  # the other classes' prompts (the zero-shot head) are the negatives
         t_neg = torch.cat([clf_b.head[:target], clf_b.head[target + 1:]])
     elif it.forget_negatives == "captions":
-        t_neg = _text_embeddings(s.backdoored, tok, forget_caps, dev)
+        t_neg = _text_embeddings(s.backdoored, s.foundation.tokenizer, forget_caps, dev)
     else:
         raise ValueError(f"unknown imagetext.forget_negatives {it.forget_negatives!r}: choose 'captions' or 'classes'")
     work = copy.deepcopy(clf_b).train()
