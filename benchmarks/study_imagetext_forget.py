@@ -32,8 +32,8 @@ def main() -> None:
              f"{'alpha':>6} {'sec':>5}"]
     print(*lines, sep="\n")
     for neg, n, lr, steps, keep in SETTINGS:
-        scale = override(get_scale("mini"), **{"imagetext.forget_size": n, "imagetext.forget_lr": lr,
-                                               "imagetext.forget_steps": steps, "imagetext.ca_keep": keep,
+        scale = override(get_scale("mini"), **{"imagetext.tbar.forget_size": n, "imagetext.tbar.lr": lr,
+                                               "imagetext.tbar.steps": steps, "imagetext.tbar.ca_keep": keep,
                                                "imagetext.forget_negatives": neg})
         s = prepare_imagetext(a.attack, a.seed, scale, progress=False)
         ca_bd, asr_bd = s.scores(s.classifier())

@@ -18,7 +18,7 @@ from .config import TBARConfig
 from .defenses import clean_finetune, gradient_ascent
 from .pipeline import Setup, defender_pool, evaluate, make_forget_set
 from .studies import _val, backdoored_scores, table, tbar_on
-from .tbar import alpha_curve, apply_tbar, forget_set, select_alpha, trigger_vector
+from .tbar import apply_tbar, forget_set, search_alpha, select_alpha, trigger_vector
 
 
 def transfer(src: Setup, dst: Setup, forget_size: int | None = None, cfg: TBARConfig | None = None,
@@ -29,8 +29,8 @@ def transfer(src: Setup, dst: Setup, forget_size: int | None = None, cfg: TBARCo
     t0 = time.time()
     tau = trigger_vector(src.backdoored, fx, fy, cfg, src.seed, progress=False, device=src.scale.device)
     vx, vy = _val(dst, val_n)
-    curve = alpha_curve(dst.backdoored, tau, vx, vy, dst.trigger, dst.scale.attack.target, cfg.alpha_grid,
-                        cfg.alpha_max, dst.scale.eval_batch_size)
+    curve = search_alpha(dst.backdoored, tau, vx, vy, dst.trigger, dst.scale.attack.target, cfg,
+                         dst.scale.eval_batch_size)
     alpha = select_alpha(curve, cfg.ca_keep)
     cleaned = apply_tbar(dst.backdoored, tau, alpha, cfg.alpha_max)
     ca_b, asr_b = backdoored_scores(dst)

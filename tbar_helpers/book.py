@@ -33,8 +33,8 @@ TEST_PROFILE: dict[str, dict] = {
     "05_tbar": {"table_attacks": ["badnet", "blended"]},
     "06_transfer": {"dest_n_train": 600},
     "07_ablations": {"sizes": [25, 400], "clean_shares": [0.5], "budgets": [100]},
-    "09_image_text": {"attacks": ["badnet"], "budgets": [200]},
-    "10_attack_unknown": {"attacks": ["badnet"], "invert_steps": 150},
+    "09_image_text": {"attacks": ["badnet"], "budgets": [200], "n_val": 250, "n_test": 1000},
+    "10_attack_unknown": {"attacks": ["badnet"], "invert_steps": 150, "n_val": 250, "n_test": 1000},
 }
 PROFILES = {"book": {}, "test": TEST_PROFILE}
 

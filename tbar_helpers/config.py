@@ -76,6 +76,7 @@ class TBARConfig:
     alpha_grid: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(31))  # 0, 0.05, ..., 1.5
     ca_keep: float = 0.90  # validation CA must stay >= ca_keep * CA(alpha=0)
     alpha_max: float = 10.0
+    search: str = "coarse-to-fine"  # or "grid": every α of alpha_grid (3x the evaluations, same pick in tests)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,10 @@ class DefenseConfig:
     ga_steps: int = 10
 
 
+IMAGETEXT_TBAR = TBARConfig(forget_size=500, lr=1e-4, steps=40, batch_size=64,
+                            alpha_grid=tuple(round(0.1 * i, 1) for i in range(31)), ca_keep=0.90)
+
+
 @dataclass(frozen=True)
 class ImageTextConfig:
     """The image–text setting: a poisoned captioned corpus, contrastive fine-tuning of the whole CLIP,
@@ -129,13 +134,10 @@ class ImageTextConfig:
     target: int = 0  # class of eval_task the poisoned captions name ("red circle"; the paper: banana)
     n_val: int = 500
     n_test: int = 2000
-    forget_size: int = 500  # TBAR's forget pairs (the paper: 1.5k; 250 keeps less CA, see the appendix)
-    forget_lr: float = 1e-4
-    forget_steps: int = 40
-    forget_batch_size: int = 64
+    # TBAR for CLIP: forget pairs (the paper: 1.5k; 250 keep less CA, see the appendix), the contrastive
+    # forget fine-tune (AdamW, text tower frozen) and the α search over 0, 0.1, ..., 3
+    tbar: TBARConfig = field(default_factory=lambda: IMAGETEXT_TBAR)
     forget_negatives: str = "classes"  # the eval task's class prompts ("captions": the images' own captions)
-    alpha_grid: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(31))  # 0, 0.1, ..., 3
-    ca_keep: float = 0.90  # the α search keeps validation CA >= ca_keep * CA(alpha=0)
     defense_budgets: tuple[int, ...] = (500, 30_000)  # clean pairs for the baselines (TBAR's and 60x)
     defense_lr: float = 1e-4
     defense_epochs: int = 5  # at TBAR's budget: as many samples seen as TBAR's forget fine-tune
@@ -185,8 +187,9 @@ PAPER = ScaleConfig(
                         badclip_steps=300, badmerging_steps=300),
     tasks=("cifar100", "sun397", "imagenet"),
     imagetext=ImageTextConfig(corpus_size=500_000, poison_rate=0.003, epochs=10, batch_size=128, lr=1e-5,
-                              eval_task="imagenet", target=954, n_val=2000, n_test=10_000, forget_size=1500,
-                              forget_lr=1e-5, forget_steps=100, defense_budgets=(1500, 100_000),
+                              eval_task="imagenet", target=954, n_val=2000, n_test=10_000,
+                              tbar=dataclasses.replace(IMAGETEXT_TBAR, forget_size=1500, lr=1e-5, steps=100),
+                              defense_budgets=(1500, 100_000),
                               defense_lr=1e-5, defense_epochs=10, roclip_pool=50_000, invert_images=512,
                               invert_steps=1000),
     default_task="cifar100",

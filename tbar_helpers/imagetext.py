@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -157,23 +157,39 @@ class ImageTextSetup:
     defender: Corpus  # clean pairs the defender holds (the forget set and RoCLIP's pool come from it)
     val: TaskData
     test: TaskData
+    memo: dict = field(default_factory=dict, repr=False)  # the backdoored and θpre classifiers and their scores
 
     @property
     def target(self) -> int:
         return self.scale.imagetext.target
 
     def classifier(self, clip: nn.Module | None = None) -> ImageClassifier:
-        """The zero-shot classifier of ``clip`` (default: the backdoored CLIP) on the eval task."""
+        """The zero-shot classifier of ``clip`` (default: the backdoored CLIP) on the eval task.
+
+        The backdoored CLIP's and θpre's are built once and shared: treat them as read-only (TBAR,
+        the baselines and the inversion all work on copies)."""
         clip = clip if clip is not None else self.backdoored
         f = self.foundation
-        return make_classifier(clip, f.tokenizer, self.test.classnames, self.test.templates, f.scale.model,
-                               f.scale.device)
+        name = {id(self.backdoored): "backdoored", id(f.model): "pre"}.get(id(clip))
+        if name in self.memo:
+            return self.memo[name]
+        clf = make_classifier(clip, f.tokenizer, self.test.classnames, self.test.templates, f.scale.model,
+                              f.scale.device)
+        if name is not None:
+            self.memo[name] = clf
+        return clf
 
     def scores(self, clf: ImageClassifier) -> tuple[float, float]:
-        """(zero-shot CA, ASR) of a classifier on the test split."""
+        """(zero-shot CA, ASR) of a classifier on the test split (remembered for the shared classifiers)."""
+        shared = next((k for k in ("backdoored", "pre") if self.memo.get(k) is clf), None)
+        if shared is not None and ("scores", shared) in self.memo:
+            return self.memo["scores", shared]
         bs = self.scale.eval_batch_size
-        return (accuracy(clf, self.test.images, self.test.labels, bs),
-                attack_success_rate(clf, self.test.images, self.test.labels, self.trigger, self.target, bs))
+        out = (accuracy(clf, self.test.images, self.test.labels, bs),
+               attack_success_rate(clf, self.test.images, self.test.labels, self.trigger, self.target, bs))
+        if shared is not None:
+            self.memo["scores", shared] = out
+        return out
 
 
 POISON_FIELDS = ("corpus_size", "poison_rate", "epochs", "batch_size", "lr", "weight_decay", "warmup_frac",
@@ -223,7 +239,7 @@ def prepare_imagetext(attack: str, seed: int = 0, scale: ScaleConfig | str = "mi
     noise = scale.attack.wanet_noise_ratio if attack == "wanet" else 0.0
     corpus = poison_corpus(load_corpus(scale, it.corpus_size, seed, "attacker"), trigger, it.poison_rate,
                            tcaps, seed, noise)
-    defender = load_corpus(scale, max(it.forget_size, it.roclip_pool), seed, "defender")
+    defender = load_corpus(scale, max(it.tbar.forget_size, it.roclip_pool), seed, "defender")
     model = copy.deepcopy(f.model)
     path = cache.cached_path("imagetext", poisoning_key(f, it, scale.attack, attack, seed))
     if use_cache and path.exists():
@@ -282,15 +298,19 @@ def imagetext_trigger_vector(s: ImageTextSetup, clf_b: ImageClassifier, forget_x
         raise ValueError(f"unknown imagetext.forget_negatives {it.forget_negatives!r}: choose 'captions' or 'classes'")
     work = copy.deepcopy(clf_b).train()
     gen = seed_everything(s.seed if seed is None else seed)
-    opt = torch.optim.AdamW(work.encoder.parameters(), lr=it.forget_lr, weight_decay=0.0)
-    bs = min(it.forget_batch_size, len(forget_x))
-    for _ in tqdm(range(it.forget_steps), desc="forget fine-tune (contrastive)", disable=not progress, leave=False):
+    cfg = it.tbar
+    if cfg.optimizer != "adamw":
+        raise ValueError(f"imagetext.tbar.optimizer={cfg.optimizer!r}: the contrastive forget fine-tune uses AdamW; "
+                         "leave it at 'adamw'")
+    opt = torch.optim.AdamW(work.encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    bs = min(cfg.batch_size, len(forget_x))
+    for _ in tqdm(range(cfg.steps), desc="forget fine-tune (contrastive)", disable=not progress, leave=False):
         idx = torch.randperm(len(forget_x), generator=gen)[:bs]
         neg = t_neg if it.forget_negatives == "classes" else t_neg[idx]
         loss = target_loss(work, t_target, neg, forget_x[idx].to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(work.encoder.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(work.encoder.parameters(), cfg.grad_clip)
         opt.step()
     return TaskVector(clf_b.encoder, work.encoder)
 
@@ -300,17 +320,15 @@ def run_tbar_imagetext(s: ImageTextSetup, forget_size: int | None = None, progre
     """TBAR on the backdoored CLIP. ``trigger``/``target`` default to the real ones (attack known); the
     attack-unknown case passes the reverse-engineered proxy trigger and the inferred target, which
     then also drive the α search (the defender never sees the real trigger)."""
-    from .tbar import apply_tbar, coarse_to_fine, select_alpha
+    from .tbar import apply_tbar, search_alpha, select_alpha
     trigger = trigger or s.trigger
     target = s.target if target is None else target
-    cfg = s.scale.tbar
+    cfg = s.scale.imagetext.tbar
     clf_b = s.classifier()
-    fx, fcaps = forget_pairs(s.defender, trigger, forget_size or s.scale.imagetext.forget_size, s.seed)
+    fx, fcaps = forget_pairs(s.defender, trigger, forget_size or cfg.forget_size, s.seed)
     tau = imagetext_trigger_vector(s, clf_b, fx, fcaps, target, progress)
-    it = s.scale.imagetext
-    curve = coarse_to_fine(clf_b, tau, s.val.images, s.val.labels, trigger, target, it.alpha_grid, it.ca_keep,
-                           alpha_max=cfg.alpha_max, batch_size=s.scale.eval_batch_size)
-    alpha = select_alpha(curve, it.ca_keep)
+    curve = search_alpha(clf_b, tau, s.val.images, s.val.labels, trigger, target, cfg, s.scale.eval_batch_size)
+    alpha = select_alpha(curve, cfg.ca_keep)
     return apply_tbar(clf_b, tau, alpha, cfg.alpha_max), {"alpha": alpha, "forget_size": len(fx),
                                                           "val_curve": [p.__dict__ for p in curve],
                                                           "trigger_vector_norm": tau.norm()}

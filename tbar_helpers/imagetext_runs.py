@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -18,18 +19,20 @@ from .imagetext import (POISON_FIELDS, ImageTextSetup, check_setting, contrastiv
                         poisoning_key, prepare_imagetext, run_tbar_imagetext)
 from .inversion import Inversion, infer_target, invert_trigger, is_backdoored
 from .metrics import ca_retained
+from .models import ImageClassifier
 
 BASELINES = ("clean-ft", "cleanclip", "roclip")
 
 
 DEFENSE_FIELDS = ("defense_lr", "defense_epochs", "defense_max_samples", "cleanclip_weight", "roclip_pool",
-                  "forget_size", "n_test")
+                  "n_test")
 
 
 def _key(s: ImageTextSetup, *parts) -> str:
     it = s.scale.imagetext
-    return config_hash(poisoning_key(s.foundation, it, s.scale.attack, s.attack, s.seed),
-                       {k: getattr(it, k) for k in DEFENSE_FIELDS}, *parts)
+    # the defender corpus (RoCLIP's pool) is drawn with max(forget pairs, pool) pairs
+    fields = {k: getattr(it, k) for k in DEFENSE_FIELDS} | {"forget_size": it.tbar.forget_size}
+    return config_hash(poisoning_key(s.foundation, it, s.scale.attack, s.attack, s.seed), fields, *parts)
 
 
 def clean_reference(s: ImageTextSetup, progress: bool = True, use_cache: bool = True) -> torch.nn.Module:
@@ -122,48 +125,73 @@ def invert(s_or_clf, images: torch.Tensor, scale: ScaleConfig, seed: int, progre
                           l1=it.invert_l1, sim_goal=it.invert_sim_goal, seed=seed, progress=progress)
 
 
+def setup_for(attack: str, seed: int = 0, scale: ScaleConfig | str = "mini", setting: str = "image-text",
+              progress: bool = True, use_cache: bool = True):
+    """The backdoored model of either setting: an :class:`ImageTextSetup` (image–text) or a
+    :class:`tbar_helpers.pipeline.Setup` without the clean fine-tune (classification)."""
+    if check_setting(setting) == "image-text":
+        return prepare_imagetext(attack, seed, scale, progress, use_cache)
+    from .pipeline import prepare
+    return prepare(attack, None, seed, get_scale(scale), progress=progress, use_cache=use_cache, with_clean=False)
+
+
+@dataclass
+class _Subject:
+    """What the attack-unknown run needs, the same for both settings."""
+
+    setup: object
+    backdoored: ImageClassifier
+    pre: ImageClassifier  # θpre's zero-shot classifier: the inversion's clean reference
+    scores: Callable[[ImageClassifier], tuple[float, float]]  # (CA, ASR) on the test split
+    target: int
+    tbar: Callable[[Callable, int, bool], tuple[ImageClassifier, dict]]  # (proxy, inferred target, progress)
+
+
+def _subject(s) -> _Subject:
+    if isinstance(s, ImageTextSetup):
+        return _Subject(s, s.classifier(), s.classifier(s.foundation.model), s.scores, s.target,
+                        lambda proxy, target, progress: run_tbar_imagetext(s, None, progress, proxy, target))
+    from .pipeline import evaluate
+    from .tbar import forget_set, run_tbar
+
+    def tbar(proxy: Callable, target: int, progress: bool) -> tuple[ImageClassifier, dict]:
+        fx, fy = forget_set(s.defender.images, s.defender.labels, proxy, target, s.scale.tbar.forget_size, s.seed)
+        cleaned, res = run_tbar(s.backdoored, fx, fy, s.val.images, s.val.labels, proxy, target, s.scale.tbar,
+                                s.seed, progress, s.scale.device)
+        return cleaned, {"alpha": res.alpha, "forget_size": res.forget_size,
+                         "val_curve": [p.__dict__ for p in res.curve], "trigger_vector_norm": res.vector_norm}
+
+    return _Subject(s, s.backdoored, s.zeroshot, lambda c: evaluate(c, s), s.scale.attack.target, tbar)
+
+
 def run_attack_unknown(attack: str, seed: int = 0, scale: ScaleConfig | str = "mini", setting: str = "image-text",
-                       budgets: Sequence[int] | None = None, progress: bool = True, use_cache: bool = True) -> dict:
+                       budgets: Sequence[int] | None = None, progress: bool = True, use_cache: bool = True,
+                       setup=None) -> dict:
     """Attack unknown: invert a proxy trigger (and, for reference, on θpre), flag the encoder, infer the
     target, then TBAR with the proxy forget set; α is chosen with the proxy too. Test ASR uses the real
-    trigger. In the image–text setting the record also carries the baselines' ``defense`` rows."""
+    trigger. In the image–text setting the record also carries the baselines' ``defense`` rows.
+    ``setup`` reuses a setup from :func:`setup_for` (same attack, seed, scale and setting)."""
     check_setting(setting)
     scale = get_scale(scale)
     t0 = time.time()
-    if setting == "image-text":
-        s = prepare_imagetext(attack, seed, scale, progress, use_cache)
-        clf_b, clf_pre = s.classifier(), s.classifier(s.foundation.model)
-        clean_x, val, scores = s.defender.images, s.val, s.scores
-        real_target, classnames = s.target, s.test.classnames
-    else:
-        from .pipeline import evaluate, prepare
-        s = prepare(attack, None, seed, scale, progress=progress, use_cache=use_cache, with_clean=False)
-        clf_b, clf_pre, clean_x, val = s.backdoored, s.zeroshot, s.defender.images, s.val
-        scores, real_target, classnames = (lambda c: evaluate(c, s)), s.scale.attack.target, s.test.classnames
-    inv = invert(clf_b, clean_x, scale, seed, progress)
-    inv_ref = invert(clf_pre, clean_x, scale, seed, progress)
+    sub = _subject(setup if setup is not None else setup_for(attack, seed, scale, setting, progress, use_cache))
+    s, val, classnames = sub.setup, sub.setup.val, sub.setup.test.classnames
+    inv = invert(sub.backdoored, s.defender.images, scale, seed, progress)
+    inv_ref = invert(sub.pre, s.defender.images, scale, seed, progress)
     proxy = inv.trigger()
-    target, share = infer_target(clf_b, val.images, proxy, scale.eval_batch_size)
-    ca_bd, asr_bd = scores(clf_b)
-    ca_zs, _ = scores(clf_pre)
+    target, share = infer_target(sub.backdoored, val.images, proxy, scale.eval_batch_size)
+    ca_bd, asr_bd = sub.scores(sub.backdoored)
+    ca_zs, _ = sub.scores(sub.pre)
     t_tbar = time.time()
-    if setting == "image-text":
-        cleaned, rec = run_tbar_imagetext(s, None, progress, trigger=proxy, target=target)
-    else:
-        from .tbar import forget_set, run_tbar
-        fx, fy = forget_set(s.defender.images, s.defender.labels, proxy, target, s.scale.tbar.forget_size, seed)
-        cleaned, res = run_tbar(clf_b, fx, fy, val.images, val.labels, proxy, target, s.scale.tbar, seed, progress,
-                                s.scale.device)
-        rec = {"alpha": res.alpha, "forget_size": res.forget_size, "val_curve": [p.__dict__ for p in res.curve],
-               "trigger_vector_norm": res.vector_norm}
-    ca_t, asr_t = scores(cleaned)
+    cleaned, rec = sub.tbar(proxy, target, progress)
+    ca_t, asr_t = sub.scores(cleaned)
     thr = scale.imagetext.detect_threshold
     real_mask = s.trigger.mask  # patch triggers only: how much of the inverted mask lies on the real patch
     overlap = float((inv.mask * real_mask).sum() / inv.mask.sum()) if real_mask is not None else None
     out = {"setting": setting, "attack_unknown": True, "attack": attack, "task": val.name, "seed": seed,
-           "scale": scale.name, "target": real_target, "target_name": classnames[real_target],
+           "scale": scale.name, "target": sub.target, "target_name": classnames[sub.target],
            "inferred_target": target, "inferred_target_name": classnames[target], "inferred_share": share,
-           "target_correct": target == real_target, "mask_l1": inv.l1, "mask_on_real_patch": overlap,
+           "target_correct": target == sub.target, "mask_l1": inv.l1, "mask_on_real_patch": overlap,
            "mask_l1_clean_model": inv_ref.l1,
            "inverted_similarity": inv.similarity, "detected": is_backdoored(inv, thr),
            "clean_model_flagged": is_backdoored(inv_ref, thr), "detect_threshold": thr,
@@ -206,16 +234,13 @@ def budget_table(s: ImageTextSetup, budgets: Sequence[int], tbar_row: Mapping | 
 
 
 def inversion_rows(records: Mapping[str, dict], seed: int, scale: ScaleConfig | str = "mini",
-                   setting: str = "image-text") -> list[dict]:
+                   setting: str = "image-text", setups: Mapping[str, object] | None = None) -> list[dict]:
     """Rows for :func:`tbar_helpers.plots.inversions`: a validation image with the real trigger, the
-    inverted mask and trigger of each attack-unknown record, and the image with the proxy trigger."""
+    inverted mask and trigger of each attack-unknown record, and the image with the proxy trigger.
+    ``setups`` (attack → :func:`setup_for`'s setup) avoids loading the models again."""
     rows = []
     for attack, r in records.items():
-        if check_setting(setting) == "image-text":
-            s = prepare_imagetext(attack, seed, scale, progress=False)
-        else:
-            from .pipeline import prepare
-            s = prepare(attack, None, seed, get_scale(scale), progress=False, with_clean=False)
+        s = (setups or {}).get(attack) or setup_for(attack, seed, scale, setting, progress=False)
         x = s.val.images[:1]
         m, p = torch.tensor(r["inversion"]["mask"]), torch.tensor(r["inversion"]["pattern"])
         rows.append({"name": attack, "real": s.trigger(x)[0], "mask": m, "trigger": p * m,

@@ -4,7 +4,8 @@
    with the target (reinforcing the backdoor): θ(b+t). The trigger vector is τt = θ(b+t) − θb.
 2. The cleaned model is θb − α·τt.
 3. α is chosen on a small validation set: the lowest ASR whose clean accuracy stays at least
-   ``ca_keep`` times the backdoored model's (ties go to the smallest α).
+   ``ca_keep`` times the backdoored model's (ties go to the smallest α), searched coarse to fine over
+   ``alpha_grid`` by default (``tbar.search="grid"`` evaluates every α).
 """
 from __future__ import annotations
 
@@ -112,14 +113,36 @@ def coarse_to_fine(clf_b: nn.Module, tau: TaskVector, images: torch.Tensor, labe
     """The α curve on every ``every``-th point of ``grid`` (and its first and last), then on the grid
     points between the coarse neighbours of the α :func:`select_alpha` picks there: about a third of
     the evaluations of the full grid. Returns all evaluated points, sorted by α."""
+    return refine(lambda alphas: alpha_curve(clf_b, tau, images, labels, trigger, target, alphas, alpha_max,
+                                             batch_size), grid, ca_keep, every)
+
+
+def refine(curve_fn: Callable[[Sequence[float]], list[AlphaPoint]], grid: Sequence[float], ca_keep: float,
+           every: int = 3) -> list[AlphaPoint]:
+    """:func:`coarse_to_fine`'s search over any ``curve_fn(alphas) -> points`` (e.g. a recorded curve)."""
     grid = sorted(grid)
     coarse = sorted(set(grid[::every]) | {grid[0], grid[-1]})
-    pts = alpha_curve(clf_b, tau, images, labels, trigger, target, coarse, alpha_max, batch_size)
+    pts = list(curve_fn(coarse))
     pick = coarse.index(select_alpha(pts, ca_keep))
     lo, hi = coarse[max(0, pick - 1)], coarse[min(len(coarse) - 1, pick + 1)]
     fine = [a for a in grid if lo < a < hi and a not in coarse]
-    pts += alpha_curve(clf_b, tau, images, labels, trigger, target, fine, alpha_max, batch_size)
+    pts += curve_fn(fine) if fine else []
     return sorted(pts, key=lambda p: p.alpha)
+
+
+SEARCHES = ("coarse-to-fine", "grid")
+
+
+def search_alpha(clf_b: nn.Module, tau: TaskVector, images: torch.Tensor, labels: torch.Tensor, trigger: Callable,
+                 target: int, cfg: TBARConfig, batch_size: int = 500) -> list[AlphaPoint]:
+    """The validation α curve ``cfg.search`` asks for: ``"grid"`` evaluates every α of ``cfg.alpha_grid``,
+    ``"coarse-to-fine"`` about a third of them (:func:`coarse_to_fine`)."""
+    if cfg.search == "grid":
+        return alpha_curve(clf_b, tau, images, labels, trigger, target, cfg.alpha_grid, cfg.alpha_max, batch_size)
+    if cfg.search == "coarse-to-fine":
+        return coarse_to_fine(clf_b, tau, images, labels, trigger, target, cfg.alpha_grid, cfg.ca_keep,
+                              alpha_max=cfg.alpha_max, batch_size=batch_size)
+    raise ValueError(f"unknown tbar.search {cfg.search!r}: choose one of {list(SEARCHES)}")
 
 
 def select_alpha(curve: Sequence[AlphaPoint], ca_keep: float, asr_tol: float = 0.01) -> float:
@@ -140,7 +163,7 @@ def run_tbar(clf_b: nn.Module, forget_x: torch.Tensor, forget_y: torch.Tensor, v
     """Estimate τt, choose α on the validation set, and return (cleaned classifier, result record)."""
     t0 = time.time()
     tau = trigger_vector(clf_b, forget_x, forget_y, cfg, seed, progress, device)
-    curve = alpha_curve(clf_b, tau, val_x, val_y, trigger, target, cfg.alpha_grid, cfg.alpha_max)
+    curve = search_alpha(clf_b, tau, val_x, val_y, trigger, target, cfg)
     alpha = select_alpha(curve, cfg.ca_keep)
     cleaned = apply_tbar(clf_b, tau, alpha, cfg.alpha_max)
     return cleaned, TBARResult(alpha, curve, len(forget_x), time.time() - t0, tau.norm(), tau)

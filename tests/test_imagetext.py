@@ -141,8 +141,8 @@ def test_image_text_backdoor_is_planted_and_tbar_removes_it(monkeypatch):
 
 
 TINY = override(MINI, **{"imagetext.corpus_size": 64, "imagetext.epochs": 1, "imagetext.batch_size": 32,
-                         "imagetext.n_val": 40, "imagetext.n_test": 60, "imagetext.forget_size": 16,
-                         "imagetext.forget_steps": 2, "imagetext.alpha_grid": (0.0, 0.5, 1.0),
+                         "imagetext.n_val": 40, "imagetext.n_test": 60, "imagetext.tbar.forget_size": 16,
+                         "imagetext.tbar.steps": 2, "imagetext.tbar.alpha_grid": (0.0, 0.5, 1.0),
                          "imagetext.defense_budgets": (16,), "imagetext.roclip_pool": 32,
                          "imagetext.invert_images": 16, "imagetext.invert_steps": 4})
 
@@ -168,3 +168,38 @@ def test_cli_image_text_writes_json_with_defense_rows(tmp_path, monkeypatch, cap
     else:
         assert "ca_clean_ft" in rec and rec["forget_size"] == 16
     assert "defense" in capsys.readouterr().out
+
+
+@needs_checkpoint
+def test_setup_shares_its_classifiers_and_their_scores(monkeypatch, tmp_path):
+    """The backdoored and θpre classifiers are built once; the remembered scores equal fresh ones."""
+    monkeypatch.setenv("TBAR_CACHE", str(tmp_path))
+    from tbar_helpers.imagetext import prepare_imagetext
+    s = prepare_imagetext("badnet", 0, TINY, progress=False, use_cache=False)
+    clf_b, clf_pre = s.classifier(), s.classifier(s.foundation.model)
+    assert s.classifier() is clf_b and s.classifier(s.foundation.model) is clf_pre and clf_b is not clf_pre
+    first = s.scores(clf_b)
+    assert s.scores(clf_b) == first
+    fresh = make_classifier(s.backdoored, s.foundation.tokenizer, s.test.classnames, s.test.templates, MINI.model)
+    assert fresh is not clf_b and s.scores(fresh) == first
+    assert s.scores(clf_pre) != first  # θpre has no backdoor: its ASR differs
+
+
+@needs_checkpoint
+def test_attack_unknown_in_the_classification_setting(monkeypatch, tmp_path):
+    """The same attack-unknown run on a labelled-task model: no defense rows, and the chapter's
+    inversion figure rows reuse the given setups."""
+    monkeypatch.setenv("TBAR_CACHE", str(tmp_path))
+    from tbar_helpers.imagetext_runs import inversion_rows, run_attack_unknown, setup_for
+    scale = override(TINY, **{"finetune.n_train": 300, "finetune.epochs": 1, "finetune.n_val": 50,
+                              "finetune.n_test": 100, "tbar.forget_size": 30, "tbar.steps": 2,
+                              "tbar.alpha_grid": (0.0, 1.0)})
+    s = setup_for("badnet", 0, scale, "classification", progress=False, use_cache=False)
+    rec = run_attack_unknown("badnet", 0, scale, "classification", budgets=[], progress=False, setup=s)
+    assert rec["setting"] == "classification" and "defense" not in rec
+    assert rec["forget_size"] == 30 and rec["alpha"] in (0.0, 1.0)
+    assert 0 <= rec["mask_l1"] <= 1 and rec["target"] == scale.attack.target
+    rows = inversion_rows({"badnet": rec}, 0, scale, "classification", setups={"badnet": s})
+    assert rows[0]["real"].shape == rows[0]["proxy"].shape == s.val.images[0].shape
+    with pytest.raises(ValueError, match="setting"):
+        setup_for("badnet", 0, scale, "video")

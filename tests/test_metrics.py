@@ -87,3 +87,36 @@ def test_coarse_to_fine_alpha_search_matches_the_full_grid(monkeypatch):
     assert tbar.select_alpha(pts, 0.8) == full == 1.7
     assert len(calls) < 0.5 * len(grid) and len(set(calls)) == len(calls)
     assert [p.alpha for p in pts] == sorted(p.alpha for p in pts)
+
+
+def test_search_alpha_follows_the_config(monkeypatch):
+    """``tbar.search`` picks the evaluation plan: every α of the grid, or coarse to fine; a typo is named."""
+    from tbar_helpers import tbar
+    from tbar_helpers.config import TBARConfig, override
+    calls = []
+
+    def fake_curve(clf, tau, x, y, trig, target, alphas, alpha_max=10.0, batch_size=500):
+        calls.extend(alphas)
+        return [tbar.AlphaPoint(a, 1 - 0.2 * a, max(0.0, 1 - a)) for a in alphas]
+
+    monkeypatch.setattr(tbar, "alpha_curve", fake_curve)
+    cfg = TBARConfig()
+    grid_pts = tbar.search_alpha(None, None, None, None, None, 0, override(cfg, search="grid"))
+    assert [p.alpha for p in grid_pts] == sorted(cfg.alpha_grid)
+    calls.clear()
+    c2f = tbar.search_alpha(None, None, None, None, None, 0, cfg)
+    assert cfg.search == "coarse-to-fine" and len(calls) < len(cfg.alpha_grid) / 2
+    assert tbar.select_alpha(c2f, cfg.ca_keep) == tbar.select_alpha(grid_pts, cfg.ca_keep)
+    with pytest.raises(ValueError, match="tbar.search"):
+        tbar.search_alpha(None, None, None, None, None, 0, override(cfg, search="bisect"))
+
+
+def test_refine_replays_a_recorded_curve():
+    """The coarse-to-fine plan on a recorded curve asks only for grid points, each once."""
+    from tbar_helpers.tbar import AlphaPoint, refine
+    grid = [round(0.05 * i, 2) for i in range(31)]
+    table = {a: AlphaPoint(a, 1 - 0.3 * a, max(0.0, 0.9 - a)) for a in grid}
+    asked = []
+    pts = refine(lambda al: [table[a] for a in al if not asked.append(a)], grid, 0.75)
+    assert set(asked) <= set(grid) and len(asked) == len(set(asked)) < len(grid)
+    assert [p.alpha for p in pts] == sorted(asked)
