@@ -172,6 +172,9 @@ def run_attack_unknown(attack: str, seed: int = 0, scale: ScaleConfig | str = "m
     trigger. In the image–text setting the record also carries the baselines' ``defense`` rows.
     ``setup`` reuses a setup from :func:`setup_for` (same attack, seed, scale and setting)."""
     check_setting(setting)
+    if setup is not None and isinstance(setup, ImageTextSetup) != (setting == "image-text"):
+        raise ValueError(f"the setup given belongs to the other setting than setting={setting!r}; build it with "
+                         f"setup_for(attack, seed, scale, {setting!r})")
     scale = get_scale(scale)
     t0 = time.time()
     sub = _subject(setup if setup is not None else setup_for(attack, seed, scale, setting, progress, use_cache))

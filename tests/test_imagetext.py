@@ -203,3 +203,5 @@ def test_attack_unknown_in_the_classification_setting(monkeypatch, tmp_path):
     assert rows[0]["real"].shape == rows[0]["proxy"].shape == s.val.images[0].shape
     with pytest.raises(ValueError, match="setting"):
         setup_for("badnet", 0, scale, "video")
+    with pytest.raises(ValueError, match="other setting"):
+        run_attack_unknown("badnet", 0, scale, "image-text", budgets=[], progress=False, setup=s)
