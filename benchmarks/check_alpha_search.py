@@ -32,12 +32,11 @@ def curve_and_setting(setting: str, attack: str, seed: int):
         tau = imagetext_trigger_vector(s, clf, fx, fcaps, progress=False)
         grid, keep, target, val = it.tbar.alpha_grid, it.tbar.ca_keep, s.target, s.val
     else:
-        from tbar_helpers.pipeline import make_forget_set, prepare
-        from tbar_helpers.tbar import trigger_vector
+        from tbar_helpers.pipeline import prepare
+        from tbar_helpers.studies import backdoor_vector
         s = prepare(attack, None, seed, scale, progress=False, with_clean=False)
         clf = s.backdoored
-        fx, fy = make_forget_set(s, scale.tbar.forget_size)
-        tau = trigger_vector(clf, fx, fy, scale.tbar, seed, False, scale.device)
+        tau = backdoor_vector(s, "forget")  # TBAR's own estimate, as run_tbar makes it
         grid, keep, target, val = scale.tbar.alpha_grid, scale.tbar.ca_keep, scale.attack.target, s.val
     t0 = time.time()
     full = alpha_curve(clf, tau, val.images, val.labels, s.trigger, target, grid, scale.tbar.alpha_max)

@@ -32,16 +32,13 @@ def one(setting: str, seed: int, s: float, noise: float, tbar: bool, extra: dict
             return ca_bd, asr_bd
         clf, rec = run_tbar_imagetext(st, progress=False)
         return (ca_bd, asr_bd, *st.scores(clf), rec["alpha"])
-    from tbar_helpers.pipeline import evaluate, make_forget_set, prepare
-    from tbar_helpers.tbar import run_tbar
+    from tbar_helpers.pipeline import prepare
+    from tbar_helpers.studies import backdoored_scores, tbar_on
     st = prepare("wanet", None, seed, scale, progress=False, with_clean=False)
-    ca_bd, asr_bd = evaluate(st.backdoored, st)
     if not tbar:
-        return ca_bd, asr_bd
-    fx, fy = make_forget_set(st, scale.tbar.forget_size)
-    clf, res = run_tbar(st.backdoored, fx, fy, st.val.images, st.val.labels, st.trigger, scale.attack.target,
-                        scale.tbar, seed, False, scale.device)
-    return (ca_bd, asr_bd, *evaluate(clf, st), res.alpha)
+        return backdoored_scores(st)
+    r = tbar_on(st)
+    return r["CA backdoored"], r["ASR backdoored"], r["CA TBAR"], r["ASR TBAR"], r["alpha"]
 
 
 def perturbation(strengths: list[float], n: int = 500) -> str:

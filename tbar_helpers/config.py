@@ -76,7 +76,7 @@ class TBARConfig:
     alpha_grid: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(31))  # 0, 0.05, ..., 1.5
     ca_keep: float = 0.90  # validation CA must stay >= ca_keep * CA(alpha=0)
     alpha_max: float = 10.0
-    search: str = "coarse-to-fine"  # or "grid": every α of alpha_grid (3x the evaluations, same pick in tests)
+    search: str = "coarse-to-fine"  # or "grid": every α (2x the evaluations; same α in benchmarks/check_alpha_search.py)
 
 
 @dataclass(frozen=True)

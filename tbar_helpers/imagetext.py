@@ -10,7 +10,7 @@ eval task the negatives (``imagetext.forget_negatives="captions"`` uses each ima
 instead: it kept less CA on seeds 0 and 1, see the appendix). Fine-tuning the image encoder on it
 (text tower frozen) reinforces the backdoor, θ(b+t); the trigger vector τt = θ(b+t) − θb is negated on the
 image encoder, α chosen on a small validation set by the classification setting's rule (searched
-coarse to fine: a third of the grid's evaluations).
+coarse to fine: about half of the grid's evaluations).
 """
 from __future__ import annotations
 
