@@ -251,15 +251,21 @@ def check_fraction(name: str, value: float) -> float:
     return float(value)
 
 
-def with_sizes(scale: str | ScaleConfig = "mini", **sizes: int | None) -> ScaleConfig:
-    """The preset with other fine-tuning sizes (``n_train``, ``epochs``, ``n_val``, ``n_test``);
-    ``None`` keeps the preset's value. The notebooks use it for their ``sizes`` parameters."""
+SIZES = {"finetune": {"n_train", "epochs", "n_val", "n_test"}, "imagetext": {"n_val", "n_test"}}
+
+
+def with_sizes(scale: str | ScaleConfig = "mini", section: str = "finetune", **sizes: int | None) -> ScaleConfig:
+    """The preset with other sizes in ``section`` (fine-tuning: ``n_train``, ``epochs``, ``n_val``,
+    ``n_test``; image–text: ``n_val``, ``n_test``); ``None`` keeps the preset's value. The notebooks use
+    it for their ``sizes`` parameters."""
     cfg = get_scale(scale)
-    allowed = {"n_train", "epochs", "n_val", "n_test"}
+    if section not in SIZES:
+        raise ValueError(f"unknown section {section!r}: choose from {sorted(SIZES)}")
+    allowed = SIZES[section]
     unknown = set(sizes) - allowed
     if unknown:
         raise ValueError(f"unknown size(s) {sorted(unknown)}: choose from {sorted(allowed)}")
-    changes = {f"finetune.{k}": int(v) for k, v in sizes.items() if v is not None}
+    changes = {f"{section}.{k}": int(v) for k, v in sizes.items() if v is not None}
     for k, v in changes.items():
         if v <= 0:
             raise ValueError(f"{k.split('.')[1]} must be a positive integer, got {v}")
