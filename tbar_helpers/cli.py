@@ -81,6 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         rec = run(args.attack, args.task, args.seed, scale, poison_rate=args.poison_rate,
                   forget_size=args.forget_size, progress=not args.quiet, use_cache=not args.no_cache)
     print_table([rec])
+    if rec.get("stage_seconds"):
+        print("seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in rec["stage_seconds"].items()))
     if rec.get("defense"):
         print_defense(rec)
     if args.out:

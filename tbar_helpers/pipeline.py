@@ -41,7 +41,20 @@ class Setup:
     backdoored: ImageClassifier
     trigger: Trigger
     poisoned: Poisoned
-    memo: dict = field(default_factory=dict, repr=False)  # scores computed once per Setup (see studies)
+    memo: dict = field(default_factory=dict, repr=False)  # scores computed once (see studies); prepare's seconds
+
+
+class _Clock:
+    """Seconds per stage: each call books the time since the previous one under ``stage``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.t = time.time()
+
+    def __call__(self, stage: str) -> None:
+        now = time.time()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self.t
+        self.t = now
 
 
 def load_splits(scale: ScaleConfig, task: str, seed: int, forget_pool: int) -> dict[str, TaskData]:
@@ -129,13 +142,17 @@ def prepare(attack: str, task: str | None = None, seed: int = 0, scale: ScaleCon
         scale = override(scale, **{"attack.poison_rate": poison_rate})
     task = task or scale.default_task
     set_threads(scale.threads)
+    clock = _Clock()
     f = foundation or load_foundation(scale, progress=progress)
+    clock("foundation")
     d = load_splits(scale, task, seed, scale.tbar.forget_size)
     train = d["train"]
     zs = make_classifier(f.model, f.tokenizer, train.classnames, train.templates, scale.model, scale.device)
+    clock("data")
     base_key = _base_key(f, scale, task, seed)
     clean = zs if not with_clean else _finetuned(zs, train.images, train.labels, scale, config_hash(*base_key, "clean"),
                                                  seed, f"clean fine-tune ({task})", progress, use_cache)
+    clock("clean fine-tune")
     a = scale.attack
     trigger = _task_trigger(attack, scale, f, zs, train.images, task, seed, use_cache)
     poisoned = poison(train.images, train.labels, trigger, a.poison_rate, a.target, seed,
@@ -144,8 +161,9 @@ def prepare(attack: str, task: str | None = None, seed: int = 0, scale: ScaleCon
     backdoored = _finetuned(zs, poisoned.images, poisoned.labels, scale, bd_key, seed,
                             f"poisoned fine-tune ({attack})", progress, use_cache, poisoned.poison_mask,
                             trigger.extra.get("backdoor_weight", 1.0))
+    clock("poisoned fine-tune")
     return Setup(scale, f, task, attack, seed, train, d["val"], d["defender"], d["test"], zs, clean, backdoored,
-                 trigger, poisoned)
+                 trigger, poisoned, memo={"seconds": clock.seconds})
 
 
 def make_forget_set(s: Setup, forget_size: int, clean_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,22 +199,27 @@ def run(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig 
             raise ValueError(f"forget_size must be a positive number of images, got {forget_size}")
         scale = override(scale, **{"tbar.forget_size": max(forget_size, scale.tbar.forget_size)})
     s = prepare(attack, task, seed, scale, poison_rate, progress, use_cache)
+    clock = _Clock()
     forget_size = forget_size or s.scale.tbar.forget_size
     fx, fy = make_forget_set(s, forget_size)
     ca_zs = clean_accuracy(s.zeroshot, s)  # only its CA is reported
     ca_clean, asr_clean = evaluate(s.clean, s)
     ca_bd, asr_bd = evaluate(s.backdoored, s)
+    clock("evaluation")
     t_tbar = time.time()
     cleaned, res = run_tbar(s.backdoored, fx, fy, s.val.images, s.val.labels, s.trigger, s.scale.attack.target,
                             s.scale.tbar, seed, progress, s.scale.device)
+    clock("tbar")
     ca_t, asr_t = evaluate(cleaned, s)
+    clock("evaluation")
     return {"attack": attack, "task": s.task, "seed": seed, "scale": s.scale.name,
             "poison_rate": s.scale.attack.poison_rate, "target": s.scale.attack.target,
             "ca_zeroshot": ca_zs, "ca_clean_ft": ca_clean, "asr_clean_ft": asr_clean,
             "ca_backdoored": ca_bd, "asr_backdoored": asr_bd, "ca_tbar": ca_t, "asr_tbar": asr_t,
             "ca_retained": ca_retained(ca_t, ca_bd), "alpha": res.alpha, "forget_size": res.forget_size,
             "tbar_seconds": time.time() - t_tbar, "val_curve": [p.__dict__ for p in res.curve],
-            "trigger_vector_norm": res.vector_norm, "seconds": time.time() - t0}
+            "trigger_vector_norm": res.vector_norm, "stage_seconds": {**s.memo.get("seconds", {}), **clock.seconds},
+            "seconds": time.time() - t0}
 
 
 def xi_heatmap(s: Setup, tau_t: TaskVector, alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
