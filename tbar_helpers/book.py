@@ -35,6 +35,7 @@ TEST_PROFILE: dict[str, dict] = {
     "07_ablations": {"sizes": [25, 400], "clean_shares": [0.5], "budgets": [100]},
     "09_image_text": {"attacks": ["badnet"], "budgets": [200], "n_val": 250, "n_test": 1000},
     "10_attack_unknown": {"attacks": ["badnet"], "invert_steps": 150, "n_val": 250, "n_test": 1000},
+    "11_calibration": {"n_train": 600, "epochs": 1, "n_val": 200, "n_test": 400, "n_images": 100},
 }
 PROFILES = {"book": {}, "test": TEST_PROFILE}
 

@@ -5,6 +5,8 @@ pandas tables or plain dicts that the notebooks show next to a figure.
 """
 from __future__ import annotations
 
+import json
+import re
 import time
 from typing import Iterable, Mapping, Sequence
 
@@ -12,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .cache import ROOT
 from .config import ScaleConfig, TBARConfig, override
 from .data import load_task
 from .foundation import Foundation
@@ -157,3 +160,60 @@ def coarse(cfg: TBARConfig, step: float = 0.1) -> TBARConfig:
     hi = max(cfg.alpha_grid)
     return override(cfg, alpha_grid=tuple(round(step * i, 3) for i in range(int(round(hi / step)) + 1)))
 
+
+
+def foundation_study(foundations: Mapping[str, Foundation], attack: str = "badnet", seed: int = 0,
+                     scale: ScaleConfig | str = "mini", alphas: Sequence[float] = (0, 0.5, 1, 1.5),
+                     n: int = 500) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """The same clean and poisoned fine-tunes, TBAR, and ξ(αc, αt) of TBAR's own trigger vector, started
+    from each foundation model (e.g. two pretraining budgets). Returns a table and the ξ grids."""
+    rows, grids = [], {}
+    for name, f in foundations.items():
+        s = prepare(attack, None, seed, scale, progress=False, foundation=f)
+        r = tbar_on(s)
+        g = xi_heatmap(s, r["result"].trigger_vector, tuple(alphas), n)
+        inner = [i for i, a in enumerate(g["alphas_t"]) if a <= 1]
+        grids[name] = g
+        rows.append({"foundation": name, "zero-shot CA": clean_accuracy(s.zeroshot, s),
+                     **{k: r[k] for k in ("CA backdoored", "ASR backdoored", "CA TBAR", "ASR TBAR", "CA retained")},
+                     "alpha": r["alpha"], "mean ξ": float(np.mean(g["xi"])),
+                     "mean ξ (αc, αt ≤ 1)": float(np.mean(np.asarray(g["xi"])[np.ix_(inner, inner)]))})
+    return pd.DataFrame(rows), grids
+
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _recorded(name: str, command: str):
+    path = RESULTS / name
+    if not path.exists():
+        raise FileNotFoundError(f"the recorded study {path} is missing: restore it from git or rerun `{command}`")
+    return json.loads(path.read_text())
+
+
+def recorded_pretraining(attack: str = "badnet", seed: int = 0) -> pd.DataFrame:
+    """TBAR and ξ of TBAR's vector against the pretraining budget of the preset's ViT, read from the
+    committed study logs (``study_architecture.py`` at 500 steps, ``study_xi.py`` for the two shipped
+    foundations); nothing is recomputed here."""
+    arch = _recorded(f"architecture-{attack}-500.json", "python benchmarks/study_architecture.py --steps 500")
+    xi = _recorded(f"xi-pretraining-{attack}-s{seed}.json", f"python benchmarks/study_xi.py --attack {attack}")
+    rows = [{"pretraining steps": r["steps"], "CA backdoored": r["ca_backdoored"], "ASR backdoored": r["asr_backdoored"],
+             "CA TBAR": r["ca_tbar"], "ASR TBAR": r["asr_tbar"], "CA retained": r["ca_kept"],
+             "mean ξ": r["mean_xi"], "source": "study_architecture.py"} for r in arch if r["variant"] == "preset"]
+    for r in xi["rows"]:
+        steps = re.search(r"(\d+) steps", r["foundation"])
+        rows.append({"pretraining steps": int(steps.group(1)) if steps else None, "CA backdoored": r["ca_backdoored"],
+                     "ASR backdoored": r["asr_backdoored"], "CA TBAR": r["ca_tbar"], "ASR TBAR": r["asr_tbar"],
+                     "CA retained": r["ca_kept"], "mean ξ": r["mean_xi_forget"], "source": "study_xi.py"})
+    return pd.DataFrame(rows).sort_values("pretraining steps", ignore_index=True)
+
+
+def recorded_architecture(attack: str = "badnet", steps: int = 500) -> pd.DataFrame:
+    """The width / depth / resolution / patch-size variants at an equal pretraining budget, read from
+    ``benchmarks/results/architecture-<attack>-<steps>.json`` (nothing is recomputed here)."""
+    runs = _recorded(f"architecture-{attack}-{steps}.json", f"python benchmarks/study_architecture.py --steps {steps}")
+    return pd.DataFrame([{"variant": r["variant"], "changed": ", ".join(f"{k.split('.')[-1]}={v}" for k, v in
+                                                                       r["overrides"].items()) or "-",
+                          "tokens": r["tokens"], "zero-shot CA": r["zeroshot"], "CA backdoored": r["ca_backdoored"],
+                          "ASR backdoored": r["asr_backdoored"], "CA kept at ASR ≤ 3%": r["ca_kept_at_asr3"],
+                          "mean ξ": r["mean_xi"], "pretraining s": r["pretrain_seconds"]} for r in runs])

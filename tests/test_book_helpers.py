@@ -87,3 +87,15 @@ def test_figures_draw(images):
                 plots.trigger_grid(images[:2], {"badnet": badnet(32)(images[:2])})):
         assert len(fig.axes) > 0
         matplotlib.pyplot.close(fig)
+
+
+def test_recorded_studies_read_the_committed_logs(monkeypatch, tmp_path):
+    from tbar_helpers import studies
+    budget = studies.recorded_pretraining("badnet", 0)
+    assert list(budget["pretraining steps"]) == sorted(budget["pretraining steps"]) and len(budget) >= 2
+    assert budget[["CA backdoored", "ASR TBAR", "mean ξ"]].apply(lambda c: c.between(0, 1).all()).all()
+    arch = studies.recorded_architecture("badnet", 500)
+    assert "preset" in set(arch["variant"]) and (arch["tokens"] > 0).all()
+    monkeypatch.setattr(studies, "RESULTS", tmp_path)  # a checkout without the logs: a named error
+    with pytest.raises(FileNotFoundError, match="study_architecture.py"):
+        studies.recorded_architecture("badnet", 500)
