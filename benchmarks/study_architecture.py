@@ -1,4 +1,4 @@
-"""Calibration study: model width, depth and image resolution at an equal pretraining budget.
+"""Calibration study: model width, depth, image resolution and patch size at an equal pretraining budget.
 
 Each variant of the mini foundation model is pretrained from scratch for ``--steps`` steps (the
 preset's batch, learning rate and data), then the preset's clean and BadNet fine-tunes, TBAR
@@ -8,6 +8,7 @@ test α curve (a report, α is never chosen on the test split), and mean ξ. Wri
 benchmarks/results/architecture-<steps>.{txt,json}; finished variants are kept and skipped on a rerun.
 
     python benchmarks/study_architecture.py --steps 500 --variants preset narrow shallow
+    python benchmarks/study_architecture.py --steps 500 --variants res48 res64p16
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ VARIANTS = {  # model overrides against the preset (ViT width 192, 6 layers, pat
     "wide": {"model.vision_width": 256},
     "res48": {"model.image_size": 48},
     "patch4": {"model.patch_size": 4},
+    "res64p16": {"model.image_size": 64, "model.patch_size": 16},  # 4x the pixels, the preset's 16 tokens
 }
 ALPHAS = (0.0, 0.5, 1.0, 1.5)
 
