@@ -3,6 +3,7 @@
 Writes one JSON per run under benchmarks/results/runs/ and prints a table with per-attack means.
 
     python benchmarks/run_matrix.py --attacks badnet blended wanet sig badclip badmerging --seeds 0 1 2
+    python benchmarks/run_matrix.py --attacks badnet blended --foundation PATH --runs runs-stage3   # another θpre
 """
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import numpy as np
 from tbar_helpers.cache import save_json
 from tbar_helpers.cli import print_table
 from tbar_helpers.config import get_scale, override
+from tbar_helpers.foundation import load_foundation
 from tbar_helpers.pipeline import run
 
-OUT = Path(__file__).parent / "results" / "runs"
+RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
@@ -26,13 +28,16 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--task", default=None)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
+    p.add_argument("--foundation", default=None, help="a mini foundation checkpoint instead of the preset's")
+    p.add_argument("--runs", default="runs", help="folder under benchmarks/results/ for the per-run JSON")
     a = p.parse_args()
     scale = override(get_scale("mini"), threads=a.threads)
+    f = load_foundation(scale, path=a.foundation, progress=False) if a.foundation else None
     rows = []
     for attack in a.attacks:
         for seed in a.seeds:
-            rec = run(attack, a.task, seed, scale, progress=False)
-            save_json(rec, OUT / f"{attack}-{rec['task']}-s{seed}.json")
+            rec = run(attack, a.task, seed, scale, progress=False, foundation=f)
+            save_json(rec, RESULTS / a.runs / f"{attack}-{rec['task']}-s{seed}.json")
             rows.append(rec)
             print_table([rec])
     print("\nall runs:")

@@ -22,8 +22,7 @@ import numpy as np
 
 from tbar_helpers.config import get_scale, override
 from tbar_helpers.foundation import pretrain_foundation, zeroshot_accuracy
-from tbar_helpers.pipeline import prepare, xi_heatmap
-from tbar_helpers.studies import test_curve, tbar_on
+from tbar_helpers.studies import foundation_response
 
 print = functools.partial(print, flush=True)
 OUT = Path(__file__).parent / "results"
@@ -45,19 +44,14 @@ def run_variant(name: str, steps: int, attack: str, seed: int) -> dict:
     f = pretrain_foundation(scale, progress=False)
     t_pre = time.time() - t0
     zs = zeroshot_accuracy(f, scale.default_task)
-    s = prepare(attack, None, seed, scale, progress=False, foundation=f)
-    r = tbar_on(s)
-    tau = r["result"].trigger_vector
-    curve = test_curve(s, tau, [round(0.1 * i, 1) for i in range(16)])
-    ok = [p.ca / r["CA backdoored"] for p in curve if p.asr <= 0.03]
-    g = xi_heatmap(s, tau, ALPHAS, 500)
+    r = foundation_response(f, attack, seed, scale, ALPHAS, 500, [round(0.1 * i, 1) for i in range(16)])["row"]
     tokens = (scale.model.image_size // scale.model.patch_size) ** 2
     return {"variant": name, "overrides": VARIANTS[name], "steps": steps, "tokens": tokens,
             "final_loss": float(np.mean(f.losses[-50:])), "pretrain_seconds": t_pre, "zeroshot": zs,
             "ca_backdoored": r["CA backdoored"], "asr_backdoored": r["ASR backdoored"], "ca_tbar": r["CA TBAR"],
             "asr_tbar": r["ASR TBAR"], "ca_kept": r["CA retained"], "alpha": r["alpha"],
-            "ca_kept_at_asr3": max(ok) if ok else None, "mean_xi": float(np.mean(g["xi"])),
-            "mean_xi_inner": float(np.mean(g["xi"][:-1, :-1])), "seconds": time.time() - t0}
+            "ca_kept_at_asr3": r["CA kept at ASR ≤ 3%"], "mean_xi": r["mean ξ"],
+            "mean_xi_inner": r["mean ξ (αc, αt ≤ 1)"], "seconds": time.time() - t0}
 
 
 def line(r: dict) -> str:

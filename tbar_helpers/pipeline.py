@@ -190,15 +190,16 @@ def evaluate(clf: ImageClassifier, s: Setup) -> tuple[float, float]:
 
 def run(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig | str = "mini",
         poison_rate: float | None = None, forget_size: int | None = None, progress: bool = True,
-        use_cache: bool = True) -> dict:
-    """The whole experiment; returns the JSON-able record of ``tbar run``."""
+        use_cache: bool = True, foundation: Foundation | None = None) -> dict:
+    """The whole experiment; returns the JSON-able record of ``tbar run``. ``foundation`` overrides the
+    preset's θpre (calibration studies; the record then names its source)."""
     t0 = time.time()
     scale = get_scale(scale)
     if forget_size is not None:
         if forget_size <= 0:
             raise ValueError(f"forget_size must be a positive number of images, got {forget_size}")
         scale = override(scale, **{"tbar.forget_size": max(forget_size, scale.tbar.forget_size)})
-    s = prepare(attack, task, seed, scale, poison_rate, progress, use_cache)
+    s = prepare(attack, task, seed, scale, poison_rate, progress, use_cache, foundation)
     clock = _Clock()
     forget_size = forget_size or s.scale.tbar.forget_size
     fx, fy = make_forget_set(s, forget_size)
@@ -212,7 +213,8 @@ def run(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig 
     clock("tbar")
     ca_t, asr_t = evaluate(cleaned, s)
     clock("evaluation")
-    return {"attack": attack, "task": s.task, "seed": seed, "scale": s.scale.name,
+    extra = {} if foundation is None else {"foundation": foundation.source}
+    return {"attack": attack, "task": s.task, "seed": seed, "scale": s.scale.name, **extra,
             "poison_rate": s.scale.attack.poison_rate, "target": s.scale.attack.target,
             "ca_zeroshot": ca_zs, "ca_clean_ft": ca_clean, "asr_clean_ft": asr_clean,
             "ca_backdoored": ca_bd, "asr_backdoored": asr_bd, "ca_tbar": ca_t, "asr_tbar": asr_t,

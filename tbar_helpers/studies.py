@@ -162,22 +162,39 @@ def coarse(cfg: TBARConfig, step: float = 0.1) -> TBARConfig:
 
 
 
+def foundation_response(f: Foundation, attack: str = "badnet", seed: int = 0, scale: ScaleConfig | str = "mini",
+                        alphas: Sequence[float] = (0, 0.5, 1, 1.5), n: int = 500,
+                        curve_alphas: Sequence[float] | None = None) -> dict:
+    """The calibration protocol on one foundation model: the preset's clean and poisoned fine-tunes from
+    ``f`` (cached), TBAR with the validation-chosen α, and ξ(αc, αt) of TBAR's own trigger vector on ``n``
+    test images. With ``curve_alphas`` it also reads "CA kept at ASR ≤ 3%" off the test α curve (a report;
+    α is never chosen on the test split). Returns ``row`` (the numbers) and ``setup``, ``tbar``, ``grid``
+    (the objects a study may reuse, e.g. for a second trigger vector)."""
+    s = prepare(attack, None, seed, scale, progress=False, foundation=f)
+    r = tbar_on(s)
+    tau = r["result"].trigger_vector
+    g = xi_heatmap(s, tau, tuple(alphas), n)
+    inner = [i for i, a in enumerate(g["alphas_t"]) if a <= 1]
+    row = {"zero-shot CA": clean_accuracy(s.zeroshot, s),
+           **{k: r[k] for k in ("CA backdoored", "ASR backdoored", "CA TBAR", "ASR TBAR", "CA retained")},
+           "alpha": r["alpha"], "mean ξ": float(np.mean(g["xi"])),
+           "mean ξ (αc, αt ≤ 1)": float(np.mean(np.asarray(g["xi"])[np.ix_(inner, inner)]))}
+    if curve_alphas is not None:
+        ok = [p.ca / r["CA backdoored"] for p in test_curve(s, tau, curve_alphas) if p.asr <= 0.03]
+        row["CA kept at ASR ≤ 3%"] = max(ok) if ok else None
+    return {"row": row, "setup": s, "tbar": r, "grid": g}
+
+
 def foundation_study(foundations: Mapping[str, Foundation], attack: str = "badnet", seed: int = 0,
                      scale: ScaleConfig | str = "mini", alphas: Sequence[float] = (0, 0.5, 1, 1.5),
                      n: int = 500) -> tuple[pd.DataFrame, dict[str, dict]]:
-    """The same clean and poisoned fine-tunes, TBAR, and ξ(αc, αt) of TBAR's own trigger vector, started
-    from each foundation model (e.g. two pretraining budgets). Returns a table and the ξ grids."""
+    """:func:`foundation_response` for each foundation model (e.g. two pretraining budgets): a table
+    and the ξ grids by name."""
     rows, grids = [], {}
     for name, f in foundations.items():
-        s = prepare(attack, None, seed, scale, progress=False, foundation=f)
-        r = tbar_on(s)
-        g = xi_heatmap(s, r["result"].trigger_vector, tuple(alphas), n)
-        inner = [i for i, a in enumerate(g["alphas_t"]) if a <= 1]
-        grids[name] = g
-        rows.append({"foundation": name, "zero-shot CA": clean_accuracy(s.zeroshot, s),
-                     **{k: r[k] for k in ("CA backdoored", "ASR backdoored", "CA TBAR", "ASR TBAR", "CA retained")},
-                     "alpha": r["alpha"], "mean ξ": float(np.mean(g["xi"])),
-                     "mean ξ (αc, αt ≤ 1)": float(np.mean(np.asarray(g["xi"])[np.ix_(inner, inner)]))})
+        out = foundation_response(f, attack, seed, scale, alphas, n)
+        grids[name] = out["grid"]
+        rows.append({"foundation": name, **out["row"]})
     return pd.DataFrame(rows), grids
 
 
