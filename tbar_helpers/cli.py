@@ -23,7 +23,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         scale = override(scale, pretrain=type(scale.pretrain)())  # stage 1: the dataclass defaults
     if args.seed is not None:
         scale = override(scale, **{"pretrain.seed": args.seed})
-    f = pretrain_foundation(scale, progress=not args.quiet, init_from=args.init_from)
+    if args.init_from:  # in the config, so that the exported record and key name the weights continued from
+        scale = override(scale, **{"pretrain.init_from": args.init_from})
+    f = pretrain_foundation(scale, progress=not args.quiet)
     print(f"final loss (mean of last 50 steps): {sum(f.losses[-50:]) / len(f.losses[-50:]):.4f}")
     for task in scale.tasks:
         print(f"zero-shot {task}: {zeroshot_accuracy(f, task):.3f}")

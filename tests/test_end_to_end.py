@@ -64,6 +64,21 @@ def test_pretraining_loss_falls(tmp_path, monkeypatch):
     assert last < first - 0.3, (first, last)
 
 
+def test_pretrain_command_exports_a_warm_restart_under_its_own_key(tmp_path, monkeypatch, capsys):
+    """`tbar pretrain --init-from W --export` records W and names the file by the key that hashes W."""
+    from tbar_helpers import foundation
+    from tbar_helpers.config import STAGE1_CHECKPOINT
+    monkeypatch.setenv("TBAR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(foundation, "CHECKPOINTS", tmp_path)
+    assert cli.main(["pretrain", "--init-from", STAGE1_CHECKPOINT, "--seed", "7", "--steps", "2", "--export",
+                     "--quiet"]) == 0
+    want = foundation.foundation_key(override(MINI, **{"pretrain.steps": 2, "pretrain.seed": 7,
+                                                       "pretrain.init_from": STAGE1_CHECKPOINT}))
+    record = json.loads((tmp_path / f"mini-foundation-{want}.json").read_text())
+    assert record["pretrain"]["init_from"] == STAGE1_CHECKPOINT and record["seed"] == 7
+    assert (tmp_path / record["file"]).exists() and f"exported {tmp_path / record['file']}" in capsys.readouterr().out
+
+
 def test_clean_command_on_a_user_checkpoint(tmp_path):
     """`tbar clean` on the mini checkpoint with a folder of triggered PNGs writes a loadable model."""
     from PIL import Image
