@@ -169,12 +169,13 @@ class ScaleConfig:
     eval_batch_size: int = 500
 
 
-# The mini foundation is pretrained in two stages: 1,500 steps from scratch (seed 0, the defaults
-# above: checkpoints/mini-foundation-68f7ef1a8195eecb.pt), then a warm restart of 1,000 steps on
-# fresh batches (seed 1). The second stage raised zero-shot accuracy and, above all, the weight
-# disentanglement TBAR relies on (book appendix "calibrating the miniature").
+# The mini foundation is pretrained in three stages: 1,500 steps from scratch (seed 0, the defaults
+# above: STAGE1_CHECKPOINT), then two warm restarts of 1,000 steps each on fresh batches (seed 1:
+# STAGE2_CHECKPOINT; seed 2: the preset's θpre). Each stage raised zero-shot accuracy and, above all,
+# the weight disentanglement TBAR relies on (book appendix "calibrating the miniature").
 STAGE1_CHECKPOINT = "checkpoints/mini-foundation-68f7ef1a8195eecb.pt"
-MINI = ScaleConfig(pretrain=PretrainConfig(steps=1000, seed=1, init_from=STAGE1_CHECKPOINT))
+STAGE2_CHECKPOINT = "checkpoints/mini-foundation-d1aaa64644816d91.pt"
+MINI = ScaleConfig(pretrain=PretrainConfig(steps=1000, seed=2, init_from=STAGE2_CHECKPOINT))
 
 PAPER = ScaleConfig(
     name="paper",

@@ -182,7 +182,10 @@ def test_setup_shares_its_classifiers_and_their_scores(monkeypatch, tmp_path):
     assert s.scores(clf_b) == first
     fresh = make_classifier(s.backdoored, s.foundation.tokenizer, s.test.classnames, s.test.templates, MINI.model)
     assert fresh is not clf_b and s.scores(fresh) == first
-    assert s.scores(clf_pre) != first  # θpre has no backdoor: its ASR differs
+    pre = s.scores(clf_pre)  # remembered apart from the backdoored model's scores, and equal to fresh ones
+    fresh_pre = make_classifier(s.foundation.model, s.foundation.tokenizer, s.test.classnames, s.test.templates,
+                                MINI.model)
+    assert s.scores(fresh_pre) == pre and s.memo["scores", "pre"] == pre and s.memo["scores", "backdoored"] == first
 
 
 @needs_checkpoint
