@@ -1,5 +1,6 @@
 """The image–text acceptance matrix: `tbar run --setting image-text` (and `--attack-unknown`) for
-attacks x seeds. Writes one JSON per run under benchmarks/results/imagetext/ and prints tables.
+attacks x seeds. Writes one JSON per run under benchmarks/results/imagetext/ (or ``--runs DIR``) and
+prints tables.
 
     python benchmarks/run_imagetext.py --attacks badnet blended wanet --seeds 0 1 2 --budgets 250
     python benchmarks/run_imagetext.py --unknown --attacks badnet wanet badclip --seeds 0 1 2 --budgets 250
@@ -16,7 +17,7 @@ from tbar_helpers.cache import save_json
 from tbar_helpers.cli import print_defense, print_table
 from tbar_helpers.imagetext_runs import run_attack_unknown, run_imagetext
 
-OUT = Path(__file__).parent / "results" / "imagetext"
+RESULTS = Path(__file__).parent / "results"
 print = functools.partial(print, flush=True)
 
 
@@ -26,6 +27,7 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--budgets", nargs="*", type=int, default=None, help="baseline budgets (default: the preset's)")
     p.add_argument("--unknown", action="store_true", help="the attack-unknown case (DECREE + TBAR)")
+    p.add_argument("--runs", default="imagetext", help="folder under benchmarks/results/ for the per-run JSON")
     a = p.parse_args()
     rows = []
     for attack in a.attacks:
@@ -38,7 +40,7 @@ def main() -> None:
                       f"{rec['target_correct']}")
             else:
                 rec = run_imagetext(attack, seed, budgets=a.budgets, progress=False)
-            save_json(rec, OUT / f"{'unknown-' if a.unknown else ''}{attack}-s{seed}.json")
+            save_json(rec, RESULTS / a.runs / f"{'unknown-' if a.unknown else ''}{attack}-s{seed}.json")
             rows.append(rec)
             print_table([rec])
             print_defense(rec)
