@@ -45,7 +45,7 @@ def main() -> None:
         stages[name] = path
     rows, lines = [], []
     for name, path in stages.items():
-        f = load_foundation(scale, path=path, progress=False) if path else load_foundation(scale, progress=False)
+        f = load_foundation(scale, path=path, progress=False)  # path None: the preset's θpre
         out = foundation_response(f, a.attack, a.seed, scale, ALPHAS, a.n)
         r, s = out["row"], out["setup"]
         row = {"foundation": name, "checkpoint": str(path or "preset"), "zeroshot": r["zero-shot CA"],
