@@ -112,7 +112,7 @@ def coarse_to_fine(clf_b: nn.Module, tau: TaskVector, images: torch.Tensor, labe
                    alpha_max: float = 10.0, batch_size: int = 500) -> list[AlphaPoint]:
     """The α curve on every ``every``-th point of ``grid`` (and its first and last), then on the grid
     points between the coarse neighbours of the α :func:`select_alpha` picks there: about half of
-    the evaluations of the full grid (15 of 31 with ``every=3``). Returns all evaluated points, sorted by α."""
+    the evaluations of the full grid (19 of 41 with ``every=3``). Returns all evaluated points, sorted by α."""
     return refine(lambda alphas: alpha_curve(clf_b, tau, images, labels, trigger, target, alphas, alpha_max,
                                              batch_size), grid, ca_keep, every)
 

@@ -77,7 +77,8 @@ def test_patch_trigger_rebuilds_the_same_transform(images):
 def test_coarse_grid_keeps_range_and_settings():
     c = coarse(MINI.tbar, 0.1)
     assert c.alpha_grid[0] == 0 and c.alpha_grid[-1] == pytest.approx(max(MINI.tbar.alpha_grid))
-    assert len(c.alpha_grid) == 16 and c.lr == MINI.tbar.lr
+    assert len(c.alpha_grid) == round(max(MINI.tbar.alpha_grid) / 0.1) + 1 and c.lr == MINI.tbar.lr
+    assert all(b - a == pytest.approx(0.1) for a, b in zip(c.alpha_grid, c.alpha_grid[1:]))
 
 
 def test_figures_draw(images):
