@@ -56,7 +56,9 @@ class FinetuneConfig:
     n_test: int = 2000
     epochs: int = 3
     batch_size: int = 128
-    lr: float = 1e-4
+    # the smallest lr of benchmarks/study_victim.py whose validation ASR for BadNet is >= 95% on seeds
+    # 0-2 (1e-4: 84-94%); stronger recipes plant to 99% and TBAR then leaves more (see the appendix)
+    lr: float = 1.25e-4
     weight_decay: float = 0.1
     warmup_frac: float = 0.1
     grad_clip: float = 1.0
@@ -108,7 +110,7 @@ class AttackConfig:
 class DefenseConfig:
     """Baseline defenses in the classification setting, compared with TBAR at equal data budgets."""
 
-    clean_lr: float = 1e-4  # clean fine-tuning of the backdoored encoder (the task fine-tune's lr)
+    clean_lr: float = 1e-4  # clean fine-tuning of the backdoored encoder (the first presets' task lr)
     clean_epochs: int = 2
     batch_size: int = 64
     ga_lr: float = 1e-4  # gradient ascent on the forget set: TBAR's forget fine-tune with the loss negated
