@@ -17,6 +17,8 @@ import functools
 import time
 from pathlib import Path
 
+from study_victim import parse_recipe
+
 from tbar_helpers.config import get_scale, override
 
 print = functools.partial(print, flush=True)
@@ -62,7 +64,7 @@ def main() -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="more preset overrides, e.g. imagetext.epochs=6 imagetext.poison_rate=0.2")
     a = p.parse_args()
-    extra = {k: float(v) if "." in v or "e" in v else int(v) for k, v in (kv.split("=", 1) for kv in a.set)}
+    extra = parse_recipe(",".join(a.set))
     out = Path(__file__).parent / "results" / f"wanet-{a.setting}-s{a.seed}.txt"
     lines = out.read_text().splitlines() if out.exists() else [
         f"WaNet, {a.setting}, seed {a.seed} (mini preset otherwise)",
