@@ -4,6 +4,7 @@ Writes one JSON per run under benchmarks/results/runs/ and prints a table with p
 
     python benchmarks/run_matrix.py --attacks badnet blended wanet sig badclip badmerging --seeds 0 1 2
     python benchmarks/run_matrix.py --attacks badnet blended --foundation PATH --runs runs-stage3   # another θpre
+    python benchmarks/run_matrix.py --attacks sig --task digits --set attack.sig_delta=0.4706 --runs runs-sig-digits
 """
 from __future__ import annotations
 
@@ -30,8 +31,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
     p.add_argument("--foundation", default=None, help="a mini foundation checkpoint instead of the preset's")
     p.add_argument("--runs", default="runs", help="folder under benchmarks/results/ for the per-run JSON")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="preset overrides, e.g. attack.sig_delta=0.4706 finetune.lr=2e-4")
     a = p.parse_args()
-    scale = override(get_scale("mini"), threads=a.threads)
+    from study_victim import parse_recipe
+    scale = override(get_scale("mini"), threads=a.threads, **parse_recipe(",".join(a.set)))
     f = load_foundation(scale, path=a.foundation, progress=False) if a.foundation else None
     rows = []
     for attack in a.attacks:
