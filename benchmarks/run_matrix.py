@@ -21,6 +21,8 @@ from tbar_helpers.foundation import load_foundation
 from tbar_helpers.pipeline import run
 
 RESULTS = Path(__file__).parent / "results"
+# accuracy on triggered non-target test images against their true labels, per model
+TRIGGERED = ("triggered_acc_clean_ft", "triggered_acc_backdoored", "triggered_acc_tbar")
 
 
 def main() -> None:
@@ -44,13 +46,15 @@ def main() -> None:
             save_json(rec, RESULTS / a.runs / f"{attack}-{rec['task']}-s{seed}.json")
             rows.append(rec)
             print_table([rec])
+            print("triggered images in their true class (clean FT / backdoored / TBAR): "
+                  + " / ".join(f"{100 * rec[k]:.1f}" for k in TRIGGERED))
     print("\nall runs:")
     print_table(rows)
     print("\nmeans over seeds:")
     for attack in a.attacks:
         rs = [r for r in rows if r["attack"] == attack]
         m = {k: float(np.mean([r[k] for r in rs])) for k in ("asr_backdoored", "ca_backdoored", "ca_clean_ft",
-                                                             "asr_tbar", "ca_tbar", "ca_retained")}
+                                                             "asr_tbar", "ca_tbar", "ca_retained", *TRIGGERED)}
         print(attack, json.dumps({k: round(100 * v, 2) for k, v in m.items()}))
 
 

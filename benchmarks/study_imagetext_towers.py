@@ -30,7 +30,7 @@ from study_victim import per_seed, results_log
 
 from tbar_helpers.config import get_scale
 from tbar_helpers.imagetext import forget_pairs, prepare_imagetext
-from tbar_helpers.metrics import accuracy, attack_success_rate
+from tbar_helpers.metrics import accuracy, attack_success_rate, triggered_accuracy
 from tbar_helpers.models import image_stats, make_classifier
 from tbar_helpers.task_vectors import TaskVector
 from tbar_helpers.tbar import AlphaPoint, refine, select_alpha
@@ -101,13 +101,12 @@ def one(attack: str, seed: int, towers: str) -> dict:
     ref = min(pts, key=lambda p: p.alpha)
     at = next(p for p in pts if p.alpha == alpha)
     # where the triggered images go once they stop going to the target: their true class, or elsewhere?
-    keep = vy != s.target
-    tx, ty = s.trigger(vx[keep]), vy[keep]
     clip = copy.deepcopy(s.backdoored)
     clip.load_state_dict(tau.apply_to_state(base, -alpha))
     cleaned = make_classifier(clip, f.tokenizer, s.val.classnames, s.val.templates, f.scale.model, s.scale.device)
     return {"alpha": alpha, "asr0": ref.asr, "asr": at.asr, "kept": at.ca / ref.ca,
-            "trig_acc0": accuracy(s.classifier(), tx, ty, bs), "trig_acc": accuracy(cleaned, tx, ty, bs),
+            "trig_acc0": triggered_accuracy(s.classifier(), vx, vy, s.trigger, s.target, bs),
+            "trig_acc": triggered_accuracy(cleaned, vx, vy, s.trigger, s.target, bs),
             "sec": time.time() - t0}
 
 

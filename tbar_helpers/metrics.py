@@ -1,5 +1,5 @@
-"""Metrics, defined once: clean accuracy (CA), attack success rate (ASR), CA retained, and the
-weight-disentanglement error ξ(αc, αt)."""
+"""Metrics, defined once: clean accuracy (CA), attack success rate (ASR), accuracy on triggered images,
+CA retained, and the weight-disentanglement error ξ(αc, αt)."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -45,6 +45,17 @@ def attack_success_rate(model: nn.Module, images: torch.Tensor, labels: torch.Te
     """ASR: trigger the non-target test images and count predictions of ``target``."""
     keep = labels != target
     return asr_from_predictions(predict(model, trigger(images[keep]), batch_size), labels[keep], target)
+
+
+def triggered_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                       trigger: Callable[[torch.Tensor], torch.Tensor], target: int,
+                       batch_size: int = 500) -> float:
+    """Accuracy on triggered non-target images against their *true* labels. ASR only says whether a
+    defense sends them away from the target; this says whether it sends them back to their own class."""
+    keep = labels != target
+    if not bool(keep.any()):
+        raise ValueError(f"every label is the target {target}: triggered accuracy needs non-target images")
+    return accuracy_from_predictions(predict(model, trigger(images[keep]), batch_size), labels[keep])
 
 
 def ca_retained(ca_after: float, ca_before: float) -> float:

@@ -16,7 +16,7 @@ from .attacks import NEEDS_MODEL, Poisoned, Trigger, check_attack, make_trigger,
 from .config import ScaleConfig, config_hash, get_scale, override
 from .data import DATA_VERSION, TaskData, load_task
 from .foundation import Foundation, load_foundation
-from .metrics import accuracy, attack_success_rate, ca_retained
+from .metrics import accuracy, attack_success_rate, ca_retained, triggered_accuracy
 from .models import ImageClassifier, make_classifier
 from .task_vectors import TaskVector
 from .tbar import forget_set, run_tbar
@@ -188,6 +188,12 @@ def evaluate(clf: ImageClassifier, s: Setup) -> tuple[float, float]:
     return clean_accuracy(clf, s), asr_on_test(clf, s)
 
 
+def triggered_accuracy_on_test(clf: ImageClassifier, s: Setup) -> float:
+    """Accuracy on triggered non-target test images against their true labels (where TBAR sends them)."""
+    return triggered_accuracy(clf, s.test.images, s.test.labels, s.trigger, s.scale.attack.target,
+                              s.scale.eval_batch_size)
+
+
 def run(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig | str = "mini",
         poison_rate: float | None = None, forget_size: int | None = None, progress: bool = True,
         use_cache: bool = True, foundation: Foundation | None = None) -> dict:
@@ -212,13 +218,15 @@ def run(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig 
                             s.scale.tbar, seed, progress, s.scale.device)
     clock("tbar")
     ca_t, asr_t = evaluate(cleaned, s)
+    trig_acc = {f"triggered_acc_{k}": triggered_accuracy_on_test(m, s)
+                for k, m in (("clean_ft", s.clean), ("backdoored", s.backdoored), ("tbar", cleaned))}
     clock("evaluation")
     extra = {} if foundation is None else {"foundation": foundation.source}
     return {"attack": attack, "task": s.task, "seed": seed, "scale": s.scale.name, **extra,
             "poison_rate": s.scale.attack.poison_rate, "target": s.scale.attack.target,
             "ca_zeroshot": ca_zs, "ca_clean_ft": ca_clean, "asr_clean_ft": asr_clean,
             "ca_backdoored": ca_bd, "asr_backdoored": asr_bd, "ca_tbar": ca_t, "asr_tbar": asr_t,
-            "ca_retained": ca_retained(ca_t, ca_bd), "alpha": res.alpha, "forget_size": res.forget_size,
+            "ca_retained": ca_retained(ca_t, ca_bd), **trig_acc, "alpha": res.alpha, "forget_size": res.forget_size,
             "tbar_seconds": time.time() - t_tbar, "val_curve": [p.__dict__ for p in res.curve],
             "trigger_vector_norm": res.vector_norm, "stage_seconds": {**s.memo.get("seconds", {}), **clock.seconds},
             "seconds": time.time() - t0}

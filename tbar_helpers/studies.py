@@ -20,7 +20,8 @@ from .data import load_task
 from .foundation import Foundation
 from .metrics import accuracy, predict
 from .models import make_classifier
-from .pipeline import Setup, asr_on_test, clean_accuracy, evaluate, make_forget_set, prepare, xi_heatmap
+from .pipeline import (Setup, asr_on_test, clean_accuracy, evaluate, make_forget_set, prepare,
+                       triggered_accuracy_on_test, xi_heatmap)
 from .task_vectors import TaskVector
 from .tbar import alpha_curve, run_tbar, trigger_vector
 
@@ -134,7 +135,8 @@ def tbar_on(s: Setup, forget_size: int | None = None, clean_fraction: float = 0.
     ca, asr = evaluate(cleaned, s)
     return {"attack": s.attack, "forget size": len(fx), "clean share": clean_fraction, "alpha": res.alpha,
             "CA backdoored": ca_b, "ASR backdoored": asr_b, "CA TBAR": ca, "ASR TBAR": asr,
-            "CA retained": ca / ca_b, "seconds": secs, "cleaned": cleaned, "result": res}
+            "CA retained": ca / ca_b, "triggered acc TBAR": triggered_accuracy_on_test(cleaned, s),
+            "seconds": secs, "cleaned": cleaned, "result": res}
 
 
 def backdoored_scores(s: Setup) -> tuple[float, float]:

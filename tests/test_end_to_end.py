@@ -25,6 +25,9 @@ def test_backdoor_is_planted_and_tbar_removes_it():
     assert r["asr_tbar"] < 0.5 * r["asr_backdoored"], r
     assert r["ca_tbar"] > 0.75 * r["ca_backdoored"], r
     assert r["alpha"] > 0
+    # TBAR sends triggered images back towards their own class, not merely away from the target
+    assert r["triggered_acc_backdoored"] < 1 - r["asr_backdoored"] + 1e-9, r
+    assert r["triggered_acc_tbar"] > r["triggered_acc_backdoored"], r
 
 
 def test_same_seed_same_numbers():
@@ -33,7 +36,8 @@ def test_same_seed_same_numbers():
                                 "tbar.alpha_grid": (0.0, 0.5, 1.0)})
     a = run("blended", "shapes", seed=1, scale=tiny, progress=False, use_cache=False)
     b = run("blended", "shapes", seed=1, scale=tiny, progress=False, use_cache=False)
-    keys = ("ca_clean_ft", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar", "alpha", "trigger_vector_norm")
+    keys = ("ca_clean_ft", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar", "alpha", "trigger_vector_norm",
+            "triggered_acc_tbar")
     assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
 
 

@@ -36,6 +36,20 @@ def test_asr_applies_trigger_to_non_target_images_only():
     assert metrics.accuracy(Fixed(), x, labels) == 1.0
 
 
+def test_triggered_accuracy_counts_true_classes_of_non_target_images():
+    x = torch.zeros(4, 3, 2, 2)
+    x[:, 0, 0, 0] = torch.tensor([0.0, 1.0, 2.0, 1.0])
+    labels = torch.tensor([0, 1, 2, 1])
+    # identity "trigger": the non-target images (1, 2, 1) keep their class
+    assert metrics.triggered_accuracy(Fixed(), x, labels, lambda i: i, 0) == 1.0
+    # a trigger that sends everything to class 2: only the image of class 2 stays right, and none hits target 0
+    to_two = lambda imgs: imgs * 0 + 2  # noqa: E731
+    assert metrics.triggered_accuracy(Fixed(), x, labels, to_two, 0) == pytest.approx(1 / 3)
+    assert metrics.attack_success_rate(Fixed(), x, labels, to_two, 0) == 0.0
+    with pytest.raises(ValueError, match="non-target"):
+        metrics.triggered_accuracy(Fixed(), x[:1], labels[:1], lambda i: i, 0)
+
+
 def test_xi_is_zero_for_identical_models():
     model = Fixed()
     x = torch.randint(0, 3, (20, 3, 2, 2)).float()
