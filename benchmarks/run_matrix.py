@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from study_victim import parse_recipe
 
 from tbar_helpers.cache import save_json
 from tbar_helpers.cli import print_table
@@ -36,7 +37,6 @@ def main() -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="preset overrides, e.g. attack.sig_delta=0.4706 finetune.lr=2e-4")
     a = p.parse_args()
-    from study_victim import parse_recipe
     scale = override(get_scale("mini"), threads=a.threads, **parse_recipe(",".join(a.set)))
     f = load_foundation(scale, path=a.foundation, progress=False) if a.foundation else None
     rows = []

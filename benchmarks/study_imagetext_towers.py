@@ -26,7 +26,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from study_victim import per_seed, results_log
+from study_victim import at_chosen, per_seed, results_log
 
 from tbar_helpers.config import get_scale
 from tbar_helpers.imagetext import forget_pairs, prepare_imagetext
@@ -86,25 +86,21 @@ def one(attack: str, seed: int, towers: str) -> dict:
     base = {k: v.clone() for k, v in s.backdoored.state_dict().items()}
     vx, vy, bs = s.val.images, s.val.labels, s.scale.eval_batch_size
 
+    def classifier_at(a: float):
+        """The zero-shot classifier of θb − a·τt (both towers: the head is rebuilt from its text tower)."""
+        clip = copy.deepcopy(s.backdoored)
+        clip.load_state_dict(tau.apply_to_state(base, -a))
+        return make_classifier(clip, f.tokenizer, s.val.classnames, s.val.templates, f.scale.model, s.scale.device)
+
     def curve(alphas):
-        pts = []
-        for a in alphas:
-            clip = copy.deepcopy(s.backdoored)
-            clip.load_state_dict(tau.apply_to_state(base, -a))
-            clf = make_classifier(clip, f.tokenizer, s.val.classnames, s.val.templates, f.scale.model, s.scale.device)
-            pts.append(AlphaPoint(float(a), accuracy(clf, vx, vy, bs),
-                                  attack_success_rate(clf, vx, vy, s.trigger, s.target, bs)))
-        return pts
+        return [AlphaPoint(float(a), accuracy(clf, vx, vy, bs), attack_success_rate(clf, vx, vy, s.trigger, s.target, bs))
+                for a, clf in ((a, classifier_at(a)) for a in alphas)]
 
     pts = refine(curve, cfg.alpha_grid, cfg.ca_keep)
     alpha = select_alpha(pts, cfg.ca_keep)
-    ref = min(pts, key=lambda p: p.alpha)
-    at = next(p for p in pts if p.alpha == alpha)
     # where the triggered images go once they stop going to the target: their true class, or elsewhere?
-    clip = copy.deepcopy(s.backdoored)
-    clip.load_state_dict(tau.apply_to_state(base, -alpha))
-    cleaned = make_classifier(clip, f.tokenizer, s.val.classnames, s.val.templates, f.scale.model, s.scale.device)
-    return {"alpha": alpha, "asr0": ref.asr, "asr": at.asr, "kept": at.ca / ref.ca,
+    cleaned = classifier_at(alpha)
+    return {**at_chosen(pts, alpha),
             "trig_acc0": triggered_accuracy(s.classifier(), vx, vy, s.trigger, s.target, bs),
             "trig_acc": triggered_accuracy(cleaned, vx, vy, s.trigger, s.target, bs),
             "sec": time.time() - t0}
@@ -121,14 +117,12 @@ def main() -> None:
         "(trig acc: accuracy on triggered non-target images, true labels, backdoored -> cleaned)",
         f"{'towers':<8} {'seed':>4} {'ASR bd':>6} {'alpha':>5} {'ASR':>5} {'kept':>5} {'trig acc':>13} {'sec':>4}"])
     for towers in a.towers:
-        m = per_seed(a.seeds, lambda seed: one(a.attack, seed, towers),
-                     lambda seed, r: f"{towers:<8} {seed:>4} {100 * r['asr0']:6.1f} {r['alpha']:5.2f} "
-                                     f"{100 * r['asr']:5.1f} {100 * r['kept']:5.1f} "
-                                     f"{100 * r['trig_acc0']:5.1f} -> {100 * r['trig_acc']:4.1f} {r['sec']:4.0f}", lines)
-        lines.append(f"{towers + ' (mean)':<13} {'':>6} {'':>5} {100 * m['asr']:5.1f} {100 * m['kept']:5.1f} "
-                     f"{100 * m['trig_acc0']:5.1f} -> {100 * m['trig_acc']:4.1f}")
-        print(lines[-1])
-        out.write_text("\n".join(lines) + "\n")
+        per_seed(a.seeds, lambda seed: one(a.attack, seed, towers),
+                 lambda seed, r: f"{towers:<8} {seed:>4} {100 * r['asr0']:6.1f} {r['alpha']:5.2f} "
+                                 f"{100 * r['asr']:5.1f} {100 * r['kept']:5.1f} "
+                                 f"{100 * r['trig_acc0']:5.1f} -> {100 * r['trig_acc']:4.1f} {r['sec']:4.0f}",
+                 lambda m: f"{towers + ' (mean)':<13} {'':>6} {'':>5} {100 * m['asr']:5.1f} {100 * m['kept']:5.1f} "
+                           f"{100 * m['trig_acc0']:5.1f} -> {100 * m['trig_acc']:4.1f}", lines, out)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,11 @@ import argparse
 import functools
 import time
 
-from study_victim import parse_recipe, per_seed, results_log
+from study_victim import at_chosen, parse_recipe, per_seed, results_log
 
 from tbar_helpers.config import get_scale, override
 from tbar_helpers.imagetext import prepare_imagetext, run_tbar_imagetext
+from tbar_helpers.tbar import AlphaPoint
 
 print = functools.partial(print, flush=True)
 
@@ -25,11 +26,7 @@ def one(attack: str, seed: int, recipe: dict) -> dict:
     s = prepare_imagetext(attack, seed, override(get_scale("mini"), **recipe), progress=False)
     t0 = time.time()
     _, rec = run_tbar_imagetext(s, progress=False)
-    curve = rec["val_curve"]
-    ref = min(curve, key=lambda p: p["alpha"])
-    at = next(p for p in curve if p["alpha"] == rec["alpha"])
-    return {"alpha": rec["alpha"], "asr0": ref["asr"], "asr": at["asr"], "kept": at["ca"] / ref["ca"],
-            "sec": time.time() - t0}
+    return {**at_chosen([AlphaPoint(**p) for p in rec["val_curve"]], rec["alpha"]), "sec": time.time() - t0}
 
 
 def main() -> None:
@@ -42,13 +39,11 @@ def main() -> None:
         f"image-text TBAR, {a.attack}: VALIDATION split at the chosen α (mini preset otherwise)",
         f"{'recipe':<50} {'seed':>4} {'ASR bd':>6} {'alpha':>5} {'ASR':>5} {'kept':>5} {'sec':>4}"])
     for item in a.recipes:
-        m = per_seed(a.seeds, lambda seed: one(a.attack, seed, parse_recipe(item)),
-                     lambda seed, r: f"{item or 'preset':<50} {seed:>4} {100 * r['asr0']:6.1f} {r['alpha']:5.2f} "
-                                     f"{100 * r['asr']:5.1f} {100 * r['kept']:5.1f} {r['sec']:4.0f}", lines)
-        lines.append(f"{(item or 'preset') + ' (mean)':<50} {'':>4} {'':>6} {'':>5} {100 * m['asr']:5.1f} "
-                     f"{100 * m['kept']:5.1f}")
-        print(lines[-1])
-        out.write_text("\n".join(lines) + "\n")
+        per_seed(a.seeds, lambda seed: one(a.attack, seed, parse_recipe(item)),
+                 lambda seed, r: f"{item or 'preset':<50} {seed:>4} {100 * r['asr0']:6.1f} {r['alpha']:5.2f} "
+                                 f"{100 * r['asr']:5.1f} {100 * r['kept']:5.1f} {r['sec']:4.0f}",
+                 lambda m: f"{(item or 'preset') + ' (mean)':<50} {'':>4} {'':>6} {'':>5} {100 * m['asr']:5.1f} "
+                           f"{100 * m['kept']:5.1f}", lines, out)
 
 
 if __name__ == "__main__":

@@ -58,14 +58,25 @@ def results_log(name: str, header: list[str]) -> tuple[Path, list[str]]:
     return out, lines
 
 
-def per_seed(seeds, score, row, lines: list[str]) -> dict:
-    """Run ``score(seed)`` per seed, log ``row(seed, result)`` for each, and return the mean of each number."""
+def per_seed(seeds, score, row, mean_row, lines: list[str], out: Path) -> None:
+    """Run ``score(seed)`` per seed and log ``row(seed, result)`` for each, then ``mean_row(means)`` (the
+    mean of each number over seeds); print each line and save the log to ``out``."""
     rows = []
     for seed in seeds:
         rows.append(score(seed))
         lines.append(row(seed, rows[-1]))
         print(lines[-1])
-    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+    lines.append(mean_row({k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}))
+    print(lines[-1])
+    out.write_text("\n".join(lines) + "\n")
+
+
+def at_chosen(curve, alpha: float) -> dict:
+    """From a validation α curve (``AlphaPoint``s): ASR at α = 0 (``asr0``), and ASR and CA kept (CA over
+    CA at the smallest α) at the chosen ``alpha``."""
+    ref = min(curve, key=lambda p: p.alpha)
+    at = next(p for p in curve if p.alpha == alpha)
+    return {"alpha": alpha, "asr0": ref.asr, "asr": at.asr, "kept": at.ca / ref.ca}
 
 
 def setup(attack: str, seed: int, recipe: dict):
@@ -83,10 +94,7 @@ def tbar_validation(attack: str, seed: int, recipe: dict, tbar_recipe: dict) -> 
     t0 = time.time()
     _, res = run_tbar(s.backdoored, fx, fy, s.val.images, s.val.labels, s.trigger, s.scale.attack.target, cfg,
                       seed, False, s.scale.device)
-    ref = min(res.curve, key=lambda p: p.alpha)
-    at = next(p for p in res.curve if p.alpha == res.alpha)
-    return {"alpha": res.alpha, "asr0": ref.asr, "kept": at.ca / ref.ca, "asr": at.asr, "norm": res.vector_norm,
-            "sec": time.time() - t0}
+    return {**at_chosen(res.curve, res.alpha), "norm": res.vector_norm, "sec": time.time() - t0}
 
 
 def tbar_study(a) -> None:
@@ -97,14 +105,12 @@ def tbar_study(a) -> None:
         f"{'|tau|':>6} {'sec':>4}"])
     for item in a.grid:
         for titem in a.tbar:
-            m = per_seed(a.seeds, lambda seed: tbar_validation(a.attack, seed, parse_recipe(item), parse_recipe(titem)),
-                         lambda seed, r: f"{item or 'preset':<22} {titem or 'preset':<34} {seed:>4} {100 * r['asr0']:6.1f} "
-                                         f"{r['alpha']:5.2f} {100 * r['asr']:5.1f} {100 * r['kept']:5.1f} "
-                                         f"{r['norm']:6.3f} {r['sec']:4.0f}", lines)
-            lines.append(f"{item or 'preset':<22} {(titem or 'preset') + ' (mean)':<34} {'':>4} {'':>6} {'':>5} "
-                         f"{100 * m['asr']:5.1f} {100 * m['kept']:5.1f}")
-            print(lines[-1])
-            out.write_text("\n".join(lines) + "\n")
+            per_seed(a.seeds, lambda seed: tbar_validation(a.attack, seed, parse_recipe(item), parse_recipe(titem)),
+                     lambda seed, r: f"{item or 'preset':<22} {titem or 'preset':<34} {seed:>4} {100 * r['asr0']:6.1f} "
+                                     f"{r['alpha']:5.2f} {100 * r['asr']:5.1f} {100 * r['kept']:5.1f} "
+                                     f"{r['norm']:6.3f} {r['sec']:4.0f}",
+                     lambda m: f"{item or 'preset':<22} {(titem or 'preset') + ' (mean)':<34} {'':>4} {'':>6} {'':>5} "
+                               f"{100 * m['asr']:5.1f} {100 * m['kept']:5.1f}", lines, out)
 
 
 def main() -> None:
@@ -121,15 +127,13 @@ def main() -> None:
         f"{'recipe':<34} {'seed':>4} {'CA clean':>8} {'CA bd':>6} {'gap':>5} {'ASR bd':>6} {'sec':>5}"])
     for item in a.grid:
         recipe = parse_recipe(item)
-        mean = per_seed(a.seeds, lambda seed: validation_scores(a.attack, seed, recipe),
-                        lambda seed, r: f"{item or 'preset':<34} {seed:>4} {100 * r['ca_clean']:8.1f} "
-                                        f"{100 * r['ca_bd']:6.1f} {100 * (r['ca_clean'] - r['ca_bd']):5.1f} "
-                                        f"{100 * r['asr_bd']:6.1f} {r['sec']:5.0f}", lines)
-        lines.append(f"{(item or 'preset') + ' (mean)':<34} {'':>4} {100 * mean['ca_clean']:8.1f} "
-                     f"{100 * mean['ca_bd']:6.1f} {100 * (mean['ca_clean'] - mean['ca_bd']):5.1f} "
-                     f"{100 * mean['asr_bd']:6.1f}")
-        print(lines[-1])
-        out.write_text("\n".join(lines) + "\n")
+        per_seed(a.seeds, lambda seed: validation_scores(a.attack, seed, recipe),
+                 lambda seed, r: f"{item or 'preset':<34} {seed:>4} {100 * r['ca_clean']:8.1f} "
+                                 f"{100 * r['ca_bd']:6.1f} {100 * (r['ca_clean'] - r['ca_bd']):5.1f} "
+                                 f"{100 * r['asr_bd']:6.1f} {r['sec']:5.0f}",
+                 lambda m: f"{(item or 'preset') + ' (mean)':<34} {'':>4} {100 * m['ca_clean']:8.1f} "
+                           f"{100 * m['ca_bd']:6.1f} {100 * (m['ca_clean'] - m['ca_bd']):5.1f} "
+                           f"{100 * m['asr_bd']:6.1f}", lines, out)
 
 
 if __name__ == "__main__":

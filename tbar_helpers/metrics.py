@@ -43,8 +43,15 @@ def attack_success_rate(model: nn.Module, images: torch.Tensor, labels: torch.Te
                         trigger: Callable[[torch.Tensor], torch.Tensor], target: int,
                         batch_size: int = 500) -> float:
     """ASR: trigger the non-target test images and count predictions of ``target``."""
+    return asr_from_predictions(*_triggered_predictions(model, images, labels, trigger, target, batch_size), target)
+
+
+def _triggered_predictions(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                           trigger: Callable[[torch.Tensor], torch.Tensor], target: int,
+                           batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predictions on the triggered non-target images, and those images' true labels."""
     keep = labels != target
-    return asr_from_predictions(predict(model, trigger(images[keep]), batch_size), labels[keep], target)
+    return predict(model, trigger(images[keep]), batch_size), labels[keep]
 
 
 def triggered_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -52,10 +59,9 @@ def triggered_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Ten
                        batch_size: int = 500) -> float:
     """Accuracy on triggered non-target images against their *true* labels. ASR only says whether a
     defense sends them away from the target; this says whether it sends them back to their own class."""
-    keep = labels != target
-    if not bool(keep.any()):
+    if bool((labels == target).all()):
         raise ValueError(f"every label is the target {target}: triggered accuracy needs non-target images")
-    return accuracy_from_predictions(predict(model, trigger(images[keep]), batch_size), labels[keep])
+    return accuracy_from_predictions(*_triggered_predictions(model, images, labels, trigger, target, batch_size))
 
 
 def ca_retained(ca_after: float, ca_before: float) -> float:
