@@ -34,7 +34,7 @@ def main() -> None:
     fx, fy = make_forget_set(s, scale.tbar.forget_size)
     t0 = time.time()
     cleaned, res = run_tbar(s.backdoored, fx, fy, s.val.images, s.val.labels, s.trigger, scale.attack.target,
-                            scale.tbar, a.seed, progress=False)
+                            scale.tbar, a.seed, progress=False, batch_size=scale.eval_batch_size)
     t_tbar = time.time() - t0
     ca_t, asr_t = evaluate(cleaned, s)
     val_asr_tbar = [pt.asr for pt in res.curve if pt.alpha == res.alpha][0]

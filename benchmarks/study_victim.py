@@ -93,7 +93,7 @@ def tbar_validation(attack: str, seed: int, recipe: dict, tbar_recipe: dict) -> 
     fx, fy = make_forget_set(s, cfg.forget_size)
     t0 = time.time()
     _, res = run_tbar(s.backdoored, fx, fy, s.val.images, s.val.labels, s.trigger, s.scale.attack.target, cfg,
-                      seed, False, s.scale.device)
+                      seed, False, s.scale.device, s.scale.eval_batch_size)
     return {**at_chosen(res.curve, res.alpha), "norm": res.vector_norm, "sec": time.time() - t0}
 
 

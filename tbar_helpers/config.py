@@ -169,7 +169,7 @@ class ScaleConfig:
     default_task: str = "objects"
     device: str = "cpu"
     threads: int = 0  # 0: one per core; set deliberately (busy machines slow two threads a lot)
-    eval_batch_size: int = 500
+    eval_batch_size: int = 256  # 1.4x the images/s of 500 on 2 cores (benchmarks/eval_batch.py)
 
 
 # The mini foundation is pretrained in three stages: 1,500 steps from scratch (seed 0, the defaults

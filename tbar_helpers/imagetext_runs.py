@@ -157,7 +157,7 @@ def _subject(s) -> _Subject:
     def tbar(proxy: Callable, target: int, progress: bool) -> tuple[ImageClassifier, dict]:
         fx, fy = forget_set(s.defender.images, s.defender.labels, proxy, target, s.scale.tbar.forget_size, s.seed)
         cleaned, res = run_tbar(s.backdoored, fx, fy, s.val.images, s.val.labels, proxy, target, s.scale.tbar,
-                                s.seed, progress, s.scale.device)
+                                s.seed, progress, s.scale.device, s.scale.eval_batch_size)
         return cleaned, {"alpha": res.alpha, "forget_size": res.forget_size,
                          "val_curve": [p.__dict__ for p in res.curve], "trigger_vector_norm": res.vector_norm}
 

@@ -64,6 +64,15 @@ def triggered_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Ten
     return accuracy_from_predictions(*_triggered_predictions(model, images, labels, trigger, target, batch_size))
 
 
+def triggered_scores(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                     trigger: Callable[[torch.Tensor], torch.Tensor], target: int,
+                     batch_size: int = 500) -> tuple[float, float]:
+    """(ASR, triggered accuracy) from one pass over the triggered non-target images: the same numbers as
+    :func:`attack_success_rate` and :func:`triggered_accuracy`, for half their cost."""
+    pred, true = _triggered_predictions(model, images, labels, trigger, target, batch_size)
+    return asr_from_predictions(pred, true, target), accuracy_from_predictions(pred, true)
+
+
 def ca_retained(ca_after: float, ca_before: float) -> float:
     """CA after a defense relative to the backdoored model's CA (the paper's "CA retained")."""
     if ca_before <= 0:

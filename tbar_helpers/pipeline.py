@@ -16,7 +16,7 @@ from .attacks import NEEDS_MODEL, Poisoned, Trigger, check_attack, make_trigger,
 from .config import ScaleConfig, config_hash, get_scale, override
 from .data import DATA_VERSION, TaskData, load_task
 from .foundation import Foundation, load_foundation
-from .metrics import accuracy, attack_success_rate, ca_retained, triggered_accuracy
+from .metrics import accuracy, attack_success_rate, ca_retained, triggered_scores
 from .models import ImageClassifier, make_classifier
 from .task_vectors import TaskVector
 from .tbar import forget_set, run_tbar
@@ -188,10 +188,11 @@ def evaluate(clf: ImageClassifier, s: Setup) -> tuple[float, float]:
     return clean_accuracy(clf, s), asr_on_test(clf, s)
 
 
-def triggered_accuracy_on_test(clf: ImageClassifier, s: Setup) -> float:
-    """Accuracy on triggered non-target test images against their true labels (where TBAR sends them)."""
-    return triggered_accuracy(clf, s.test.images, s.test.labels, s.trigger, s.scale.attack.target,
-                              s.scale.eval_batch_size)
+def test_scores(clf: ImageClassifier, s: Setup) -> tuple[float, float, float]:
+    """(CA, ASR, triggered accuracy) on the test split, in two passes (clean images, triggered images)."""
+    asr, trig_acc = triggered_scores(clf, s.test.images, s.test.labels, s.trigger, s.scale.attack.target,
+                                     s.scale.eval_batch_size)
+    return clean_accuracy(clf, s), asr, trig_acc
 
 
 def run(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig | str = "mini",
@@ -210,16 +211,17 @@ def run(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig 
     forget_size = forget_size or s.scale.tbar.forget_size
     fx, fy = make_forget_set(s, forget_size)
     ca_zs = clean_accuracy(s.zeroshot, s)  # only its CA is reported
-    ca_clean, asr_clean = evaluate(s.clean, s)
-    ca_bd, asr_bd = evaluate(s.backdoored, s)
+    ca_clean, asr_clean, trig_clean = test_scores(s.clean, s)
+    ca_bd, asr_bd, trig_bd = test_scores(s.backdoored, s)
     clock("evaluation")
     t_tbar = time.time()
     cleaned, res = run_tbar(s.backdoored, fx, fy, s.val.images, s.val.labels, s.trigger, s.scale.attack.target,
-                            s.scale.tbar, seed, progress, s.scale.device)
+                            s.scale.tbar, seed, progress, s.scale.device,
+                            s.scale.eval_batch_size)
     clock("tbar")
-    ca_t, asr_t = evaluate(cleaned, s)
-    trig_acc = {f"triggered_acc_{k}": triggered_accuracy_on_test(m, s)
-                for k, m in (("clean_ft", s.clean), ("backdoored", s.backdoored), ("tbar", cleaned))}
+    ca_t, asr_t, trig_t = test_scores(cleaned, s)
+    trig_acc = {"triggered_acc_clean_ft": trig_clean, "triggered_acc_backdoored": trig_bd,
+                "triggered_acc_tbar": trig_t}
     clock("evaluation")
     extra = {} if foundation is None else {"foundation": foundation.source}
     return {"attack": attack, "task": s.task, "seed": seed, "scale": s.scale.name, **extra,

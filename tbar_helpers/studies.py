@@ -20,8 +20,8 @@ from .data import load_task
 from .foundation import Foundation
 from .metrics import accuracy, predict
 from .models import make_classifier
-from .pipeline import (Setup, asr_on_test, clean_accuracy, evaluate, make_forget_set, prepare,
-                       triggered_accuracy_on_test, xi_heatmap)
+from .pipeline import (Setup, asr_on_test, clean_accuracy, evaluate, make_forget_set, prepare, test_scores,
+                       xi_heatmap)
 from .task_vectors import TaskVector
 from .tbar import alpha_curve, run_tbar, trigger_vector
 
@@ -129,13 +129,13 @@ def tbar_on(s: Setup, forget_size: int | None = None, clean_fraction: float = 0.
     vx, vy = _val(s, val_n)
     t0 = time.time()
     cleaned, res = run_tbar(s.backdoored, fx, fy, vx, vy, s.trigger, s.scale.attack.target, cfg, s.seed,
-                            progress, s.scale.device)
+                            progress, s.scale.device, s.scale.eval_batch_size)
     secs = time.time() - t0
     ca_b, asr_b = backdoored_scores(s)
-    ca, asr = evaluate(cleaned, s)
+    ca, asr, trig_acc = test_scores(cleaned, s)
     return {"attack": s.attack, "forget size": len(fx), "clean share": clean_fraction, "alpha": res.alpha,
             "CA backdoored": ca_b, "ASR backdoored": asr_b, "CA TBAR": ca, "ASR TBAR": asr,
-            "CA retained": ca / ca_b, "triggered acc TBAR": triggered_accuracy_on_test(cleaned, s),
+            "CA retained": ca / ca_b, "triggered acc TBAR": trig_acc,
             "seconds": secs, "cleaned": cleaned, "result": res}
 
 

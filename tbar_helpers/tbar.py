@@ -159,11 +159,12 @@ def select_alpha(curve: Sequence[AlphaPoint], ca_keep: float, asr_tol: float = 0
 
 def run_tbar(clf_b: nn.Module, forget_x: torch.Tensor, forget_y: torch.Tensor, val_x: torch.Tensor,
              val_y: torch.Tensor, trigger: Callable, target: int, cfg: TBARConfig, seed: int,
-             progress: bool = True, device: str = "cpu") -> tuple[nn.Module, TBARResult]:
-    """Estimate τt, choose α on the validation set, and return (cleaned classifier, result record)."""
+             progress: bool = True, device: str = "cpu", batch_size: int = 500) -> tuple[nn.Module, TBARResult]:
+    """Estimate τt, choose α on the validation set (evaluated in batches of ``batch_size``), and return
+    (cleaned classifier, result record)."""
     t0 = time.time()
     tau = trigger_vector(clf_b, forget_x, forget_y, cfg, seed, progress, device)
-    curve = search_alpha(clf_b, tau, val_x, val_y, trigger, target, cfg)
+    curve = search_alpha(clf_b, tau, val_x, val_y, trigger, target, cfg, batch_size)
     alpha = select_alpha(curve, cfg.ca_keep)
     cleaned = apply_tbar(clf_b, tau, alpha, cfg.alpha_max)
     return cleaned, TBARResult(alpha, curve, len(forget_x), time.time() - t0, tau.norm(), tau)

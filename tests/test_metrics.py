@@ -50,6 +50,27 @@ def test_triggered_accuracy_counts_true_classes_of_non_target_images():
         metrics.triggered_accuracy(Fixed(), x[:1], labels[:1], lambda i: i, 0)
 
 
+def test_triggered_scores_give_asr_and_triggered_accuracy_from_one_pass():
+    x = torch.zeros(5, 3, 2, 2)
+    x[:, 0, 0, 0] = torch.tensor([0.0, 1.0, 2.0, 1.0, 2.0])
+    labels = torch.tensor([0, 1, 2, 1, 2])
+    half = lambda imgs: torch.where(imgs > 1.5, imgs * 0, imgs)  # noqa: E731  (class-2 images go to target 0)
+    calls = []
+
+    class Counting(Fixed):
+        def forward(self, imgs):
+            calls.append(len(imgs))
+            return super().forward(imgs)
+
+    asr, acc = metrics.triggered_scores(Counting(), x, labels, half, 0)
+    assert (asr, acc) == (0.5, 0.5)
+    assert calls == [4]  # the four non-target images, once
+    assert asr == metrics.attack_success_rate(Fixed(), x, labels, half, 0)
+    assert acc == metrics.triggered_accuracy(Fixed(), x, labels, half, 0)
+    with pytest.raises(ValueError, match="target"):
+        metrics.triggered_scores(Fixed(), x[:1], labels[:1], half, 0)
+
+
 def test_xi_is_zero_for_identical_models():
     model = Fixed()
     x = torch.randint(0, 3, (20, 3, 2, 2)).float()
