@@ -188,7 +188,7 @@ def evaluate(clf: ImageClassifier, s: Setup) -> tuple[float, float]:
     return clean_accuracy(clf, s), asr_on_test(clf, s)
 
 
-def test_scores(clf: ImageClassifier, s: Setup) -> tuple[float, float, float]:
+def scores_on_test(clf: ImageClassifier, s: Setup) -> tuple[float, float, float]:
     """(CA, ASR, triggered accuracy) on the test split, in two passes (clean images, triggered images)."""
     asr, trig_acc = triggered_scores(clf, s.test.images, s.test.labels, s.trigger, s.scale.attack.target,
                                      s.scale.eval_batch_size)
@@ -211,15 +211,15 @@ def run(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig 
     forget_size = forget_size or s.scale.tbar.forget_size
     fx, fy = make_forget_set(s, forget_size)
     ca_zs = clean_accuracy(s.zeroshot, s)  # only its CA is reported
-    ca_clean, asr_clean, trig_clean = test_scores(s.clean, s)
-    ca_bd, asr_bd, trig_bd = test_scores(s.backdoored, s)
+    ca_clean, asr_clean, trig_clean = scores_on_test(s.clean, s)
+    ca_bd, asr_bd, trig_bd = scores_on_test(s.backdoored, s)
     clock("evaluation")
     t_tbar = time.time()
     cleaned, res = run_tbar(s.backdoored, fx, fy, s.val.images, s.val.labels, s.trigger, s.scale.attack.target,
                             s.scale.tbar, seed, progress, s.scale.device,
                             s.scale.eval_batch_size)
     clock("tbar")
-    ca_t, asr_t, trig_t = test_scores(cleaned, s)
+    ca_t, asr_t, trig_t = scores_on_test(cleaned, s)
     trig_acc = {"triggered_acc_clean_ft": trig_clean, "triggered_acc_backdoored": trig_bd,
                 "triggered_acc_tbar": trig_t}
     clock("evaluation")

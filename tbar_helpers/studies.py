@@ -20,7 +20,7 @@ from .data import load_task
 from .foundation import Foundation
 from .metrics import accuracy, predict
 from .models import make_classifier
-from .pipeline import (Setup, asr_on_test, clean_accuracy, evaluate, make_forget_set, prepare, test_scores,
+from .pipeline import (Setup, asr_on_test, clean_accuracy, evaluate, make_forget_set, prepare, scores_on_test,
                        xi_heatmap)
 from .task_vectors import TaskVector
 from .tbar import alpha_curve, run_tbar, trigger_vector
@@ -132,7 +132,7 @@ def tbar_on(s: Setup, forget_size: int | None = None, clean_fraction: float = 0.
                             progress, s.scale.device, s.scale.eval_batch_size)
     secs = time.time() - t0
     ca_b, asr_b = backdoored_scores(s)
-    ca, asr, trig_acc = test_scores(cleaned, s)
+    ca, asr, trig_acc = scores_on_test(cleaned, s)
     return {"attack": s.attack, "forget size": len(fx), "clean share": clean_fraction, "alpha": res.alpha,
             "CA backdoored": ca_b, "ASR backdoored": asr_b, "CA TBAR": ca, "ASR TBAR": asr,
             "CA retained": ca / ca_b, "triggered acc TBAR": trig_acc,
