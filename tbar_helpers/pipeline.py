@@ -216,8 +216,7 @@ def run(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig 
     clock("evaluation")
     t_tbar = time.time()
     cleaned, res = run_tbar(s.backdoored, fx, fy, s.val.images, s.val.labels, s.trigger, s.scale.attack.target,
-                            s.scale.tbar, seed, progress, s.scale.device,
-                            s.scale.eval_batch_size)
+                            s.scale.tbar, seed, progress, s.scale.device, s.scale.eval_batch_size)
     clock("tbar")
     ca_t, asr_t, trig_t = scores_on_test(cleaned, s)
     trig_acc = {"triggered_acc_clean_ft": trig_clean, "triggered_acc_backdoored": trig_bd,
