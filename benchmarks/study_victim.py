@@ -66,7 +66,8 @@ def per_seed(seeds, score, row, mean_row, lines: list[str], out: Path) -> None:
         rows.append(score(seed))
         lines.append(row(seed, rows[-1]))
         print(lines[-1])
-    lines.append(mean_row({k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}))
+    lines.append(mean_row({k: sum(r[k] for r in rows) / len(rows) for k in rows[0]
+                           if isinstance(rows[0][k], (int, float))}))
     print(lines[-1])
     out.write_text("\n".join(lines) + "\n")
 

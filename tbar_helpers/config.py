@@ -141,6 +141,9 @@ class ImageTextConfig:
     # forget fine-tune (AdamW, text tower frozen) and the α search over 0, 0.1, ..., 3
     tbar: TBARConfig = field(default_factory=lambda: IMAGETEXT_TBAR)
     forget_negatives: str = "classes"  # the eval task's class prompts ("captions": the images' own captions)
+    # other (optimizer, lr) for the forget fine-tune: each gets its own α search on validation, and the recipe
+    # whose α reaches the lowest validation ASR is kept (benchmarks/study_imagetext_val.py; () = tbar's only)
+    forget_alternatives: tuple[tuple[str, float], ...] = (("sgd", 0.05),)
     defense_budgets: tuple[int, ...] = (500, 30_000)  # clean pairs for the baselines (TBAR's and 60x)
     defense_lr: float = 1e-4
     defense_epochs: int = 5  # at TBAR's budget: as many samples seen as TBAR's forget fine-tune
@@ -193,6 +196,7 @@ PAPER = ScaleConfig(
     imagetext=ImageTextConfig(corpus_size=500_000, poison_rate=0.003, epochs=10, batch_size=128, lr=1e-5,
                               eval_task="imagenet", target=954, n_val=2000, n_test=10_000,
                               tbar=dataclasses.replace(IMAGETEXT_TBAR, forget_size=1500, lr=1e-5, steps=100),
+                              forget_alternatives=(),  # the paper's AdamW forget fine-tune only (SGD: mini study)
                               defense_budgets=(1500, 100_000),
                               defense_lr=1e-5, defense_epochs=10, roclip_pool=50_000, invert_images=512,
                               invert_steps=1000),

@@ -15,6 +15,7 @@ coarse to fine: about half of the grid's evaluations).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -27,13 +28,13 @@ from tqdm.auto import tqdm
 
 from . import cache
 from .attacks import Trigger, check_attack
-from .config import ImageTextConfig, ScaleConfig, check_fraction, config_hash, get_scale, override
+from .config import ImageTextConfig, ScaleConfig, TBARConfig, check_fraction, config_hash, get_scale, override
 from .data import DATA_VERSION, TASK_PROMPTS, TaskData, _rng, captioned_mix, load_task
 from .foundation import Foundation, load_foundation, normalizer
 from .metrics import accuracy, attack_success_rate
 from .models import ImageClassifier, make_classifier
 from .task_vectors import TaskVector
-from .training import clip_loss, seed_everything, set_threads, warmup_cosine
+from .training import clip_loss, make_optimizer, seed_everything, set_threads, warmup_cosine
 
 SETTINGS = ("classification", "image-text")
 
@@ -285,8 +286,9 @@ def _text_embeddings(clip: nn.Module, tokenizer: Callable, caps: Sequence[str], 
 
 def imagetext_trigger_vector(s: ImageTextSetup, clf_b: ImageClassifier, forget_x: torch.Tensor,
                              forget_caps: Sequence[str], target: int | None = None, progress: bool = True,
-                             seed: int | None = None) -> TaskVector:
-    """τt = θ(b+t) − θb on the image encoder, from the contrastive forget fine-tune (text tower frozen)."""
+                             seed: int | None = None, cfg: TBARConfig | None = None) -> TaskVector:
+    """τt = θ(b+t) − θb on the image encoder, from the contrastive forget fine-tune (text tower frozen);
+    ``cfg`` (default ``imagetext.tbar``) sets its optimiser, steps and learning rate."""
     it, dev = s.scale.imagetext, s.scale.device
     target = s.target if target is None else target
     t_target = clf_b.head[target]  # the target's zero-shot embedding: its prompts, averaged and normalised
@@ -298,11 +300,8 @@ def imagetext_trigger_vector(s: ImageTextSetup, clf_b: ImageClassifier, forget_x
         raise ValueError(f"unknown imagetext.forget_negatives {it.forget_negatives!r}: choose 'captions' or 'classes'")
     work = copy.deepcopy(clf_b).train()
     gen = seed_everything(s.seed if seed is None else seed)
-    cfg = it.tbar
-    if cfg.optimizer != "adamw":
-        raise ValueError(f"imagetext.tbar.optimizer={cfg.optimizer!r}: the contrastive forget fine-tune uses AdamW; "
-                         "leave it at 'adamw'")
-    opt = torch.optim.AdamW(work.encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    cfg = cfg or it.tbar
+    opt = make_optimizer(work.encoder.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay)
     bs = min(cfg.batch_size, len(forget_x))
     for _ in tqdm(range(cfg.steps), desc="forget fine-tune (contrastive)", disable=not progress, leave=False):
         idx = torch.randperm(len(forget_x), generator=gen)[:bs]
@@ -315,20 +314,39 @@ def imagetext_trigger_vector(s: ImageTextSetup, clf_b: ImageClassifier, forget_x
     return TaskVector(clf_b.encoder, work.encoder)
 
 
+def forget_recipes(it: ImageTextConfig) -> list[TBARConfig]:
+    """``it.tbar`` and, for each of ``it.forget_alternatives``, the same with another optimiser and lr."""
+    out = [it.tbar]
+    for opt, lr in it.forget_alternatives:
+        alt = dataclasses.replace(it.tbar, optimizer=opt, lr=float(lr))
+        if alt not in out:
+            out.append(alt)
+    return out
+
+
 def run_tbar_imagetext(s: ImageTextSetup, forget_size: int | None = None, progress: bool = True,
                        trigger: Callable | None = None, target: int | None = None) -> tuple[ImageClassifier, dict]:
     """TBAR on the backdoored CLIP. ``trigger``/``target`` default to the real ones (attack known); the
     attack-unknown case passes the reverse-engineered proxy trigger and the inferred target, which
-    then also drive the α search (the defender never sees the real trigger)."""
-    from .tbar import apply_tbar, search_alpha, select_alpha
+    then also drive the α search (the defender never sees the real trigger). Each forget recipe of
+    :func:`forget_recipes` gets its own α search; the one with the lowest validation ASR is kept
+    (:func:`~tbar_helpers.tbar.select_recipe`), so the recipe is chosen on validation as α is."""
+    from .tbar import apply_tbar, search_alpha, select_alpha, select_recipe
     trigger = trigger or s.trigger
     target = s.target if target is None else target
-    cfg = s.scale.imagetext.tbar
     clf_b = s.classifier()
-    fx, fcaps = forget_pairs(s.defender, trigger, forget_size or cfg.forget_size, s.seed)
-    tau = imagetext_trigger_vector(s, clf_b, fx, fcaps, target, progress)
-    curve = search_alpha(clf_b, tau, s.val.images, s.val.labels, trigger, target, cfg, s.scale.eval_batch_size)
-    alpha = select_alpha(curve, cfg.ca_keep)
+    fx, fcaps = forget_pairs(s.defender, trigger, forget_size or s.scale.imagetext.tbar.forget_size, s.seed)
+    tried = []
+    for cfg in forget_recipes(s.scale.imagetext):
+        tau = imagetext_trigger_vector(s, clf_b, fx, fcaps, target, progress, cfg=cfg)
+        curve = search_alpha(clf_b, tau, s.val.images, s.val.labels, trigger, target, cfg, s.scale.eval_batch_size)
+        tried.append((cfg, tau, curve, select_alpha(curve, cfg.ca_keep)))
+    best = select_recipe([(curve, alpha) for _, _, curve, alpha in tried])
+    cfg, tau, curve, alpha = tried[best]
+    recipes = [{"optimizer": c.optimizer, "lr": c.lr, "alpha": a, "val_asr": p.asr, "val_ca": p.ca, "chosen": i == best}
+               for i, (c, _, cv, a) in enumerate(tried) for p in cv if p.alpha == a]
     return apply_tbar(clf_b, tau, alpha, cfg.alpha_max), {"alpha": alpha, "forget_size": len(fx),
                                                           "val_curve": [p.__dict__ for p in curve],
-                                                          "trigger_vector_norm": tau.norm()}
+                                                          "trigger_vector_norm": tau.norm(),
+                                                          "forget_optimizer": cfg.optimizer, "forget_lr": cfg.lr,
+                                                          "forget_recipes": recipes}

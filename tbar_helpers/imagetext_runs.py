@@ -221,7 +221,8 @@ def tbar_table(setups: Mapping[str, ImageTextSetup], progress: bool = False) -> 
         curves[name] = rec
         rows.append({"attack": name, "CA θpre": ca_zs, "CA backdoored": ca_bd, "ASR backdoored": asr_bd,
                      "CA TBAR": ca_t, "ASR TBAR": asr_t, "CA kept": ca_retained(ca_t, ca_bd), "α": rec["alpha"],
-                     "forget pairs": rec["forget_size"]})
+                     "forget pairs": rec["forget_size"],
+                     "forget recipe": f"{rec['forget_optimizer']} lr {rec['forget_lr']:g}"})
     return pd.DataFrame(rows), curves
 
 

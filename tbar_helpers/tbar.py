@@ -157,6 +157,21 @@ def select_alpha(curve: Sequence[AlphaPoint], ca_keep: float, asr_tol: float = 0
     return min(p.alpha for p in ok if p.asr <= best + asr_tol)
 
 
+def select_recipe(results: Sequence[tuple[Sequence[AlphaPoint], float]]) -> int:
+    """Index of the forget recipe, given each one's (validation α curve, chosen α), whose chosen α reaches
+    the lowest validation ASR; on equal ASR the one keeping the larger share of its α = 0 CA, then the first."""
+    if not results:
+        raise ValueError("no forget recipe to choose from: give at least one (curve, alpha) pair")
+    scores = []
+    for curve, alpha in results:
+        at = [p for p in curve if p.alpha == alpha]
+        if not at:
+            raise ValueError(f"alpha={alpha} is not on its curve: pass the α that select_alpha chose from that curve")
+        ref = min(curve, key=lambda p: p.alpha).ca
+        scores.append((at[0].asr, -(at[0].ca / ref if ref else 0.0)))
+    return min(range(len(results)), key=lambda i: (*scores[i], i))
+
+
 def run_tbar(clf_b: nn.Module, forget_x: torch.Tensor, forget_y: torch.Tensor, val_x: torch.Tensor,
              val_y: torch.Tensor, trigger: Callable, target: int, cfg: TBARConfig, seed: int,
              progress: bool = True, device: str = "cpu", batch_size: int = 500) -> tuple[nn.Module, TBARResult]:

@@ -50,6 +50,15 @@ def _check_training_inputs(images: torch.Tensor, labels: torch.Tensor, what: str
         raise ValueError(f"{what}: {len(images)} images but {len(labels)} labels; they must match one to one")
 
 
+def make_optimizer(params, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """``"adamw"`` or ``"sgd"`` (momentum 0.9), the two optimisers a forget fine-tune may use."""
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}: choose 'adamw' or 'sgd'")
+
+
 def finetune(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int, lr: float,
              batch_size: int, seed: int, weight_decay: float = 0.1, warmup: int = 0, grad_clip: float = 1.0,
              desc: str = "fine-tune", progress: bool = True, loss_sign: float = 1.0,
@@ -65,12 +74,7 @@ def finetune(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, step
     gen = seed_everything(seed)
     clf.train()
     params = [p for p in clf.encoder.parameters() if p.requires_grad]
-    if optimizer == "adamw":
-        opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    elif optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"unknown optimizer {optimizer!r}: choose 'adamw' or 'sgd'")
+    opt = make_optimizer(params, optimizer, lr, weight_decay)
     sched = warmup_cosine(opt, warmup, steps)
     n, losses, order, pos = len(images), [], torch.randperm(len(images), generator=gen), 0
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)

@@ -11,6 +11,7 @@ from tbar_helpers.models import ImageClassifier
 from tbar_helpers.pipeline import run
 from tbar_helpers.tbar import apply_tbar, check_alpha, forget_set, select_alpha, AlphaPoint
 from tbar_helpers.task_vectors import TaskVector
+from tbar_helpers.training import make_optimizer
 
 
 def _clf():
@@ -61,6 +62,13 @@ def test_mismatched_task_vector_on_other_model():
     a, b = nn.Linear(3, 2), nn.Linear(3, 2)
     with pytest.raises(ValueError, match="lacks"):
         TaskVector(a, b).apply_to(nn.Linear(3, 2, bias=False))
+
+
+def test_unknown_forget_optimizer():
+    params = list(nn.Linear(3, 2).parameters())
+    with pytest.raises(ValueError, match="choose 'adamw' or 'sgd'"):
+        make_optimizer(params, "adam", 1e-3, 0.0)
+    assert make_optimizer(params, "sgd", 0.05, 0.0).defaults["momentum"] == 0.9
 
 
 def test_select_alpha_empty_curve():

@@ -167,6 +167,12 @@ def test_cli_image_text_writes_json_with_defense_rows(tmp_path, monkeypatch, cap
         assert len(rec["inversion"]["mask"]) == 32
     else:
         assert "ca_clean_ft" in rec and rec["forget_size"] == 16
+    recipes = rec["forget_recipes"]  # every forget recipe's α search is recorded, one of them chosen
+    assert [(r["optimizer"], r["lr"]) for r in recipes] == [("adamw", TINY.imagetext.tbar.lr), ("sgd", 0.05)]
+    assert sum(r["chosen"] for r in recipes) == 1
+    chosen = next(r for r in recipes if r["chosen"])
+    assert chosen["alpha"] == rec["alpha"] and chosen["optimizer"] == rec["forget_optimizer"]
+    assert chosen["val_asr"] == min(r["val_asr"] for r in recipes)
     assert "defense" in capsys.readouterr().out
 
 

@@ -155,3 +155,28 @@ def test_refine_replays_a_recorded_curve():
     pts = refine(lambda al: [table[a] for a in al if not asked.append(a)], grid, 0.75)
     assert set(asked) <= set(grid) and len(asked) == len(set(asked)) < len(grid)
     assert [p.alpha for p in pts] == sorted(asked)
+
+
+def test_select_recipe_takes_the_lowest_validation_asr_then_the_most_ca_kept():
+    from tbar_helpers.tbar import AlphaPoint, select_recipe
+    adamw = [AlphaPoint(0.0, 0.96, 0.99), AlphaPoint(1.0, 0.87, 0.25)]
+    sgd = [AlphaPoint(0.0, 0.96, 0.99), AlphaPoint(1.4, 0.90, 0.01)]
+    assert select_recipe([(adamw, 1.0), (sgd, 1.4)]) == 1
+    assert select_recipe([(sgd, 1.4), (adamw, 1.0)]) == 0
+    same_asr = [AlphaPoint(0.0, 0.96, 0.99), AlphaPoint(1.2, 0.88, 0.01)]  # less CA kept at the same ASR
+    assert select_recipe([(same_asr, 1.2), (sgd, 1.4)]) == 1
+    assert select_recipe([(sgd, 1.4), (sgd, 1.4)]) == 0  # a full tie keeps the first listed
+    with pytest.raises(ValueError, match="not on its curve"):
+        select_recipe([(sgd, 0.5)])
+    with pytest.raises(ValueError, match="no forget recipe"):
+        select_recipe([])
+
+
+def test_forget_recipes_adds_each_alternative_once():
+    from tbar_helpers.config import MINI, override
+    from tbar_helpers.imagetext import forget_recipes
+    it = MINI.imagetext
+    got = forget_recipes(override(it, forget_alternatives=(("sgd", 0.05), ("adamw", it.tbar.lr), ("sgd", 0.05))))
+    assert [(c.optimizer, c.lr) for c in got] == [("adamw", it.tbar.lr), ("sgd", 0.05)]
+    assert all(c.steps == it.tbar.steps and c.forget_size == it.tbar.forget_size for c in got)
+    assert forget_recipes(override(it, forget_alternatives=())) == [it.tbar]
