@@ -18,7 +18,7 @@ from tbar_helpers.config import get_scale, override
 from tbar_helpers.data import load_task
 from tbar_helpers.defenses import clean_finetune_until
 from tbar_helpers.pipeline import evaluate, make_forget_set, prepare
-from tbar_helpers.tbar import run_tbar
+from tbar_helpers.tbar import point_at, run_tbar
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
                             scale.tbar, a.seed, progress=False, batch_size=scale.eval_batch_size)
     t_tbar = time.time() - t0
     ca_t, asr_t = evaluate(cleaned, s)
-    val_asr_tbar = [pt.asr for pt in res.curve if pt.alpha == res.alpha][0]
+    val_asr_tbar = point_at(res.curve, res.alpha).asr
     pool = load_task(s.task, "val", a.clean_pool, a.seed, scale.model.image_size, stream="clean-defense")
     ft = clean_finetune_until(s.backdoored, pool.images, pool.labels, s.val.images, s.val.labels, s.trigger,
                               scale.attack.target, max(val_asr_tbar, 0.03), a.lr or scale.finetune.lr,

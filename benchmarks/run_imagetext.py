@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from study_victim import parse_recipe
+from study_victim import preset_with
 
 from tbar_helpers.cache import save_json
 from tbar_helpers.cli import print_defense, print_table
-from tbar_helpers.config import get_scale, override
 from tbar_helpers.imagetext_runs import run_attack_unknown, run_imagetext
 
 RESULTS = Path(__file__).parent / "results"
@@ -35,7 +34,7 @@ def main() -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="preset overrides, e.g. attack.wanet_s=16 attack.wanet_noise_ratio=0")
     a = p.parse_args()
-    scale = override(get_scale("mini"), **parse_recipe(",".join(a.set)))
+    scale = preset_with(a.set)
     rows = []
     for attack in a.attacks:
         for seed in a.seeds:

@@ -13,11 +13,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from study_victim import parse_recipe
+from study_victim import preset_with
 
 from tbar_helpers.cache import save_json
 from tbar_helpers.cli import print_table
-from tbar_helpers.config import get_scale, override
 from tbar_helpers.foundation import load_foundation
 from tbar_helpers.pipeline import run
 
@@ -37,7 +36,7 @@ def main() -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="preset overrides, e.g. attack.sig_delta=0.4706 finetune.lr=2e-4")
     a = p.parse_args()
-    scale = override(get_scale("mini"), threads=a.threads, **parse_recipe(",".join(a.set)))
+    scale = preset_with(a.set, threads=a.threads)
     f = load_foundation(scale, path=a.foundation, progress=False) if a.foundation else None
     rows = []
     for attack in a.attacks:

@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import functools
 
-from study_victim import parse_recipe
+from study_victim import preset_with
 
-from tbar_helpers.config import get_scale, override
 from tbar_helpers.imagetext import forget_pairs, imagetext_trigger_vector
 from tbar_helpers.imagetext_runs import invert, setup_for
 from tbar_helpers.inversion import infer_target
@@ -52,7 +51,7 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="preset overrides")
     a = p.parse_args()
-    scale = override(get_scale("mini"), **parse_recipe(",".join(a.set)))
+    scale = preset_with(a.set)
     print(f"attack unknown, image-text, {a.attack}: α curves of the proxy trigger vector on VALIDATION "
           f"(overrides: {a.set or 'none'})")
     for seed in a.seeds:

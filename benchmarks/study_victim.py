@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tbar_helpers.config import get_scale, override
 from tbar_helpers.metrics import accuracy, attack_success_rate
+from tbar_helpers.tbar import point_at
 
 print = functools.partial(print, flush=True)
 
@@ -50,6 +51,11 @@ def validation_scores(attack: str, seed: int, recipe: dict) -> dict:
             "asr_bd": attack_success_rate(s.backdoored, vx, vy, s.trigger, target, bs), "sec": time.time() - t0}
 
 
+def preset_with(sets: list[str], **extra):
+    """The mini preset with ``--set KEY=VALUE`` overrides (and ``extra`` fields) applied."""
+    return override(get_scale("mini"), **extra, **parse_recipe(",".join(sets)))
+
+
 def results_log(name: str, header: list[str]) -> tuple[Path, list[str]]:
     """benchmarks/results/<name> and its lines so far (``header`` for a new file), printed."""
     out = Path(__file__).parent / "results" / name
@@ -76,7 +82,7 @@ def at_chosen(curve, alpha: float) -> dict:
     """From a validation α curve (``AlphaPoint``s): ASR at α = 0 (``asr0``), and ASR and CA kept (CA over
     CA at the smallest α) at the chosen ``alpha``."""
     ref = min(curve, key=lambda p: p.alpha)
-    at = next(p for p in curve if p.alpha == alpha)
+    at = point_at(curve, alpha)
     return {"alpha": alpha, "asr0": ref.asr, "asr": at.asr, "kept": at.ca / ref.ca}
 
 

@@ -331,7 +331,7 @@ def run_tbar_imagetext(s: ImageTextSetup, forget_size: int | None = None, progre
     then also drive the α search (the defender never sees the real trigger). Each forget recipe of
     :func:`forget_recipes` gets its own α search; the one with the lowest validation ASR is kept
     (:func:`~tbar_helpers.tbar.select_recipe`), so the recipe is chosen on validation as α is."""
-    from .tbar import apply_tbar, search_alpha, select_alpha, select_recipe
+    from .tbar import apply_tbar, point_at, search_alpha, select_alpha, select_recipe
     trigger = trigger or s.trigger
     target = s.target if target is None else target
     clf_b = s.classifier()
@@ -344,7 +344,7 @@ def run_tbar_imagetext(s: ImageTextSetup, forget_size: int | None = None, progre
     best = select_recipe([(curve, alpha) for _, _, curve, alpha in tried])
     cfg, tau, curve, alpha = tried[best]
     recipes = [{"optimizer": c.optimizer, "lr": c.lr, "alpha": a, "val_asr": p.asr, "val_ca": p.ca, "chosen": i == best}
-               for i, (c, _, cv, a) in enumerate(tried) for p in cv if p.alpha == a]
+               for i, (c, _, cv, a) in enumerate(tried) for p in [point_at(cv, a)]]
     return apply_tbar(clf_b, tau, alpha, cfg.alpha_max), {"alpha": alpha, "forget_size": len(fx),
                                                           "val_curve": [p.__dict__ for p in curve],
                                                           "trigger_vector_norm": tau.norm(),

@@ -157,6 +157,14 @@ def select_alpha(curve: Sequence[AlphaPoint], ca_keep: float, asr_tol: float = 0
     return min(p.alpha for p in ok if p.asr <= best + asr_tol)
 
 
+def point_at(curve: Sequence[AlphaPoint], alpha: float) -> AlphaPoint:
+    """The point of ``curve`` at ``alpha`` (e.g. the α :func:`select_alpha` chose from it)."""
+    for p in curve:
+        if p.alpha == alpha:
+            return p
+    raise ValueError(f"alpha={alpha} is not on its curve: pass the α that select_alpha chose from that curve")
+
+
 def select_recipe(results: Sequence[tuple[Sequence[AlphaPoint], float]]) -> int:
     """Index of the forget recipe, given each one's (validation α curve, chosen α), whose chosen α reaches
     the lowest validation ASR; on equal ASR the one keeping the larger share of its α = 0 CA, then the first."""
@@ -164,11 +172,8 @@ def select_recipe(results: Sequence[tuple[Sequence[AlphaPoint], float]]) -> int:
         raise ValueError("no forget recipe to choose from: give at least one (curve, alpha) pair")
     scores = []
     for curve, alpha in results:
-        at = [p for p in curve if p.alpha == alpha]
-        if not at:
-            raise ValueError(f"alpha={alpha} is not on its curve: pass the α that select_alpha chose from that curve")
-        ref = min(curve, key=lambda p: p.alpha).ca
-        scores.append((at[0].asr, -(at[0].ca / ref if ref else 0.0)))
+        at, ref = point_at(curve, alpha), min(curve, key=lambda p: p.alpha).ca
+        scores.append((at.asr, -(at.ca / ref if ref else 0.0)))
     return min(range(len(results)), key=lambda i: (*scores[i], i))
 
 
