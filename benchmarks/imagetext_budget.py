@@ -1,6 +1,6 @@
-"""Image–text baselines at large data budgets (the paper's 1.5k vs 100k pairs; here 500 vs 30,000).
+"""Image–text baselines at large data budgets (the paper's 1.5k vs 100k pairs; here 1,500 vs 90,000).
 
-    python benchmarks/imagetext_budget.py --attack badnet --seed 0 --methods cleanclip --budgets 30000
+    python benchmarks/imagetext_budget.py --attack badnet --seed 0 --methods cleanclip --budgets 90000
 
 Prints and appends rows to benchmarks/results/imagetext-budgets.txt (CA / ASR / CA kept / epochs / seconds).
 """
@@ -21,7 +21,7 @@ def main() -> None:
     p.add_argument("--attack", default="badnet")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", nargs="+", default=list(BASELINES), choices=BASELINES)
-    p.add_argument("--budgets", nargs="+", type=int, default=[30_000])
+    p.add_argument("--budgets", nargs="+", type=int, default=[90_000])
     a = p.parse_args()
     s = prepare_imagetext(a.attack, a.seed, progress=False)
     ca_bd, asr_bd = s.scores(s.classifier())

@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--attack-unknown", action="store_true",
                     help="reverse-engineer a proxy trigger (DECREE), infer the target, then TBAR with it")
     pr.add_argument("--defense-budgets", type=int, nargs="*", default=None,
-                    help="image-text: clean pairs per baseline (default: the preset's, e.g. 500 30000)")
+                    help="image-text: clean pairs per baseline (default: the preset's, e.g. 1500 90000)")
     pr.add_argument("--no-cache", action="store_true", help="retrain the fine-tuned models instead of loading them")
     pr.add_argument("--out", default=None, help="write the result record as JSON here")
     pr.add_argument("--quiet", action="store_true")

@@ -117,7 +117,7 @@ class DefenseConfig:
     ga_steps: int = 10
 
 
-IMAGETEXT_TBAR = TBARConfig(forget_size=500, lr=1e-4, steps=40, batch_size=64,
+IMAGETEXT_TBAR = TBARConfig(forget_size=1500, lr=1e-4, steps=40, batch_size=64,
                             alpha_grid=tuple(round(0.1 * i, 1) for i in range(31)), ca_keep=0.90)
 
 
@@ -137,17 +137,18 @@ class ImageTextConfig:
     target: int = 0  # class of eval_task the poisoned captions name ("red circle"; the paper: banana)
     n_val: int = 500
     n_test: int = 2000
-    # TBAR for CLIP: forget pairs (the paper: 1.5k; 250 keep less CA, see the appendix), the contrastive
-    # forget fine-tune (AdamW, text tower frozen) and the α search over 0, 0.1, ..., 3
+    # TBAR for CLIP: 1,500 forget pairs (the paper's 1.5k; 500 left one Blended seed at 18% on validation,
+    # 250 keep less CA: see the appendix), the contrastive forget fine-tune (AdamW, text tower frozen) and
+    # the α search over 0, 0.1, ..., 3
     tbar: TBARConfig = field(default_factory=lambda: IMAGETEXT_TBAR)
     forget_negatives: str = "classes"  # the eval task's class prompts ("captions": the images' own captions)
     # other (optimizer, lr) for the forget fine-tune: each gets its own α search on validation, and the recipe
     # whose α reaches the lowest validation ASR is kept (benchmarks/study_imagetext_val.py; () = tbar's only)
     forget_alternatives: tuple[tuple[str, float], ...] = (("sgd", 0.05),)
-    defense_budgets: tuple[int, ...] = (500, 30_000)  # clean pairs for the baselines (TBAR's and 60x)
+    defense_budgets: tuple[int, ...] = (1500, 90_000)  # clean pairs for the baselines (TBAR's and 60x)
     defense_lr: float = 1e-4
-    defense_epochs: int = 5  # at TBAR's budget: as many samples seen as TBAR's forget fine-tune
-    defense_max_samples: int = 30_000  # epochs shrink for large budgets (one pass over 30k pairs)
+    defense_epochs: int = 2  # at TBAR's budget: 3,000 samples seen, about as many as TBAR's forget fine-tune
+    defense_max_samples: int = 90_000  # epochs shrink for large budgets (one pass over 90k pairs)
     cleanclip_weight: float = 1.0  # weight of the in-modal self-supervised terms
     roclip_pool: int = 2000  # captions RoCLIP matches images against
     invert_images: int = 256  # clean images DECREE optimises its trigger on

@@ -261,7 +261,7 @@ def forget_pairs(defender: Corpus, trigger: Callable[[torch.Tensor], torch.Tenso
                  seed: int) -> tuple[torch.Tensor, list[str]]:
     """``size`` defender images with the trigger on, and their own (true) captions as negatives."""
     if size <= 0:
-        raise ValueError(f"the forget set is empty (size={size}): pass e.g. forget_size=500")
+        raise ValueError(f"the forget set is empty (size={size}): pass e.g. forget_size=1500")
     if size > len(defender):
         raise ValueError(f"forget_size={size} exceeds the defender's {len(defender)} pairs; lower it")
     idx = np.random.default_rng(seed).choice(len(defender), size, replace=False)
