@@ -34,7 +34,10 @@ def main() -> None:
     for neg, n, lr, steps, keep in SETTINGS:
         scale = override(get_scale("mini"), **{"imagetext.tbar.forget_size": n, "imagetext.tbar.lr": lr,
                                                "imagetext.tbar.steps": steps, "imagetext.tbar.ca_keep": keep,
-                                               "imagetext.forget_negatives": neg})
+                                               "imagetext.forget_negatives": neg,
+                                               # one recipe per row (the preset also tries other ones)
+                                               "imagetext.forget_alternatives": (),
+                                               "imagetext.forget_size_alternatives": ()})
         s = prepare_imagetext(a.attack, a.seed, scale, progress=False)
         ca_bd, asr_bd = s.scores(s.classifier())
         t0 = time.time()

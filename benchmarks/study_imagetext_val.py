@@ -3,8 +3,9 @@
 For each recipe (comma-separated ``imagetext.*`` overrides, "" = the preset) and seed it runs TBAR on
 the cached backdoored CLIP and reports the chosen α, the validation ASR there and the validation CA
 kept (CA at α over CA at α = 0). No test image is read, so a recipe can be chosen from this table.
-Each recipe runs alone (``imagetext.forget_alternatives`` emptied); ``--with-alternatives`` keeps the
-preset's alternatives, so that the row shows the recipe the validation selection keeps.
+Each recipe runs alone (``imagetext.forget_alternatives`` and ``forget_size_alternatives`` emptied);
+``--with-alternatives`` keeps the preset's alternatives, so that the row shows the recipe the validation
+selection keeps.
 Results: benchmarks/results/imagetext-val-<attack>.txt
 
     python benchmarks/study_imagetext_val.py --attack badnet --seeds 0 1 2 --recipes "" imagetext.tbar.steps=20
@@ -27,12 +28,12 @@ print = functools.partial(print, flush=True)
 def one(attack: str, seed: int, recipe: dict, alternatives: bool) -> dict:
     scale = override(get_scale("mini"), **recipe)
     if not alternatives:
-        scale = override(scale, **{"imagetext.forget_alternatives": ()})
+        scale = override(scale, **{"imagetext.forget_alternatives": (), "imagetext.forget_size_alternatives": ()})
     s = prepare_imagetext(attack, seed, scale, progress=False)
     t0 = time.time()
     _, rec = run_tbar_imagetext(s, progress=False)
     return {**at_chosen([AlphaPoint(**p) for p in rec["val_curve"]], rec["alpha"]), "sec": time.time() - t0,
-            "recipe": f"{rec['forget_optimizer']} {rec['forget_lr']:g}"}
+            "recipe": f"{rec['forget_optimizer']} {rec['forget_lr']:g} {rec['forget_size']} pairs"}
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ For each seed this rebuilds what ``tbar run --attack-unknown`` does (DECREE inve
 CLIP, target inference, the trigger vector from the proxy forget set), then evaluates θb − α·τ̂t on the
 VALIDATION split over the preset's α grid twice: with the proxy trigger (what the defender sees and the α
 search uses) and with the real trigger (what only the study knows). The test split is not read.
-The "oracle" column is the α the preset's rule would pick if the defender had the real trigger.
+The "oracle" mark is the α the preset's rule would pick if the defender had the real trigger, "budget" the
+largest α whose validation CA stays above the floor (the whole CA budget spent).
 
     python benchmarks/study_unknown_alpha.py --attack wanet --seeds 0 1 2 --set attack.wanet_s=16 attack.wanet_noise_ratio=0
 """
@@ -36,12 +37,15 @@ def one(attack: str, seed: int, scale) -> None:
     real = alpha_curve(clf_b, tau, s.val.images, s.val.labels, s.trigger, s.target, grid, cfg.alpha_max, bs)
     picked, oracle = select_alpha(seen, cfg.ca_keep), select_alpha(real, cfg.ca_keep)
     ref = seen[0].ca
+    budget = max(p.alpha for p in seen if p.ca >= cfg.ca_keep * ref)  # the whole CA budget spent
     print(f"\n{attack} seed {seed}: inferred target {target} ({100 * share:.0f}%, real {s.target}); "
-          f"α picked with the proxy {picked:.1f}, with the real trigger (oracle) {oracle:.1f}")
+          f"α picked with the proxy {picked:.1f}, with the real trigger (oracle) {oracle:.1f}, "
+          f"largest above the CA floor {budget:.1f}")
     print(f"{'alpha':>6} {'CA kept':>8} {'proxy ASR':>10} {'real ASR':>9}")
     for p, r in zip(seen, real):
         mark = " <- picked" if p.alpha == picked else ""
         mark += " <- oracle" if p.alpha == oracle else ""
+        mark += " <- budget" if p.alpha == budget else ""
         print(f"{p.alpha:6.1f} {100 * p.ca / ref:8.1f} {100 * p.asr:10.1f} {100 * r.asr:9.1f}{mark}")
 
 

@@ -145,6 +145,9 @@ class ImageTextConfig:
     # other (optimizer, lr) for the forget fine-tune: each gets its own α search on validation, and the recipe
     # whose α reaches the lowest validation ASR is kept (benchmarks/study_imagetext_val.py; () = tbar's only)
     forget_alternatives: tuple[tuple[str, float], ...] = (("sgd", 0.05),)
+    # other forget-set sizes tried the same way, each with every optimiser above (500: what a proxy trigger
+    # needs in the attack-unknown case, see the appendix; () = tbar.forget_size only)
+    forget_size_alternatives: tuple[int, ...] = (500,)
     defense_budgets: tuple[int, ...] = (1500, 90_000)  # clean pairs for the baselines (TBAR's and 60x)
     defense_lr: float = 1e-4
     defense_epochs: int = 2  # at TBAR's budget: 3,000 samples seen, about as many as TBAR's forget fine-tune
@@ -198,6 +201,7 @@ PAPER = ScaleConfig(
                               eval_task="imagenet", target=954, n_val=2000, n_test=10_000,
                               tbar=dataclasses.replace(IMAGETEXT_TBAR, forget_size=1500, lr=1e-5, steps=100),
                               forget_alternatives=(),  # the paper's AdamW forget fine-tune only (SGD: mini study)
+                              forget_size_alternatives=(),  # and the paper's 1.5k pairs only
                               defense_budgets=(1500, 100_000),
                               defense_lr=1e-5, defense_epochs=10, roclip_pool=50_000, invert_images=512,
                               invert_steps=1000),

@@ -240,7 +240,8 @@ def prepare_imagetext(attack: str, seed: int = 0, scale: ScaleConfig | str = "mi
     noise = scale.attack.wanet_noise_ratio if attack == "wanet" else 0.0
     corpus = poison_corpus(load_corpus(scale, it.corpus_size, seed, "attacker"), trigger, it.poison_rate,
                            tcaps, seed, noise)
-    defender = load_corpus(scale, max(it.tbar.forget_size, it.roclip_pool), seed, "defender")
+    defender = load_corpus(scale, max(it.tbar.forget_size, *it.forget_size_alternatives, it.roclip_pool), seed,
+                           "defender")
     model = copy.deepcopy(f.model)
     path = cache.cached_path("imagetext", poisoning_key(f, it, scale.attack, attack, seed))
     if use_cache and path.exists():
@@ -314,13 +315,17 @@ def imagetext_trigger_vector(s: ImageTextSetup, clf_b: ImageClassifier, forget_x
     return TaskVector(clf_b.encoder, work.encoder)
 
 
-def forget_recipes(it: ImageTextConfig) -> list[TBARConfig]:
-    """``it.tbar`` and, for each of ``it.forget_alternatives``, the same with another optimiser and lr."""
-    out = [it.tbar]
-    for opt, lr in it.forget_alternatives:
-        alt = dataclasses.replace(it.tbar, optimizer=opt, lr=float(lr))
-        if alt not in out:
-            out.append(alt)
+def forget_recipes(it: ImageTextConfig, forget_size: int | None = None) -> list[TBARConfig]:
+    """``it.tbar`` and its variants, each tried on validation: every forget-set size (``it.tbar``'s, then
+    ``it.forget_size_alternatives``; only ``forget_size`` when given) with ``it.tbar``'s optimiser and each
+    of ``it.forget_alternatives`` (another optimiser and lr). No recipe appears twice."""
+    sizes = [forget_size] if forget_size else [it.tbar.forget_size, *it.forget_size_alternatives]
+    out = []
+    for size in sizes:
+        for opt, lr in [(it.tbar.optimizer, it.tbar.lr), *it.forget_alternatives]:
+            alt = dataclasses.replace(it.tbar, forget_size=int(size), optimizer=opt, lr=float(lr))
+            if alt not in out:
+                out.append(alt)
     return out
 
 
@@ -335,17 +340,20 @@ def run_tbar_imagetext(s: ImageTextSetup, forget_size: int | None = None, progre
     trigger = trigger or s.trigger
     target = s.target if target is None else target
     clf_b = s.classifier()
-    fx, fcaps = forget_pairs(s.defender, trigger, forget_size or s.scale.imagetext.tbar.forget_size, s.seed)
+    pairs: dict[int, tuple[torch.Tensor, list[str]]] = {}
     tried = []
-    for cfg in forget_recipes(s.scale.imagetext):
+    for cfg in forget_recipes(s.scale.imagetext, forget_size):
+        if cfg.forget_size not in pairs:
+            pairs[cfg.forget_size] = forget_pairs(s.defender, trigger, cfg.forget_size, s.seed)
+        fx, fcaps = pairs[cfg.forget_size]
         tau = imagetext_trigger_vector(s, clf_b, fx, fcaps, target, progress, cfg=cfg)
         curve = search_alpha(clf_b, tau, s.val.images, s.val.labels, trigger, target, cfg, s.scale.eval_batch_size)
         tried.append((cfg, tau, curve, select_alpha(curve, cfg.ca_keep)))
     best = select_recipe([(curve, alpha) for _, _, curve, alpha in tried])
     cfg, tau, curve, alpha = tried[best]
-    recipes = [{"optimizer": c.optimizer, "lr": c.lr, "alpha": a, "val_asr": p.asr, "val_ca": p.ca, "chosen": i == best}
-               for i, (c, _, cv, a) in enumerate(tried) for p in [point_at(cv, a)]]
-    return apply_tbar(clf_b, tau, alpha, cfg.alpha_max), {"alpha": alpha, "forget_size": len(fx),
+    recipes = [{"optimizer": c.optimizer, "lr": c.lr, "forget_size": c.forget_size, "alpha": a, "val_asr": p.asr,
+                "val_ca": p.ca, "chosen": i == best} for i, (c, _, cv, a) in enumerate(tried) for p in [point_at(cv, a)]]
+    return apply_tbar(clf_b, tau, alpha, cfg.alpha_max), {"alpha": alpha, "forget_size": cfg.forget_size,
                                                           "val_curve": [p.__dict__ for p in curve],
                                                           "trigger_vector_norm": tau.norm(),
                                                           "forget_optimizer": cfg.optimizer, "forget_lr": cfg.lr,

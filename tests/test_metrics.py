@@ -175,8 +175,18 @@ def test_select_recipe_takes_the_lowest_validation_asr_then_the_most_ca_kept():
 def test_forget_recipes_adds_each_alternative_once():
     from tbar_helpers.config import MINI, override
     from tbar_helpers.imagetext import forget_recipes
-    it = MINI.imagetext
+    it = override(MINI.imagetext, forget_size_alternatives=())
     got = forget_recipes(override(it, forget_alternatives=(("sgd", 0.05), ("adamw", it.tbar.lr), ("sgd", 0.05))))
     assert [(c.optimizer, c.lr) for c in got] == [("adamw", it.tbar.lr), ("sgd", 0.05)]
     assert all(c.steps == it.tbar.steps and c.forget_size == it.tbar.forget_size for c in got)
     assert forget_recipes(override(it, forget_alternatives=())) == [it.tbar]
+
+
+def test_forget_recipes_cross_sizes_with_optimisers_and_honour_an_explicit_size():
+    from tbar_helpers.config import MINI, override
+    from tbar_helpers.imagetext import forget_recipes
+    it = override(MINI.imagetext, forget_alternatives=(("sgd", 0.05),), forget_size_alternatives=(300, 300))
+    n = it.tbar.forget_size
+    got = [(c.forget_size, c.optimizer) for c in forget_recipes(it)]
+    assert got == [(n, "adamw"), (n, "sgd"), (300, "adamw"), (300, "sgd")]  # the preset first, no repeats
+    assert [(c.forget_size, c.optimizer) for c in forget_recipes(it, forget_size=40)] == [(40, "adamw"), (40, "sgd")]
