@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--scale", default="mini")
     pr.add_argument("--poison-rate", type=float, default=None)
-    pr.add_argument("--forget-size", type=int, default=None)
+    pr.add_argument("--forget-size", type=int, default=None,
+                    help="forget images (default: the preset's; image-text: only this size is tried, "
+                         "instead of choosing between the preset's sizes on validation)")
     pr.add_argument("--threads", type=int, default=0)
     pr.add_argument("--setting", default=None,
                     help="classification (default) or image-text (the default with --attack-unknown)")
