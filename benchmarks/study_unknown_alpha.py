@@ -4,8 +4,9 @@ For each seed this rebuilds what ``tbar run --attack-unknown`` does (DECREE inve
 CLIP, target inference, the trigger vector from the proxy forget set), then evaluates θb − α·τ̂t on the
 VALIDATION split over the preset's α grid twice: with the proxy trigger (what the defender sees and the α
 search uses) and with the real trigger (what only the study knows). The test split is not read.
-The "oracle" mark is the α the preset's rule would pick if the defender had the real trigger, "budget" the
-largest α whose validation CA stays above the floor (the whole CA budget spent).
+The "oracle" mark is the α the known-trigger rule would pick if the defender had the real trigger, "picked"
+the α that rule picks with the proxy, and "budget" the α of the proxy rule (``tbar.proxy_ties="largest"``, the
+preset since 2026-12-01): the largest α within a point of the lowest proxy ASR whose CA stays above the floor.
 
     python benchmarks/study_unknown_alpha.py --attack wanet --seeds 0 1 2 --set attack.wanet_s=16 attack.wanet_noise_ratio=0
 """
@@ -37,7 +38,7 @@ def one(attack: str, seed: int, scale) -> None:
     real = alpha_curve(clf_b, tau, s.val.images, s.val.labels, s.trigger, s.target, grid, cfg.alpha_max, bs)
     picked, oracle = select_alpha(seen, cfg.ca_keep), select_alpha(real, cfg.ca_keep)
     ref = seen[0].ca
-    budget = max(p.alpha for p in seen if p.ca >= cfg.ca_keep * ref)  # the whole CA budget spent
+    budget = select_alpha(seen, cfg.ca_keep, ties="largest")  # the whole CA budget spent
     print(f"\n{attack} seed {seed}: inferred target {target} ({100 * share:.0f}%, real {s.target}); "
           f"α picked with the proxy {picked:.1f}, with the real trigger (oracle) {oracle:.1f}, "
           f"largest above the CA floor {budget:.1f}")

@@ -78,6 +78,11 @@ class TBARConfig:
     # 0, 0.05, ..., 2.0: on the validation curves the ASR still fell at 1.5 with CA above the floor
     alpha_grid: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(41))
     ca_keep: float = 0.90  # validation CA must stay >= ca_keep * CA(alpha=0)
+    # among the α within 1 point of the lowest validation ASR: "smallest" (the paper's, no overshoot) or
+    # "largest" (spend the CA budget). proxy_ties replaces ties when the trigger is reverse-engineered (attack
+    # unknown): the proxy's ASR hits 0 while the real one's is still 21-34% (benchmarks/study_unknown_alpha.py)
+    ties: str = "smallest"
+    proxy_ties: str = "largest"
     alpha_max: float = 10.0
     search: str = "coarse-to-fine"  # or "grid": every α (2x the evaluations; same α in benchmarks/check_alpha_search.py)
 

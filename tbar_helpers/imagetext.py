@@ -330,12 +330,14 @@ def forget_recipes(it: ImageTextConfig, forget_size: int | None = None) -> list[
 
 
 def run_tbar_imagetext(s: ImageTextSetup, forget_size: int | None = None, progress: bool = True,
-                       trigger: Callable | None = None, target: int | None = None) -> tuple[ImageClassifier, dict]:
+                       trigger: Callable | None = None, target: int | None = None,
+                       ties: str | None = None) -> tuple[ImageClassifier, dict]:
     """TBAR on the backdoored CLIP. ``trigger``/``target`` default to the real ones (attack known); the
     attack-unknown case passes the reverse-engineered proxy trigger and the inferred target, which
     then also drive the α search (the defender never sees the real trigger). Each forget recipe of
     :func:`forget_recipes` gets its own α search; the one with the lowest validation ASR is kept
-    (:func:`~tbar_helpers.tbar.select_recipe`), so the recipe is chosen on validation as α is."""
+    (:func:`~tbar_helpers.tbar.select_recipe`), so the recipe is chosen on validation as α is. ``ties``
+    overrides the recipes' α tie rule (the attack-unknown run passes ``tbar.proxy_ties``)."""
     from .tbar import apply_tbar, point_at, search_alpha, select_alpha, select_recipe
     trigger = trigger or s.trigger
     target = s.target if target is None else target
@@ -343,17 +345,19 @@ def run_tbar_imagetext(s: ImageTextSetup, forget_size: int | None = None, progre
     pairs: dict[int, tuple[torch.Tensor, list[str]]] = {}
     tried = []
     for cfg in forget_recipes(s.scale.imagetext, forget_size):
+        cfg = dataclasses.replace(cfg, ties=ties) if ties else cfg
         if cfg.forget_size not in pairs:
             pairs[cfg.forget_size] = forget_pairs(s.defender, trigger, cfg.forget_size, s.seed)
         fx, fcaps = pairs[cfg.forget_size]
         tau = imagetext_trigger_vector(s, clf_b, fx, fcaps, target, progress, cfg=cfg)
         curve = search_alpha(clf_b, tau, s.val.images, s.val.labels, trigger, target, cfg, s.scale.eval_batch_size)
-        tried.append((cfg, tau, curve, select_alpha(curve, cfg.ca_keep)))
+        tried.append((cfg, tau, curve, select_alpha(curve, cfg.ca_keep, ties=cfg.ties)))
     best = select_recipe([(curve, alpha) for _, _, curve, alpha in tried])
     cfg, tau, curve, alpha = tried[best]
     recipes = [{"optimizer": c.optimizer, "lr": c.lr, "forget_size": c.forget_size, "alpha": a, "val_asr": p.asr,
                 "val_ca": p.ca, "chosen": i == best} for i, (c, _, cv, a) in enumerate(tried) for p in [point_at(cv, a)]]
-    return apply_tbar(clf_b, tau, alpha, cfg.alpha_max), {"alpha": alpha, "forget_size": cfg.forget_size,
+    return apply_tbar(clf_b, tau, alpha, cfg.alpha_max), {"alpha": alpha, "alpha_ties": cfg.ties,
+                                                          "forget_size": cfg.forget_size,
                                                           "val_curve": [p.__dict__ for p in curve],
                                                           "trigger_vector_norm": tau.norm(),
                                                           "forget_optimizer": cfg.optimizer, "forget_lr": cfg.lr,

@@ -5,7 +5,9 @@
 2. The cleaned model is θb − α·τt.
 3. α is chosen on a small validation set: the lowest ASR whose clean accuracy stays at least
    ``ca_keep`` times the backdoored model's (ties go to the smallest α), searched coarse to fine over
-   ``alpha_grid`` by default (``tbar.search="grid"`` evaluates every α).
+   ``alpha_grid`` by default (``tbar.search="grid"`` evaluates every α). With a reverse-engineered
+   proxy trigger (attack unknown) ties go to the largest α instead (``tbar.proxy_ties``): the proxy's
+   ASR reaches 0 before the real trigger's does, so the defender spends the whole CA budget.
 """
 from __future__ import annotations
 
@@ -109,21 +111,21 @@ def alpha_curve(clf_b: nn.Module, tau: TaskVector, images: torch.Tensor, labels:
 
 def coarse_to_fine(clf_b: nn.Module, tau: TaskVector, images: torch.Tensor, labels: torch.Tensor,
                    trigger: Callable, target: int, grid: Sequence[float], ca_keep: float, every: int = 3,
-                   alpha_max: float = 10.0, batch_size: int = 500) -> list[AlphaPoint]:
+                   alpha_max: float = 10.0, batch_size: int = 500, ties: str = "smallest") -> list[AlphaPoint]:
     """The α curve on every ``every``-th point of ``grid`` (and its first and last), then on the grid
     points between the coarse neighbours of the α :func:`select_alpha` picks there: about half of
     the evaluations of the full grid (19 of 41 with ``every=3``). Returns all evaluated points, sorted by α."""
     return refine(lambda alphas: alpha_curve(clf_b, tau, images, labels, trigger, target, alphas, alpha_max,
-                                             batch_size), grid, ca_keep, every)
+                                             batch_size), grid, ca_keep, every, ties)
 
 
 def refine(curve_fn: Callable[[Sequence[float]], list[AlphaPoint]], grid: Sequence[float], ca_keep: float,
-           every: int = 3) -> list[AlphaPoint]:
+           every: int = 3, ties: str = "smallest") -> list[AlphaPoint]:
     """:func:`coarse_to_fine`'s search over any ``curve_fn(alphas) -> points`` (e.g. a recorded curve)."""
     grid = sorted(grid)
     coarse = sorted(set(grid[::every]) | {grid[0], grid[-1]})
     pts = list(curve_fn(coarse))
-    pick = coarse.index(select_alpha(pts, ca_keep))
+    pick = coarse.index(select_alpha(pts, ca_keep, ties=ties))
     lo, hi = coarse[max(0, pick - 1)], coarse[min(len(coarse) - 1, pick + 1)]
     fine = [a for a in grid if lo < a < hi and a not in coarse]
     pts += curve_fn(fine) if fine else []
@@ -141,20 +143,28 @@ def search_alpha(clf_b: nn.Module, tau: TaskVector, images: torch.Tensor, labels
         return alpha_curve(clf_b, tau, images, labels, trigger, target, cfg.alpha_grid, cfg.alpha_max, batch_size)
     if cfg.search == "coarse-to-fine":
         return coarse_to_fine(clf_b, tau, images, labels, trigger, target, cfg.alpha_grid, cfg.ca_keep,
-                              alpha_max=cfg.alpha_max, batch_size=batch_size)
+                              alpha_max=cfg.alpha_max, batch_size=batch_size, ties=cfg.ties)
     raise ValueError(f"unknown tbar.search {cfg.search!r}: choose one of {list(SEARCHES)}")
 
 
-def select_alpha(curve: Sequence[AlphaPoint], ca_keep: float, asr_tol: float = 0.01) -> float:
+TIES = ("smallest", "largest")
+
+
+def select_alpha(curve: Sequence[AlphaPoint], ca_keep: float, asr_tol: float = 0.01, ties: str = "smallest") -> float:
     """The paper's rule, made explicit: among the α whose CA ≥ ca_keep·CA(smallest α), find the
-    lowest ASR; return the smallest such α whose ASR is within ``asr_tol`` of it (no overshoot)."""
+    lowest ASR; return the smallest such α whose ASR is within ``asr_tol`` of it (no overshoot).
+    ``ties="largest"`` returns the largest such α instead: the whole CA budget spent, for a proxy
+    trigger whose ASR is only a lower bound on the real one's."""
     check_fraction("ca_keep", ca_keep)
+    if ties not in TIES:
+        raise ValueError(f"unknown α tie rule ties={ties!r}: choose one of {list(TIES)}")
     if not curve:
         raise ValueError("the α curve is empty: give at least one α in alpha_grid")
     ref = min(curve, key=lambda p: p.alpha).ca
     ok = [p for p in curve if p.ca >= ca_keep * ref] or [min(curve, key=lambda p: p.alpha)]
     best = min(p.asr for p in ok)
-    return min(p.alpha for p in ok if p.asr <= best + asr_tol)
+    near = [p.alpha for p in ok if p.asr <= best + asr_tol]
+    return max(near) if ties == "largest" else min(near)
 
 
 def point_at(curve: Sequence[AlphaPoint], alpha: float) -> AlphaPoint:
@@ -185,6 +195,6 @@ def run_tbar(clf_b: nn.Module, forget_x: torch.Tensor, forget_y: torch.Tensor, v
     t0 = time.time()
     tau = trigger_vector(clf_b, forget_x, forget_y, cfg, seed, progress, device)
     curve = search_alpha(clf_b, tau, val_x, val_y, trigger, target, cfg, batch_size)
-    alpha = select_alpha(curve, cfg.ca_keep)
+    alpha = select_alpha(curve, cfg.ca_keep, ties=cfg.ties)
     cleaned = apply_tbar(clf_b, tau, alpha, cfg.alpha_max)
     return cleaned, TBARResult(alpha, curve, len(forget_x), time.time() - t0, tau.norm(), tau)

@@ -16,6 +16,7 @@ from tbar_helpers.foundation import committed_checkpoint, load_foundation, norma
 from tbar_helpers.imagetext import (captioned_corpus, check_setting, contrastive_finetune, forget_pairs,
                                     poison_corpus, target_captions, target_loss)
 from tbar_helpers.models import make_classifier
+from tbar_helpers.tbar import AlphaPoint, select_alpha
 
 HAS_CHECKPOINT = committed_checkpoint(MINI).exists()
 needs_checkpoint = pytest.mark.skipif(not HAS_CHECKPOINT, reason="the committed mini foundation checkpoint is missing")
@@ -179,6 +180,11 @@ def test_cli_image_text_writes_json_with_defense_rows(tmp_path, monkeypatch, cap
     assert chosen["alpha"] == rec["alpha"] and chosen["optimizer"] == rec["forget_optimizer"]
     assert chosen["forget_size"] == rec["forget_size"]
     assert chosen["val_asr"] == min(r["val_asr"] for r in recipes)
+    # with a proxy trigger α ties go to the largest α above the CA floor, with the real one to the smallest
+    ties = "largest" if unknown else "smallest"
+    assert rec["alpha_ties"] == ties
+    curve = [AlphaPoint(**p) for p in rec["val_curve"]]
+    assert rec["alpha"] == select_alpha(curve, TINY.imagetext.tbar.ca_keep, ties=ties)
     assert "defense" in capsys.readouterr().out
 
 
@@ -212,7 +218,9 @@ def test_attack_unknown_in_the_classification_setting(monkeypatch, tmp_path):
     s = setup_for("badnet", 0, scale, "classification", progress=False, use_cache=False)
     rec = run_attack_unknown("badnet", 0, scale, "classification", budgets=[], progress=False, setup=s)
     assert rec["setting"] == "classification" and "defense" not in rec
-    assert rec["forget_size"] == 30 and rec["alpha"] in (0.0, 1.0)
+    assert rec["forget_size"] == 30 and rec["alpha"] in (0.0, 1.0) and rec["alpha_ties"] == "largest"
+    assert rec["alpha"] == select_alpha([AlphaPoint(**p) for p in rec["val_curve"]], scale.tbar.ca_keep,
+                                        ties="largest")
     assert 0 <= rec["mask_l1"] <= 1 and rec["target"] == scale.attack.target
     rows = inversion_rows({"badnet": rec}, 0, scale, "classification", setups={"badnet": s})
     assert rows[0]["real"].shape == rows[0]["proxy"].shape == s.val.images[0].shape

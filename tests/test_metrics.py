@@ -157,6 +157,26 @@ def test_refine_replays_a_recorded_curve():
     assert [p.alpha for p in pts] == sorted(asked)
 
 
+def test_proxy_tie_rule_spends_the_ca_budget(monkeypatch):
+    """With a proxy trigger, α ties (ASR within a point of the lowest) go to the largest α whose CA stays
+    above the floor; the known-trigger rule takes the smallest. The coarse-to-fine search finds the
+    same α as the full grid under either rule."""
+    from tbar_helpers import tbar
+    grid = [round(0.1 * i, 1) for i in range(31)]
+    # the proxy's ASR is 0 from α = 0.8 on; CA falls by 4 points per 0.1 after α = 1
+    curve = [tbar.AlphaPoint(a, 1.0 if a <= 1 else 1.0 - 0.4 * (a - 1), max(0.0, 1 - a / 0.8)) for a in grid]
+    assert tbar.select_alpha(curve, 0.9) == 0.8
+    assert tbar.select_alpha(curve, 0.9, ties="largest") == 1.2  # CA 0.92 at 1.2, 0.88 at 1.3
+    assert tbar.select_alpha(curve, 0.82, ties="largest") == 1.4
+    table = {p.alpha: p for p in curve}
+    monkeypatch.setattr(tbar, "alpha_curve", lambda *a, **k: [table[x] for x in a[6]])
+    for ties, want in (("smallest", 0.8), ("largest", 1.2)):
+        pts = tbar.coarse_to_fine(None, None, None, None, None, 0, grid, 0.9, ties=ties)
+        assert tbar.select_alpha(pts, 0.9, ties=ties) == want
+    with pytest.raises(ValueError, match="tie rule"):
+        tbar.select_alpha(curve, 0.9, ties="median")
+
+
 def test_select_recipe_takes_the_lowest_validation_asr_then_the_most_ca_kept():
     from tbar_helpers.tbar import AlphaPoint, select_recipe
     adamw = [AlphaPoint(0.0, 0.96, 0.99), AlphaPoint(1.0, 0.87, 0.25)]
