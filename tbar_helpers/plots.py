@@ -143,10 +143,12 @@ def xi_heatmaps(grids: Mapping[str, Mapping[str, np.ndarray]], key: str = "xi") 
 
 
 def alpha_curve(points: Sequence, chosen: float | None = None, title: str = "",
-                extra: Mapping[str, Sequence] | None = None) -> plt.Figure:
+                extra: Mapping[str, Sequence] | None = None, floor: float | None = None,
+                ax: plt.Axes | None = None) -> plt.Figure:
     """CA and ASR (in %) against α from a list of ``AlphaPoint``; the chosen α as a dashed line.
-    ``extra`` adds more curves (e.g. the test split) drawn thinner."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    ``extra`` adds more curves (e.g. the test split) drawn thinner; ``floor`` (e.g. ``ca_keep``) draws the
+    CA floor, that share of the smallest α's CA; ``ax`` draws into an existing panel."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.4)) if ax is None else (ax.figure, ax)
     series = {"validation": points, **(extra or {})}
     for i, (name, pts) in enumerate(series.items()):
         a = [p.alpha for p in pts]
@@ -155,6 +157,9 @@ def alpha_curve(points: Sequence, chosen: float | None = None, title: str = "",
         ax.plot(a, [100 * p.asr for p in pts], color="tab:red", lw=lw, ls=ls, label=f"ASR ({name})")
     if chosen is not None:
         ax.axvline(chosen, color="k", ls="--", lw=1, label=f"chosen α = {chosen:g}")
+    if floor is not None:
+        ref = min(points, key=lambda p: p.alpha).ca
+        ax.axhline(100 * floor * ref, color="tab:blue", ls="-.", lw=0.8, label=f"CA floor ({100 * floor:g}%)")
     ax.set_xlabel("α  (cleaned model θb − α·τt)")
     ax.set_ylabel("%")
     ax.set_ylim(-3, 103)
