@@ -90,6 +90,18 @@ def test_figures_draw(images):
         matplotlib.pyplot.close(fig)
 
 
+def test_alpha_curve_draws_the_ca_floor_and_the_chosen_alpha_into_a_given_panel():
+    from tbar_helpers.tbar import AlphaPoint
+    pts = [AlphaPoint(0.0, 0.8, 0.9), AlphaPoint(1.0, 0.75, 0.1), AlphaPoint(2.0, 0.6, 0.0)]
+    fig, axes = matplotlib.pyplot.subplots(1, 2)
+    assert plots.alpha_curve(pts, 1.0, floor=0.9, ax=axes[1]) is fig
+    lines = {ln.get_label(): ln for ln in axes[1].lines}
+    assert list(lines["CA floor (90%)"].get_ydata()) == pytest.approx([72.0, 72.0])  # 90% of α = 0's CA of 80%
+    assert list(lines["chosen α = 1"].get_xdata()) == [1.0, 1.0]
+    assert not axes[0].lines
+    matplotlib.pyplot.close(fig)
+
+
 def test_recorded_studies_read_the_committed_logs(monkeypatch, tmp_path):
     from tbar_helpers import studies
     budget = studies.recorded_pretraining("badnet", 0)
