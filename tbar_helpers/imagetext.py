@@ -331,21 +331,21 @@ def forget_recipes(it: ImageTextConfig, forget_size: int | None = None) -> list[
 
 def run_tbar_imagetext(s: ImageTextSetup, forget_size: int | None = None, progress: bool = True,
                        trigger: Callable | None = None, target: int | None = None,
-                       ties: str | None = None) -> tuple[ImageClassifier, dict]:
+                       proxy: bool = False) -> tuple[ImageClassifier, dict]:
     """TBAR on the backdoored CLIP. ``trigger``/``target`` default to the real ones (attack known); the
     attack-unknown case passes the reverse-engineered proxy trigger and the inferred target, which
-    then also drive the α search (the defender never sees the real trigger). Each forget recipe of
+    then also drive the α search (the defender never sees the real trigger) and ``proxy=True`` switches
+    every recipe to the proxy's α rule (:func:`~tbar_helpers.tbar.for_proxy`). Each forget recipe of
     :func:`forget_recipes` gets its own α search; the one with the lowest validation ASR is kept
-    (:func:`~tbar_helpers.tbar.select_recipe`), so the recipe is chosen on validation as α is. ``ties``
-    overrides the recipes' α tie rule (the attack-unknown run passes ``tbar.proxy_ties``)."""
-    from .tbar import apply_tbar, point_at, search_alpha, select_alpha, select_recipe
+    (:func:`~tbar_helpers.tbar.select_recipe`), so the recipe is chosen on validation as α is."""
+    from .tbar import apply_tbar, for_proxy, point_at, search_alpha, select_alpha, select_recipe
     trigger = trigger or s.trigger
     target = s.target if target is None else target
     clf_b = s.classifier()
     pairs: dict[int, tuple[torch.Tensor, list[str]]] = {}
     tried = []
     for cfg in forget_recipes(s.scale.imagetext, forget_size):
-        cfg = dataclasses.replace(cfg, ties=ties) if ties else cfg
+        cfg = for_proxy(cfg) if proxy else cfg
         if cfg.forget_size not in pairs:
             pairs[cfg.forget_size] = forget_pairs(s.defender, trigger, cfg.forget_size, s.seed)
         fx, fcaps = pairs[cfg.forget_size]
@@ -357,6 +357,7 @@ def run_tbar_imagetext(s: ImageTextSetup, forget_size: int | None = None, progre
     recipes = [{"optimizer": c.optimizer, "lr": c.lr, "forget_size": c.forget_size, "alpha": a, "val_asr": p.asr,
                 "val_ca": p.ca, "chosen": i == best} for i, (c, _, cv, a) in enumerate(tried) for p in [point_at(cv, a)]]
     return apply_tbar(clf_b, tau, alpha, cfg.alpha_max), {"alpha": alpha, "alpha_ties": cfg.ties,
+                                                          "ca_keep": cfg.ca_keep,
                                                           "forget_size": cfg.forget_size,
                                                           "val_curve": [p.__dict__ for p in curve],
                                                           "trigger_vector_norm": tau.norm(),

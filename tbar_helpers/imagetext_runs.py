@@ -4,7 +4,6 @@ data budgets, and DECREE inversion → target inference → TBAR with the proxy 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
@@ -150,18 +149,18 @@ class _Subject:
 
 def _subject(s) -> _Subject:
     if isinstance(s, ImageTextSetup):
-        ties = s.scale.imagetext.tbar.proxy_ties
         return _Subject(s, s.classifier(), s.classifier(s.foundation.model), s.scores, s.target,
-                        lambda proxy, target, progress: run_tbar_imagetext(s, None, progress, proxy, target, ties))
+                        lambda trigger, target, progress: run_tbar_imagetext(s, None, progress, trigger, target,
+                                                                             proxy=True))
     from .pipeline import evaluate
-    from .tbar import forget_set, run_tbar
+    from .tbar import for_proxy, forget_set, run_tbar
 
     def tbar(proxy: Callable, target: int, progress: bool) -> tuple[ImageClassifier, dict]:
-        cfg = dataclasses.replace(s.scale.tbar, ties=s.scale.tbar.proxy_ties)
+        cfg = for_proxy(s.scale.tbar)
         fx, fy = forget_set(s.defender.images, s.defender.labels, proxy, target, cfg.forget_size, s.seed)
         cleaned, res = run_tbar(s.backdoored, fx, fy, s.val.images, s.val.labels, proxy, target, cfg,
                                 s.seed, progress, s.scale.device, s.scale.eval_batch_size)
-        return cleaned, {"alpha": res.alpha, "alpha_ties": cfg.ties, "forget_size": res.forget_size,
+        return cleaned, {"alpha": res.alpha, "alpha_ties": cfg.ties, "ca_keep": cfg.ca_keep, "forget_size": res.forget_size,
                          "val_curve": [p.__dict__ for p in res.curve], "trigger_vector_norm": res.vector_norm}
 
     return _Subject(s, s.backdoored, s.zeroshot, lambda c: evaluate(c, s), s.scale.attack.target, tbar)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -148,6 +149,12 @@ def search_alpha(clf_b: nn.Module, tau: TaskVector, images: torch.Tensor, labels
 
 
 TIES = ("smallest", "largest")
+
+
+def for_proxy(cfg: TBARConfig) -> TBARConfig:
+    """``cfg`` for a reverse-engineered proxy trigger (attack unknown): the α tie rule becomes
+    ``cfg.proxy_ties``. Every attack-unknown run switches rules here and nowhere else."""
+    return dataclasses.replace(cfg, ties=cfg.proxy_ties)
 
 
 def select_alpha(curve: Sequence[AlphaPoint], ca_keep: float, asr_tol: float = 0.01, ties: str = "smallest") -> float:

@@ -182,9 +182,9 @@ def test_cli_image_text_writes_json_with_defense_rows(tmp_path, monkeypatch, cap
     assert chosen["val_asr"] == min(r["val_asr"] for r in recipes)
     # with a proxy trigger α ties go to the largest α above the CA floor, with the real one to the smallest
     ties = "largest" if unknown else "smallest"
-    assert rec["alpha_ties"] == ties
+    assert rec["alpha_ties"] == ties and rec["ca_keep"] == TINY.imagetext.tbar.ca_keep
     curve = [AlphaPoint(**p) for p in rec["val_curve"]]
-    assert rec["alpha"] == select_alpha(curve, TINY.imagetext.tbar.ca_keep, ties=ties)
+    assert rec["alpha"] == select_alpha(curve, rec["ca_keep"], ties=ties)
     assert "defense" in capsys.readouterr().out
 
 
@@ -219,6 +219,7 @@ def test_attack_unknown_in_the_classification_setting(monkeypatch, tmp_path):
     rec = run_attack_unknown("badnet", 0, scale, "classification", budgets=[], progress=False, setup=s)
     assert rec["setting"] == "classification" and "defense" not in rec
     assert rec["forget_size"] == 30 and rec["alpha"] in (0.0, 1.0) and rec["alpha_ties"] == "largest"
+    assert rec["ca_keep"] == scale.tbar.ca_keep
     assert rec["alpha"] == select_alpha([AlphaPoint(**p) for p in rec["val_curve"]], scale.tbar.ca_keep,
                                         ties="largest")
     assert 0 <= rec["mask_l1"] <= 1 and rec["target"] == scale.attack.target

@@ -1,9 +1,12 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from tbar_helpers import metrics
+from tbar_helpers.config import TBARConfig
 
 
 class Fixed(nn.Module):
@@ -175,6 +178,9 @@ def test_proxy_tie_rule_spends_the_ca_budget(monkeypatch):
         assert tbar.select_alpha(pts, 0.9, ties=ties) == want
     with pytest.raises(ValueError, match="tie rule"):
         tbar.select_alpha(curve, 0.9, ties="median")
+    # the attack-unknown runs switch rules through for_proxy, which changes nothing else
+    cfg = TBARConfig(ties="smallest", proxy_ties="largest", ca_keep=0.85)
+    assert tbar.for_proxy(cfg) == dataclasses.replace(cfg, ties="largest")
 
 
 def test_select_recipe_takes_the_lowest_validation_asr_then_the_most_ca_kept():
