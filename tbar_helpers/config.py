@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 
 @dataclass(frozen=True)
@@ -270,6 +270,21 @@ def check_fraction(name: str, value: float) -> float:
 
 
 SIZES = {"finetune": {"n_train", "epochs", "n_val", "n_test"}, "imagetext": {"n_val", "n_test"}}
+
+
+def with_forget_sizes(scale: str | ScaleConfig = "mini", sizes: Sequence[int] | None = None) -> ScaleConfig:
+    """The preset whose image–text TBAR tries these forget-set sizes (the first is ``imagetext.tbar``'s, the
+    others its alternatives), each with every forget optimiser; ``None`` keeps the preset's. The
+    image–text notebooks use it for their ``forget_sizes`` parameter."""
+    cfg = get_scale(scale)
+    if sizes is None:
+        return cfg
+    sizes = [int(n) for n in sizes]
+    if not sizes or min(sizes) <= 0:
+        raise ValueError(f"forget_sizes must list at least one positive number of pairs, got {sizes}; "
+                         "None keeps the preset's")
+    return override(cfg, **{"imagetext.tbar.forget_size": sizes[0],
+                            "imagetext.forget_size_alternatives": tuple(dict.fromkeys(sizes[1:]))})
 
 
 def with_sizes(scale: str | ScaleConfig = "mini", section: str = "finetune", **sizes: int | None) -> ScaleConfig:

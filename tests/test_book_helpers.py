@@ -12,7 +12,7 @@ import torch
 
 from tbar_helpers import book, plots
 from tbar_helpers.attacks import badnet, patch_trigger
-from tbar_helpers.config import MINI, with_sizes
+from tbar_helpers.config import MINI, with_forget_sizes, with_sizes
 from tbar_helpers.studies import coarse
 from tbar_helpers.widgets import STRENGTH, triggered_at
 
@@ -31,6 +31,31 @@ def test_with_sizes_changes_only_what_is_given():
         with_sizes("mini", "imagetext", n_train=600)
     with pytest.raises(ValueError, match="section"):
         with_sizes("mini", "pretrain", steps=5)
+
+
+def test_with_forget_sizes_sets_the_recipes_sizes():
+    from tbar_helpers.imagetext import forget_recipes
+    assert with_forget_sizes("mini") is MINI
+    cfg = with_forget_sizes("mini", [500])
+    assert [r.forget_size for r in forget_recipes(cfg.imagetext)] == [500, 500]  # one size, each optimiser
+    assert cfg.imagetext.tbar.lr == MINI.imagetext.tbar.lr and cfg.tbar == MINI.tbar and cfg.finetune == MINI.finetune
+    sizes = {r.forget_size for r in forget_recipes(with_forget_sizes("mini", [250, 1500, 250]).imagetext)}
+    assert sizes == {250, 1500}
+    for bad in ([], [0, 500]):
+        with pytest.raises(ValueError, match="forget_sizes"):
+            with_forget_sizes("mini", bad)
+
+
+def test_profile_sizes_are_parameters_of_their_notebooks():
+    """papermill would inject a misspelt name as a new variable nobody reads: every profile key must be a
+    variable of its notebook's parameters cell."""
+    import json
+    for profile in book.PROFILES.values():
+        for stem, params in profile.items():
+            cells = json.loads((book.NOTEBOOKS / f"{stem}.ipynb").read_text())["cells"]
+            src = "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
+            names = {line.split("=")[0].strip() for line in src.splitlines() if "=" in line}
+            assert set(params) <= names, (stem, set(params) - names)
 
 
 def test_profiles_one_place_and_lighter_for_tests():
