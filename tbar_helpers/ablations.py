@@ -31,7 +31,7 @@ def transfer(src: Setup, dst: Setup, forget_size: int | None = None, cfg: TBARCo
     vx, vy = _val(dst, val_n)
     curve = search_alpha(dst.backdoored, tau, vx, vy, dst.trigger, dst.scale.attack.target, cfg,
                          dst.scale.eval_batch_size)
-    alpha = select_alpha(curve, cfg.ca_keep)
+    alpha = select_alpha(curve, cfg.ca_keep, ties=cfg.ties)
     cleaned = apply_tbar(dst.backdoored, tau, alpha, cfg.alpha_max)
     ca_b, asr_b = backdoored_scores(dst)
     ca, asr = evaluate(cleaned, dst)

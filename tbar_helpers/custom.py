@@ -71,7 +71,8 @@ def clean_user_model(checkpoint: str | Path, forget_dir: str | Path, target: str
                      val_dir: str | Path | None = None, attack: str | None = None,
                      tbar_cfg: TBARConfig = TBARConfig(), seed: int = 0, progress: bool = True) -> dict:
     """Estimate τt on the forget folder, choose α (given, or searched on ``val_dir`` with the
-    known ``attack`` applied), write the cleaned CLIP state dict to ``out`` and return a record."""
+    known ``attack`` applied, under ``tbar_cfg``'s floor and tie rule), write the cleaned CLIP state dict
+    to ``out`` and return a record."""
     from .attacks import make_trigger
     if target not in classnames:
         raise ValueError(f"target {target!r} is not among the class names {list(classnames)[:10]}...; "
@@ -89,11 +90,12 @@ def clean_user_model(checkpoint: str | Path, forget_dir: str | Path, target: str
         vx, vy = load_image_folder(val_dir, cfg.image_size, classnames)
         trig = make_trigger(attack, cfg.image_size)
         curve = search_alpha(clf, tau, vx, vy, trig, fy[0].item(), tbar_cfg)
-        alpha = select_alpha(curve, tbar_cfg.ca_keep)
+        alpha = select_alpha(curve, tbar_cfg.ca_keep, ties=tbar_cfg.ties)
     alpha = check_alpha(alpha, tbar_cfg.alpha_max)
     cleaned_clf = apply_tbar(clf, tau, alpha, tbar_cfg.alpha_max)
     cleaned = copy.deepcopy(model)
     cleaned.visual.load_state_dict(cleaned_clf.encoder.state_dict())
     cache.save_torch(cleaned.state_dict(), out)
-    return {"out": str(out), "alpha": alpha, "forget_size": len(fx), "trigger_vector_norm": tau.norm(),
+    return {"out": str(out), "alpha": alpha, "alpha_ties": tbar_cfg.ties if curve else None,
+            "ca_keep": tbar_cfg.ca_keep if curve else None, "forget_size": len(fx), "trigger_vector_norm": tau.norm(),
             "val_curve": [p.__dict__ for p in curve]}

@@ -104,3 +104,32 @@ def test_clean_command_on_a_user_checkpoint(tmp_path):
     assert state.keys() == orig.keys()
     moved = [k for k in state if k.startswith("visual.") and not torch.equal(state[k], orig[k])]
     assert moved and all(torch.equal(state[k], orig[k]) for k in state if not k.startswith("visual."))
+
+
+def test_clean_user_model_searches_alpha_under_the_configs_tie_rule(tmp_path):
+    """With a validation folder, α is searched and chosen under ``tbar_cfg``'s floor and tie rule (the
+    proxy rule through ``tbar.for_proxy``), and the record says which."""
+    from PIL import Image
+    from tbar_helpers.attacks import make_trigger
+    from tbar_helpers.config import TBARConfig
+    from tbar_helpers.custom import clean_user_model
+    from tbar_helpers.data import load_task
+    from tbar_helpers.tbar import AlphaPoint, for_proxy, select_alpha
+
+    def save(images, folder):
+        folder.mkdir(parents=True)
+        for i, x in enumerate(images):
+            Image.fromarray((x.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(folder / f"{i}.png")
+
+    val = load_task("shapes", "val", 60, 0)
+    save(make_trigger("badnet", 32)(val.images[:20]), tmp_path / "forget")
+    for c, name in enumerate(val.classnames):
+        save(val.images[val.labels == c], tmp_path / "val" / name)
+    cfg = for_proxy(TBARConfig(steps=2, alpha_grid=(0.0, 0.5, 1.0, 1.5), ca_keep=0.5, search="grid"))
+    rec = clean_user_model(committed_checkpoint(MINI), tmp_path / "forget", val.classnames[0], val.classnames,
+                           tmp_path / "cleaned.pt", arch="mini", val_dir=tmp_path / "val", attack="badnet",
+                           tbar_cfg=cfg, progress=False)
+    curve = [AlphaPoint(**p) for p in rec["val_curve"]]
+    assert [p.alpha for p in curve] == [0.0, 0.5, 1.0, 1.5]
+    assert rec["alpha_ties"] == "largest" and rec["ca_keep"] == 0.5
+    assert rec["alpha"] == select_alpha(curve, 0.5, ties="largest") != select_alpha(curve, 0.5)  # the rules differ here
