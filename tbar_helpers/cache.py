@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -41,6 +41,18 @@ def sha256_file(path: str | os.PathLike) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def tensor_digest(tensors: Mapping[str, torch.Tensor] | torch.Tensor) -> str:
+    """sha256 of tensors' names, dtypes, shapes and values (a state dict, or one batch of images): the
+    key part for an artefact computed from a model's weights or from given images."""
+    items = sorted(tensors.items()) if isinstance(tensors, Mapping) else [("", tensors)]
+    h = hashlib.sha256()
+    for name, t in items:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

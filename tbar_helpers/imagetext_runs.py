@@ -114,15 +114,27 @@ def run_imagetext(attack: str, seed: int = 0, scale: ScaleConfig | str = "mini",
             "seconds": time.time() - t0}
 
 
-def invert(s_or_clf, images: torch.Tensor, scale: ScaleConfig, seed: int, progress: bool = True) -> Inversion:
-    """DECREE inversion on an image classifier's encoder (its normalised features)."""
+def invert(s_or_clf, images: torch.Tensor, scale: ScaleConfig, seed: int, progress: bool = True,
+           use_cache: bool = True) -> Inversion:
+    """DECREE inversion on an image classifier's encoder (its normalised features), cached under a hash of
+    the classifier's weights, the images and the inversion settings: θpre's reference inversion is the
+    same for every attack of a seed, and a rerun with the same models skips the optimisation."""
     it = scale.imagetext
     clf = s_or_clf.classifier() if isinstance(s_or_clf, ImageTextSetup) else s_or_clf
     clf = copy.deepcopy(clf).eval()
     for p in clf.parameters():
         p.requires_grad_(False)
-    return invert_trigger(clf.features, images[:it.invert_images], steps=it.invert_steps, lr=it.invert_lr,
-                          l1=it.invert_l1, sim_goal=it.invert_sim_goal, seed=seed, progress=progress)
+    images = images[:it.invert_images]
+    settings = {"steps": it.invert_steps, "lr": it.invert_lr, "l1": it.invert_l1, "sim_goal": it.invert_sim_goal}
+    path = cache.cached_path("inversion", config_hash("inversion", cache.tensor_digest(clf.state_dict()),
+                                                      cache.tensor_digest(images), settings, seed))
+    if use_cache and path.exists():
+        return Inversion(**cache.load_torch(path))
+    inv = invert_trigger(clf.features, images, **settings, seed=seed, progress=progress)
+    if use_cache:
+        cache.save_torch({"mask": inv.mask, "pattern": inv.pattern, "l1": inv.l1, "similarity": inv.similarity,
+                          "history": inv.history}, path)
+    return inv
 
 
 def setup_for(attack: str, seed: int = 0, scale: ScaleConfig | str = "mini", setting: str = "image-text",
@@ -181,8 +193,8 @@ def run_attack_unknown(attack: str, seed: int = 0, scale: ScaleConfig | str = "m
     t0 = time.time()
     sub = _subject(setup if setup is not None else setup_for(attack, seed, scale, setting, progress, use_cache))
     s, val, classnames = sub.setup, sub.setup.val, sub.setup.test.classnames
-    inv = invert(sub.backdoored, s.defender.images, scale, seed, progress)
-    inv_ref = invert(sub.pre, s.defender.images, scale, seed, progress)
+    inv = invert(sub.backdoored, s.defender.images, scale, seed, progress, use_cache)
+    inv_ref = invert(sub.pre, s.defender.images, scale, seed, progress, use_cache)
     proxy = inv.trigger()
     target, share = infer_target(sub.backdoored, val.images, proxy, scale.eval_batch_size)
     ca_bd, asr_bd = sub.scores(sub.backdoored)

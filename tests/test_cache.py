@@ -46,6 +46,19 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert not [q for q in tmp_path.iterdir() if q.name.endswith(".tmp")]
 
 
+def test_tensor_digest_tracks_values_names_and_dtypes():
+    from tbar_helpers.cache import tensor_digest
+    sd = {"a": torch.arange(6.0).view(2, 3), "b": torch.ones(2)}
+    d = tensor_digest(sd)
+    assert d == tensor_digest({k: v.clone() for k, v in reversed(sd.items())})
+    bumped = {**sd, "a": sd["a"].clone()}
+    bumped["a"][1, 2] += 1e-6
+    assert tensor_digest(bumped) != d
+    assert tensor_digest({"c": sd["a"], "b": sd["b"]}) != d
+    assert tensor_digest({**sd, "b": sd["b"].double()}) != d
+    assert tensor_digest(sd["a"]) != tensor_digest(sd["a"].reshape(3, 2))
+
+
 def test_config_hash_tracks_changes():
     assert config_hash(MINI) == config_hash(MINI)
     assert config_hash(MINI) != config_hash(override(MINI, **{"tbar.lr": 1.0}))

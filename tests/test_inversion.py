@@ -95,3 +95,35 @@ def test_bad_inputs_are_named():
         is_backdoored(Inversion(torch.zeros(1, 1, 2, 2), torch.zeros(1, 3, 2, 2), 0.0, 1.0), threshold=2)
     with pytest.raises(ValueError, match="batch"):
         invert_trigger(ToyEncoder(), torch.rand(3, SIZE, SIZE), steps=5, progress=False)
+
+
+def test_inversions_are_cached_by_weights_images_and_settings(tmp_path, monkeypatch):
+    """A second inversion of the same weights on the same images loads the first one (θpre's reference
+    inversion is shared by every attack of a seed); other weights, images or settings invert again."""
+    from tbar_helpers import imagetext_runs
+    from tbar_helpers.config import MINI, override
+    from tbar_helpers.models import ImageClassifier
+    monkeypatch.setenv("TBAR_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    clf = ImageClassifier(nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, 8)), torch.randn(2, 8),
+                          (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    scale = override(MINI, **{"imagetext.invert_steps": 4, "imagetext.invert_images": 16})
+    x = _images(24)
+    first = imagetext_runs.invert(clf, x, scale, seed=0, progress=False)
+    assert len(list((tmp_path / "inversion").glob("*.pt"))) == 1
+
+    def must_not_run(*a, **k):
+        raise AssertionError("the inversion ran again")
+
+    monkeypatch.setattr(imagetext_runs, "invert_trigger", must_not_run)
+    again = imagetext_runs.invert(clf, x.clone(), scale, seed=0, progress=False)
+    assert torch.equal(again.mask, first.mask) and torch.equal(again.pattern, first.pattern)
+    assert (again.l1, again.similarity, again.history) == (first.l1, first.similarity, first.history)
+    other = ImageClassifier(nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, 8)), torch.randn(2, 8),
+                            (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    for args in ((other, x, scale, 0), (clf, _images(24, seed=1), scale, 0), (clf, x, scale, 1),
+                 (clf, x, override(scale, **{"imagetext.invert_lr": 0.05}), 0)):
+        with pytest.raises(AssertionError, match="ran again"):
+            imagetext_runs.invert(*args, progress=False)
+    with pytest.raises(AssertionError, match="ran again"):
+        imagetext_runs.invert(clf, x, scale, 0, progress=False, use_cache=False)
