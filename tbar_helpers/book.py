@@ -31,12 +31,13 @@ NOTEBOOKS = ROOT / "notebooks"
 TEST_PROFILE: dict[str, dict] = {
     "03_injecting": {"attacks": ["badnet"]},
     "04_disentanglement": {"attacks": ["badnet"]},
-    "05_tbar": {"table_attacks": ["badnet"]},
+    "05_tbar": {"table_attacks": ["badnet"], "curve_n": 250},
     "06_transfer": {"dest_n_train": 600, "val_n": 250},
     "07_ablations": {"sizes": [25, 400], "clean_shares": [0.5], "budgets": [100]},
-    "09_image_text": {"attacks": ["badnet"], "budgets": [200], "n_val": 250, "n_test": 1000, "forget_sizes": [500]},
-    "10_attack_unknown": {"attacks": ["badnet"], "invert_steps": 150, "n_val": 250, "n_test": 1000,
-                          "forget_sizes": [500]},
+    "09_image_text": {"attacks": ["badnet"], "budgets": [200], "corpus_size": 2500, "n_val": 250, "n_test": 1000,
+                      "forget_sizes": [500]},
+    "10_attack_unknown": {"attacks": ["badnet"], "invert_steps": 100, "corpus_size": 2500, "n_val": 250,
+                          "n_test": 1000, "forget_sizes": [500]},
     "11_calibration": {"n_train": 600, "epochs": 1, "n_val": 200, "n_test": 400, "n_images": 100},
 }
 PROFILES = {"book": {}, "test": TEST_PROFILE}

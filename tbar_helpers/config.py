@@ -269,7 +269,7 @@ def check_fraction(name: str, value: float) -> float:
     return float(value)
 
 
-SIZES = {"finetune": {"n_train", "epochs", "n_val", "n_test"}, "imagetext": {"n_val", "n_test"}}
+SIZES = {"finetune": {"n_train", "epochs", "n_val", "n_test"}, "imagetext": {"corpus_size", "n_val", "n_test"}}
 
 
 def with_forget_sizes(scale: str | ScaleConfig = "mini", sizes: Sequence[int] | None = None) -> ScaleConfig:
@@ -289,7 +289,7 @@ def with_forget_sizes(scale: str | ScaleConfig = "mini", sizes: Sequence[int] | 
 
 def with_sizes(scale: str | ScaleConfig = "mini", section: str = "finetune", **sizes: int | None) -> ScaleConfig:
     """The preset with other sizes in ``section`` (fine-tuning: ``n_train``, ``epochs``, ``n_val``,
-    ``n_test``; image–text: ``n_val``, ``n_test``); ``None`` keeps the preset's value. The notebooks use
+    ``n_test``; image–text: ``corpus_size``, ``n_val``, ``n_test``); ``None`` keeps the preset's value. The notebooks use
     it for their ``sizes`` parameters."""
     cfg = get_scale(scale)
     if section not in SIZES:

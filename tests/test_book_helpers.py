@@ -25,8 +25,9 @@ def test_with_sizes_changes_only_what_is_given():
         with_sizes("mini", n_trains=5)
     with pytest.raises(ValueError, match="positive"):
         with_sizes("mini", n_train=0)
-    it = with_sizes("mini", "imagetext", n_val=250, n_test=None)
+    it = with_sizes("mini", "imagetext", n_val=250, n_test=None, corpus_size=2500)
     assert it.imagetext.n_val == 250 and it.imagetext.n_test == MINI.imagetext.n_test and it.finetune == MINI.finetune
+    assert it.imagetext.corpus_size == 2500
     with pytest.raises(ValueError, match="n_train"):
         with_sizes("mini", "imagetext", n_train=600)
     with pytest.raises(ValueError, match="section"):
