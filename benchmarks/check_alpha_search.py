@@ -6,16 +6,23 @@ subset of the grid's, so the replay is exact) and compares the two picks. Result
 benchmarks/results/alpha-search-<setting>.txt
 
     python benchmarks/check_alpha_search.py --setting classification --attacks badnet blended --seeds 0
+
+``--replay`` trains nothing: it replays the search with and without its early stop (``refine``'s
+``stop_below_floor``) on every validation curve recorded in ``benchmarks/results/**/*.json``, and
+counts the evaluations saved and the chosen α that changed (benchmarks/results/alpha-search-replay.txt).
+
+    python benchmarks/check_alpha_search.py --replay
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import time
 from pathlib import Path
 
 from tbar_helpers.config import get_scale
-from tbar_helpers.tbar import alpha_curve, refine, select_alpha
+from tbar_helpers.tbar import AlphaPoint, alpha_curve, refine, select_alpha
 
 print = functools.partial(print, flush=True)
 
@@ -43,12 +50,70 @@ def curve_and_setting(setting: str, attack: str, seed: int):
     return full, grid, keep, time.time() - t0
 
 
+RESULTS = Path(__file__).parent / "results"
+
+
+def recorded_curves():
+    """(folder, file, record) for every recorded run whose JSON carries a validation α curve."""
+    for f in sorted(RESULTS.glob("**/*.json")):
+        recs = json.loads(f.read_text())
+        for r in recs if isinstance(recs, list) else [recs]:
+            if isinstance(r, dict) and r.get("val_curve"):
+                yield f.parent.name, f.name, r
+
+
+def replay(out: Path) -> None:
+    """Early stop or not, on the recorded curves: the same α? how many evaluations fewer?"""
+    rows: dict[str, list[int]] = {}
+    lines = ["# python benchmarks/check_alpha_search.py --replay  "
+             f"({time.strftime('%Y-%m-%d')}; recorded coarse-to-fine curves, replayed without and with the early stop)"]
+    for folder, name, r in recorded_curves():
+        table = {round(p["alpha"], 3): AlphaPoint(**p) for p in r["val_curve"]}
+        al = sorted(table)
+        step = min(b - a for a, b in zip(al, al[1:]))
+        grid = [round(step * i, 3) for i in range(round(al[-1] / step) + 1)]
+        keep, ties = r.get("ca_keep", 0.9), r.get("alpha_ties") or "smallest"
+        counts = []
+        try:
+            for stop in (False, True):
+                asked: list[float] = []
+                pts = refine(lambda alphas: [table[round(x, 3)] for x in alphas if not asked.append(x)], grid, keep,
+                             ties=ties, stop_below_floor=stop)
+                counts.append((select_alpha(pts, keep, ties=ties), len(asked)))
+        except KeyError:  # the curve was recorded on another plan: it cannot be replayed exactly
+            rows.setdefault(folder, [0] * 5)[4] += 1
+            continue
+        (a_full, n_full), (a_stop, n_stop) = counts
+        if n_full != len(table) or a_full != r["alpha"]:
+            rows.setdefault(folder, [0] * 5)[4] += 1
+            continue
+        row = rows.setdefault(folder, [0] * 5)
+        row[0] += 1
+        row[1] += n_full
+        row[2] += n_stop
+        row[3] += a_full != a_stop
+        if a_full != a_stop:
+            lines.append(f"  differs: {folder}/{name} ({r.get('attack')}, seed {r.get('seed')}): {a_full} -> {a_stop}")
+    lines.append(f"{'runs folder':>28} {'curves':>6} {'evals':>6} {'with stop':>9} {'saved':>6} {'alpha changed':>13} "
+                 f"{'not replayable':>14}")
+    for folder, (n, e0, e1, d, skip) in rows.items():
+        lines.append(f"{folder:>28} {n:>6} {e0:>6} {e1:>9} {1 - e1 / max(e0, 1):>6.0%} {d:>13} {skip:>14}")
+    tot = [sum(v[i] for v in rows.values()) for i in range(5)]
+    lines.append(f"{'all':>28} {tot[0]:>6} {tot[1]:>6} {tot[2]:>9} {1 - tot[2] / max(tot[1], 1):>6.0%} {tot[3]:>13} "
+                 f"{tot[4]:>14}")
+    print(*lines, sep="\n")
+    out.write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--setting", choices=["classification", "image-text"], default="classification")
     p.add_argument("--attacks", nargs="+", default=["badnet", "blended"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--replay", action="store_true", help="replay the recorded curves with and without the early stop")
     a = p.parse_args()
+    if a.replay:
+        return replay(RESULTS / "alpha-search-replay.txt")
     out = Path(__file__).parent / "results" / f"alpha-search-{a.setting}.txt"
     lines = out.read_text().splitlines() if out.exists() else [
         f"alpha search, {a.setting}: full grid vs coarse-to-fine replayed on the same validation curve",
@@ -65,7 +130,7 @@ def main() -> None:
                 asked.extend(alphas)
                 return [table[float(x)] for x in alphas]
 
-            c2f = refine(lookup, grid, keep)
+            c2f = refine(lookup, grid, keep, stop_below_floor=False)
             ag, ac = select_alpha(full, keep), select_alpha(c2f, keep)
             line = (f"{attack:>10} {seed:>4} {len(full):>8} {len(asked):>7} {ag:>10.2f} {ac:>9.2f} {str(ag == ac):>5} "
                     f"{secs:>8.1f} {secs * len(asked) / len(full):>13.1f}")

@@ -5,7 +5,7 @@ is found in ``checkpoints/`` as usual): first ``--attack A1``, which trains the 
 fine-tune and the poisoned one, then ``--attack A2`` on the same task and seed, which finds the clean
 reference cached and trains only its poisoned model. Wall time includes starting Python and importing
 torch. Prints each run's seconds per stage (the record's ``stage_seconds``) and the ratio to the
-3-minute target of the foundation issue; writes ``benchmarks/results/run-timing.txt``.
+3-minute target of the foundation issue; appends to ``benchmarks/results/run-timing.txt``.
 
     python benchmarks/run_timing.py --attacks badnet blended --seed 0
 """
@@ -24,6 +24,11 @@ OUT = Path(__file__).parent / "results" / "run-timing.txt"
 TARGET_S = 180.0
 
 
+def _commit() -> str:
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    return r.stdout.strip() or "unknown"
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--attacks", nargs="+", default=["badnet", "blended"])
@@ -31,7 +36,7 @@ def main() -> None:
     a = p.parse_args()
     tbar = Path(sys.executable).with_name("tbar")
     lines = [f"# python benchmarks/run_timing.py --attacks {' '.join(a.attacks)} --seed {a.seed}  "
-             f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, empty model cache)"]
+             f"({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, empty model cache, commit {_commit()})"]
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "TBAR_CACHE": tmp}
         for i, attack in enumerate(a.attacks):
@@ -47,7 +52,8 @@ def main() -> None:
                          f"3-minute target | in-process {rec['seconds']:.1f} s: {stages} | CA {100 * rec['ca_backdoored']:.1f}"
                          f" -> {100 * rec['ca_tbar']:.1f}, ASR {100 * rec['asr_backdoored']:.1f} -> {100 * rec['asr_tbar']:.1f}")
             print(lines[-1], flush=True)
-    OUT.write_text("\n".join(lines) + "\n")
+    old = OUT.read_text() if OUT.exists() else ""  # earlier measurements stay: this machine's speed varies by day
+    OUT.write_text(old + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

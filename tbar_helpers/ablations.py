@@ -18,7 +18,7 @@ from .config import TBARConfig
 from .defenses import clean_finetune, gradient_ascent
 from .pipeline import Setup, defender_pool, evaluate, make_forget_set
 from .studies import _val, backdoored_scores, table, tbar_on
-from .tbar import apply_tbar, forget_set, search_alpha, select_alpha, trigger_vector
+from .tbar import apply_tbar, choose_alpha, forget_set, search_alpha, trigger_vector
 
 
 def transfer(src: Setup, dst: Setup, forget_size: int | None = None, cfg: TBARConfig | None = None,
@@ -31,7 +31,7 @@ def transfer(src: Setup, dst: Setup, forget_size: int | None = None, cfg: TBARCo
     vx, vy = _val(dst, val_n)
     curve = search_alpha(dst.backdoored, tau, vx, vy, dst.trigger, dst.scale.attack.target, cfg,
                          dst.scale.eval_batch_size)
-    alpha = select_alpha(curve, cfg.ca_keep, ties=cfg.ties)
+    alpha = choose_alpha(curve, cfg)
     cleaned = apply_tbar(dst.backdoored, tau, alpha, cfg.alpha_max)
     ca_b, asr_b = backdoored_scores(dst)
     ca, asr = evaluate(cleaned, dst)

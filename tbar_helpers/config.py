@@ -84,7 +84,9 @@ class TBARConfig:
     ties: str = "smallest"
     proxy_ties: str = "largest"
     alpha_max: float = 10.0
-    search: str = "coarse-to-fine"  # or "grid": every α (2x the evaluations; same α in benchmarks/check_alpha_search.py)
+    # or "grid": every α (about 3x the evaluations; same α in benchmarks/check_alpha_search.py, --replay for the
+    # coarse pass's stop at the first α below the CA floor)
+    search: str = "coarse-to-fine"
 
 
 @dataclass(frozen=True)

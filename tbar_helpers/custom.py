@@ -15,7 +15,7 @@ import torch
 from . import cache
 from .config import MINI, ModelConfig, TBARConfig
 from .models import build_foundation, make_classifier
-from .tbar import AlphaPoint, apply_tbar, check_alpha, search_alpha, select_alpha, trigger_vector
+from .tbar import AlphaPoint, apply_tbar, check_alpha, choose_alpha, search_alpha, trigger_vector
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
@@ -90,7 +90,7 @@ def clean_user_model(checkpoint: str | Path, forget_dir: str | Path, target: str
         vx, vy = load_image_folder(val_dir, cfg.image_size, classnames)
         trig = make_trigger(attack, cfg.image_size)
         curve = search_alpha(clf, tau, vx, vy, trig, fy[0].item(), tbar_cfg)
-        alpha = select_alpha(curve, tbar_cfg.ca_keep, ties=tbar_cfg.ties)
+        alpha = choose_alpha(curve, tbar_cfg)
     alpha = check_alpha(alpha, tbar_cfg.alpha_max)
     cleaned_clf = apply_tbar(clf, tau, alpha, tbar_cfg.alpha_max)
     cleaned = copy.deepcopy(model)

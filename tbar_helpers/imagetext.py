@@ -338,7 +338,7 @@ def run_tbar_imagetext(s: ImageTextSetup, forget_size: int | None = None, progre
     every recipe to the proxy's α rule (:func:`~tbar_helpers.tbar.for_proxy`). Each forget recipe of
     :func:`forget_recipes` gets its own α search; the one with the lowest validation ASR is kept
     (:func:`~tbar_helpers.tbar.select_recipe`), so the recipe is chosen on validation as α is."""
-    from .tbar import apply_tbar, for_proxy, point_at, search_alpha, select_alpha, select_recipe
+    from .tbar import apply_tbar, choose_alpha, for_proxy, point_at, search_alpha, select_recipe
     trigger = trigger or s.trigger
     target = s.target if target is None else target
     clf_b = s.classifier()
@@ -351,7 +351,7 @@ def run_tbar_imagetext(s: ImageTextSetup, forget_size: int | None = None, progre
         fx, fcaps = pairs[cfg.forget_size]
         tau = imagetext_trigger_vector(s, clf_b, fx, fcaps, target, progress, cfg=cfg)
         curve = search_alpha(clf_b, tau, s.val.images, s.val.labels, trigger, target, cfg, s.scale.eval_batch_size)
-        tried.append((cfg, tau, curve, select_alpha(curve, cfg.ca_keep, ties=cfg.ties)))
+        tried.append((cfg, tau, curve, choose_alpha(curve, cfg)))
     best = select_recipe([(curve, alpha) for _, _, curve, alpha in tried])
     cfg, tau, curve, alpha = tried[best]
     recipes = [{"optimizer": c.optimizer, "lr": c.lr, "forget_size": c.forget_size, "alpha": a, "val_asr": p.asr,

@@ -121,15 +121,15 @@ def invert(s_or_clf, images: torch.Tensor, scale: ScaleConfig, seed: int, progre
     same for every attack of a seed, and a rerun with the same models skips the optimisation."""
     it = scale.imagetext
     clf = s_or_clf.classifier() if isinstance(s_or_clf, ImageTextSetup) else s_or_clf
-    clf = copy.deepcopy(clf).eval()
-    for p in clf.parameters():
-        p.requires_grad_(False)
     images = images[:it.invert_images]
     settings = {"steps": it.invert_steps, "lr": it.invert_lr, "l1": it.invert_l1, "sim_goal": it.invert_sim_goal}
     path = cache.cached_path("inversion", config_hash("inversion", cache.tensor_digest(clf.state_dict()),
                                                       cache.tensor_digest(images), settings, seed))
     if use_cache and path.exists():
         return Inversion(**cache.load_torch(path))
+    clf = copy.deepcopy(clf).eval()  # frozen copy: the caller's model keeps its grad flags
+    for p in clf.parameters():
+        p.requires_grad_(False)
     inv = invert_trigger(clf.features, images, **settings, seed=seed, progress=progress)
     if use_cache:
         cache.save_torch({"mask": inv.mask, "pattern": inv.pattern, "l1": inv.l1, "similarity": inv.similarity,

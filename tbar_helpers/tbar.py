@@ -12,10 +12,9 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -113,19 +112,32 @@ def alpha_curve(clf_b: nn.Module, tau: TaskVector, images: torch.Tensor, labels:
 def coarse_to_fine(clf_b: nn.Module, tau: TaskVector, images: torch.Tensor, labels: torch.Tensor,
                    trigger: Callable, target: int, grid: Sequence[float], ca_keep: float, every: int = 3,
                    alpha_max: float = 10.0, batch_size: int = 500, ties: str = "smallest") -> list[AlphaPoint]:
-    """The α curve on every ``every``-th point of ``grid`` (and its first and last), then on the grid
-    points between the coarse neighbours of the α :func:`select_alpha` picks there: about half of
-    the evaluations of the full grid (19 of 41 with ``every=3``). Returns all evaluated points, sorted by α."""
+    """The α curve on every ``every``-th point of ``grid`` (and its first and last), in increasing order
+    and stopping at the first whose CA falls below the floor, then on the grid points between the
+    coarse neighbours of the α :func:`select_alpha` picks there: about a third of the evaluations of the
+    full grid (see :func:`refine`). Returns all evaluated points, sorted by α."""
     return refine(lambda alphas: alpha_curve(clf_b, tau, images, labels, trigger, target, alphas, alpha_max,
                                              batch_size), grid, ca_keep, every, ties)
 
 
 def refine(curve_fn: Callable[[Sequence[float]], list[AlphaPoint]], grid: Sequence[float], ca_keep: float,
-           every: int = 3, ties: str = "smallest") -> list[AlphaPoint]:
-    """:func:`coarse_to_fine`'s search over any ``curve_fn(alphas) -> points`` (e.g. a recorded curve)."""
+           every: int = 3, ties: str = "smallest", stop_below_floor: bool = True) -> list[AlphaPoint]:
+    """:func:`coarse_to_fine`'s search over any ``curve_fn(alphas) -> points`` (e.g. a recorded curve).
+
+    With ``stop_below_floor`` the coarse pass ends at the first α whose CA is below ``ca_keep`` times the
+    smallest α's: larger α only remove more of θb, and a point under the floor is never chosen. On 148
+    recorded validation curves this never changed the chosen α (benchmarks/check_alpha_search.py --replay)."""
     grid = sorted(grid)
     coarse = sorted(set(grid[::every]) | {grid[0], grid[-1]})
-    pts = list(curve_fn(coarse))
+    if stop_below_floor:
+        pts: list[AlphaPoint] = []
+        for a in coarse:
+            pts += curve_fn([a])
+            if pts[-1].ca < ca_keep * pts[0].ca:
+                break
+        coarse = [p.alpha for p in pts]
+    else:
+        pts = list(curve_fn(coarse))
     pick = coarse.index(select_alpha(pts, ca_keep, ties=ties))
     lo, hi = coarse[max(0, pick - 1)], coarse[min(len(coarse) - 1, pick + 1)]
     fine = [a for a in grid if lo < a < hi and a not in coarse]
@@ -154,7 +166,7 @@ TIES = ("smallest", "largest")
 def for_proxy(cfg: TBARConfig) -> TBARConfig:
     """``cfg`` for a reverse-engineered proxy trigger (attack unknown): the α tie rule becomes
     ``cfg.proxy_ties``. Every attack-unknown run switches rules here and nowhere else."""
-    return dataclasses.replace(cfg, ties=cfg.proxy_ties)
+    return replace(cfg, ties=cfg.proxy_ties)
 
 
 def select_alpha(curve: Sequence[AlphaPoint], ca_keep: float, asr_tol: float = 0.01, ties: str = "smallest") -> float:
@@ -172,6 +184,12 @@ def select_alpha(curve: Sequence[AlphaPoint], ca_keep: float, asr_tol: float = 0
     best = min(p.asr for p in ok)
     near = [p.alpha for p in ok if p.asr <= best + asr_tol]
     return max(near) if ties == "largest" else min(near)
+
+
+def choose_alpha(curve: Sequence[AlphaPoint], cfg: TBARConfig) -> float:
+    """:func:`select_alpha` under ``cfg``'s CA floor and tie rule: the one call every caller uses, so
+    that an α searched under one rule is never chosen under another."""
+    return select_alpha(curve, cfg.ca_keep, ties=cfg.ties)
 
 
 def point_at(curve: Sequence[AlphaPoint], alpha: float) -> AlphaPoint:
@@ -202,6 +220,6 @@ def run_tbar(clf_b: nn.Module, forget_x: torch.Tensor, forget_y: torch.Tensor, v
     t0 = time.time()
     tau = trigger_vector(clf_b, forget_x, forget_y, cfg, seed, progress, device)
     curve = search_alpha(clf_b, tau, val_x, val_y, trigger, target, cfg, batch_size)
-    alpha = select_alpha(curve, cfg.ca_keep, ties=cfg.ties)
+    alpha = choose_alpha(curve, cfg)
     cleaned = apply_tbar(clf_b, tau, alpha, cfg.alpha_max)
     return cleaned, TBARResult(alpha, curve, len(forget_x), time.time() - t0, tau.norm(), tau)

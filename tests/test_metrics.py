@@ -160,6 +160,31 @@ def test_refine_replays_a_recorded_curve():
     assert [p.alpha for p in pts] == sorted(asked)
 
 
+def test_coarse_pass_stops_at_the_first_alpha_below_the_ca_floor():
+    """The coarse pass asks for no α beyond the first whose CA is under the floor, and still picks the full
+    grid's α on a monotone curve; ``stop_below_floor=False`` keeps the old plan (every coarse α)."""
+    from tbar_helpers.tbar import AlphaPoint, refine, select_alpha
+    grid = [round(0.1 * i, 1) for i in range(31)]
+    table = {a: AlphaPoint(a, 1 - 0.1 * a, max(0.0, 1 - a / 1.2)) for a in grid}  # CA < 0.85 from α = 1.6
+
+    def run(stop):
+        asked = []
+        pts = refine(lambda al: [table[a] for a in al if not asked.append(a)], grid, 0.85, stop_below_floor=stop)
+        return pts, asked
+
+    (stopped, asked), (full, asked_all) = run(True), run(False)
+    coarse = sorted(set(grid[::3]) | {grid[-1]})
+    assert max(a for a in asked if a in coarse) == 1.8  # the first coarse α under the floor, then nothing larger
+    assert set(coarse) <= set(asked_all) and len(asked) < len(asked_all)
+    assert select_alpha(stopped, 0.85) == select_alpha(full, 0.85) == select_alpha(list(table.values()), 0.85) == 1.2
+    # a curve whose CA comes back above the floor: only the full plan sees the later α (largest-α ties)
+    bumpy = {**table, 2.4: AlphaPoint(2.4, 0.99, 0.0)}
+    pts = refine(lambda al: [bumpy[a] for a in al], grid, 0.85, ties="largest", stop_below_floor=False)
+    assert select_alpha(pts, 0.85, ties="largest") == 2.4
+    pts = refine(lambda al: [bumpy[a] for a in al], grid, 0.85, ties="largest")
+    assert 2.4 not in [p.alpha for p in pts] and select_alpha(pts, 0.85, ties="largest") == 1.5
+
+
 def test_proxy_tie_rule_spends_the_ca_budget(monkeypatch):
     """With a proxy trigger, α ties (ASR within a point of the lowest) go to the largest α whose CA stays
     above the floor; the known-trigger rule takes the smallest. The coarse-to-fine search finds the
