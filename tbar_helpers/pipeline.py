@@ -166,6 +166,26 @@ def prepare(attack: str, task: str | None = None, seed: int = 0, scale: ScaleCon
                  trigger, poisoned, memo={"seconds": clock.seconds})
 
 
+def clean_reference(task: str, seed: int = 0, scale: ScaleConfig | str = "mini", progress: bool = True,
+                    use_cache: bool = True) -> dict:
+    """Zero-shot and clean fine-tuned CA of ``task`` on its test split: the clean fine-tune :func:`prepare`
+    trains (same cache key, so either one reuses the other's model)."""
+    scale = get_scale(scale)
+    set_threads(scale.threads)
+    f = load_foundation(scale, progress=progress)
+    d = load_splits(scale, task, seed, 1)
+    train, test = d["train"], d["test"]
+    zs = make_classifier(f.model, f.tokenizer, train.classnames, train.templates, scale.model, scale.device)
+    t0 = time.time()
+    clean = _finetuned(zs, train.images, train.labels, scale, config_hash(*_base_key(f, scale, task, seed), "clean"),
+                       seed, f"clean fine-tune ({task})", progress, use_cache)
+    secs = time.time() - t0
+    bs = scale.eval_batch_size
+    return {"task": task, "seed": seed, "classes": len(train.classnames),
+            "ca_zeroshot": accuracy(zs, test.images, test.labels, bs),
+            "ca_clean_ft": accuracy(clean, test.images, test.labels, bs), "finetune_seconds": secs}
+
+
 def make_forget_set(s: Setup, forget_size: int, clean_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Triggered defender images labelled with the target (the known-attack case)."""
     return forget_set(s.defender.images, s.defender.labels, s.trigger, s.scale.attack.target, forget_size,

@@ -41,6 +41,20 @@ def test_same_seed_same_numbers():
     assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
 
 
+def test_clean_reference_is_the_clean_fine_tune_that_prepare_uses(tmp_path, monkeypatch):
+    """benchmarks/clean_tasks.py's numbers come from the same cached model that ``tbar run`` compares against."""
+    from tbar_helpers.pipeline import clean_accuracy, clean_reference, prepare
+    monkeypatch.setenv("TBAR_CACHE", str(tmp_path))
+    tiny = override(REDUCED, **{"finetune.n_train": 300, "finetune.epochs": 1, "finetune.n_test": 200,
+                                "finetune.n_val": 50, "tbar.forget_size": 20})
+    r = clean_reference("glyphs", 0, tiny, progress=False)
+    assert set(r) >= {"ca_zeroshot", "ca_clean_ft", "classes"} and 0 <= r["ca_clean_ft"] <= 1
+    assert r["ca_clean_ft"] > 1.0 / r["classes"]
+    assert len(list((tmp_path / "finetuned").glob("*.pt"))) == 1
+    s = prepare("badnet", "glyphs", 0, tiny, progress=False)
+    assert clean_accuracy(s.clean, s) == r["ca_clean_ft"]  # loaded from the cache, not trained again
+
+
 def test_cli_run_writes_json(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("tbar_helpers.cli.get_scale", lambda name: override(
         REDUCED, **{"finetune.n_train": 300, "finetune.epochs": 1, "finetune.n_test": 100, "finetune.n_val": 50,
