@@ -19,8 +19,10 @@ import argparse
 import functools
 import json
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+from results_io import save
 from tbar_helpers.config import get_scale
 from tbar_helpers.tbar import AlphaPoint, alpha_curve, refine, select_alpha
 
@@ -62,47 +64,67 @@ def recorded_curves():
                 yield f.parent.name, f.name, r
 
 
+@dataclass
+class Tally:
+    """Per runs folder: curves replayed, evaluations without and with the stop, α changed, curves skipped."""
+    curves: int = 0
+    evals: int = 0
+    evals_stop: int = 0
+    alpha_changed: int = 0
+    not_replayable: int = 0
+
+    def row(self, name: str) -> str:
+        saved = 1 - self.evals_stop / max(self.evals, 1)
+        return (f"{name:>28} {self.curves:>6} {self.evals:>6} {self.evals_stop:>9} {saved:>6.0%} "
+                f"{self.alpha_changed:>13} {self.not_replayable:>14}")
+
+
+def _replay_one(table: dict, grid: list[float], keep: float, ties: str, stop: bool) -> tuple[float, int]:
+    """(chosen α, evaluations asked) of the search replayed on a recorded curve; KeyError if it asks an α the
+    curve lacks."""
+    asked: list[float] = []
+
+    def lookup(alphas):
+        asked.extend(alphas)
+        return [table[round(x, 3)] for x in alphas]
+
+    pts = refine(lookup, grid, keep, ties=ties, stop_below_floor=stop)
+    return select_alpha(pts, keep, ties=ties), len(asked)
+
+
 def replay(out: Path) -> None:
     """Early stop or not, on the recorded curves: the same α? how many evaluations fewer?"""
-    rows: dict[str, list[int]] = {}
+    rows: dict[str, Tally] = {}
     lines = ["# python benchmarks/check_alpha_search.py --replay  "
              f"({time.strftime('%Y-%m-%d')}; recorded coarse-to-fine curves, replayed without and with the early stop)"]
     for folder, name, r in recorded_curves():
+        tally = rows.setdefault(folder, Tally())
         table = {round(p["alpha"], 3): AlphaPoint(**p) for p in r["val_curve"]}
         al = sorted(table)
         step = min(b - a for a, b in zip(al, al[1:]))
         grid = [round(step * i, 3) for i in range(round(al[-1] / step) + 1)]
         keep, ties = r.get("ca_keep", 0.9), r.get("alpha_ties") or "smallest"
-        counts = []
         try:
-            for stop in (False, True):
-                asked: list[float] = []
-                pts = refine(lambda alphas: [table[round(x, 3)] for x in alphas if not asked.append(x)], grid, keep,
-                             ties=ties, stop_below_floor=stop)
-                counts.append((select_alpha(pts, keep, ties=ties), len(asked)))
+            (a_full, n_full), (a_stop, n_stop) = (_replay_one(table, grid, keep, ties, stop) for stop in (False, True))
         except KeyError:  # the curve was recorded on another plan: it cannot be replayed exactly
-            rows.setdefault(folder, [0] * 5)[4] += 1
+            tally.not_replayable += 1
             continue
-        (a_full, n_full), (a_stop, n_stop) = counts
         if n_full != len(table) or a_full != r["alpha"]:
-            rows.setdefault(folder, [0] * 5)[4] += 1
+            tally.not_replayable += 1
             continue
-        row = rows.setdefault(folder, [0] * 5)
-        row[0] += 1
-        row[1] += n_full
-        row[2] += n_stop
-        row[3] += a_full != a_stop
+        tally.curves += 1
+        tally.evals += n_full
+        tally.evals_stop += n_stop
+        tally.alpha_changed += a_full != a_stop
         if a_full != a_stop:
             lines.append(f"  differs: {folder}/{name} ({r.get('attack')}, seed {r.get('seed')}): {a_full} -> {a_stop}")
     lines.append(f"{'runs folder':>28} {'curves':>6} {'evals':>6} {'with stop':>9} {'saved':>6} {'alpha changed':>13} "
                  f"{'not replayable':>14}")
-    for folder, (n, e0, e1, d, skip) in rows.items():
-        lines.append(f"{folder:>28} {n:>6} {e0:>6} {e1:>9} {1 - e1 / max(e0, 1):>6.0%} {d:>13} {skip:>14}")
-    tot = [sum(v[i] for v in rows.values()) for i in range(5)]
-    lines.append(f"{'all':>28} {tot[0]:>6} {tot[1]:>6} {tot[2]:>9} {1 - tot[2] / max(tot[1], 1):>6.0%} {tot[3]:>13} "
-                 f"{tot[4]:>14}")
+    lines += [t.row(folder) for folder, t in rows.items()]
+    total = Tally(*(sum(getattr(t, f.name) for t in rows.values()) for f in fields(Tally)))
+    lines.append(total.row("all"))
     print(*lines, sep="\n")
-    out.write_text("\n".join(lines) + "\n")
+    save(out.name, lines)
 
 
 def main() -> None:

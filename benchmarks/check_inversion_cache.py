@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import functools
 import time
-from pathlib import Path
 
+from results_io import save
 from tbar_helpers.config import get_scale
 from tbar_helpers.imagetext_runs import invert, run_attack_unknown, setup_for
 
@@ -48,8 +48,7 @@ def main() -> None:
     lines.append(f"one inversion of theta_pre ({scale.imagetext.invert_steps} steps): {cold:.0f} s uncached, "
                  f"{time.time() - t:.2f} s from the cache")
     print(lines[-1])
-    out = Path(__file__).parent / "results" / "inversion-cache.txt"
-    out.write_text("\n".join(lines) + "\n")
+    save("inversion-cache.txt", lines)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import functools
 import time
-from pathlib import Path
 
+from results_io import save
 from tbar_helpers.config import get_scale
 from tbar_helpers.pipeline import clean_reference
 
 print = functools.partial(print, flush=True)
-OUT = Path(__file__).parent / "results" / "clean-tasks.txt"
 
 
 def main() -> None:
@@ -37,8 +36,7 @@ def main() -> None:
             lines.append(f"{task:>9} {seed:>4} {r['classes']:>7} {100 / r['classes']:6.1f}% {100 * r['ca_zeroshot']:8.1f}% "
                          f"{100 * r['ca_clean_ft']:7.1f}% {r['finetune_seconds']:6.0f}")
             print(lines[-1])
-    old = OUT.read_text() if OUT.exists() else ""
-    OUT.write_text(old + "\n".join(lines) + "\n")
+    save("clean-tasks.txt", lines, append=True)
 
 
 if __name__ == "__main__":

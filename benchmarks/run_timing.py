@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-OUT = Path(__file__).parent / "results" / "run-timing.txt"
+from results_io import save
+
 TARGET_S = 180.0
 
 
@@ -52,8 +53,7 @@ def main() -> None:
                          f"3-minute target | in-process {rec['seconds']:.1f} s: {stages} | CA {100 * rec['ca_backdoored']:.1f}"
                          f" -> {100 * rec['ca_tbar']:.1f}, ASR {100 * rec['asr_backdoored']:.1f} -> {100 * rec['asr_tbar']:.1f}")
             print(lines[-1], flush=True)
-    old = OUT.read_text() if OUT.exists() else ""  # earlier measurements stay: this machine's speed varies by day
-    OUT.write_text(old + "\n".join(lines) + "\n")
+    save("run-timing.txt", lines, append=True)  # earlier measurements stay: this machine's speed varies by day
 
 
 if __name__ == "__main__":

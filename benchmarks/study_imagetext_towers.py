@@ -26,7 +26,8 @@ import time
 
 import torch
 import torch.nn.functional as F
-from study_victim import at_chosen, per_seed, results_log
+from results_io import log
+from study_victim import at_chosen, per_seed
 
 from tbar_helpers.config import get_scale
 from tbar_helpers.imagetext import forget_pairs, prepare_imagetext
@@ -112,7 +113,7 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--towers", nargs="+", default=["image", "text", "both"], choices=["image", "text", "both"])
     a = p.parse_args()
-    out, lines = results_log(f"imagetext-towers-{a.attack}.txt", [
+    out, lines = log(f"imagetext-towers-{a.attack}.txt", [
         f"image-text TBAR, {a.attack}: which towers the forget fine-tune moves; VALIDATION split at the chosen α",
         "(trig acc: accuracy on triggered non-target images, true labels, backdoored -> cleaned)",
         f"{'towers':<8} {'seed':>4} {'ASR bd':>6} {'alpha':>5} {'ASR':>5} {'kept':>5} {'trig acc':>13} {'sec':>4}"])

@@ -16,7 +16,8 @@ import argparse
 import functools
 import time
 
-from study_victim import at_chosen, parse_recipe, per_seed, results_log
+from results_io import log
+from study_victim import at_chosen, parse_recipe, per_seed
 
 from tbar_helpers.config import get_scale, override
 from tbar_helpers.imagetext import prepare_imagetext, run_tbar_imagetext
@@ -45,7 +46,7 @@ def main() -> None:
                    help="keep imagetext.forget_alternatives (the row is the recipe validation selects)")
     a = p.parse_args()
     tag = " +alternatives" if a.with_alternatives else ""
-    out, lines = results_log(f"imagetext-val-{a.attack}.txt", [
+    out, lines = log(f"imagetext-val-{a.attack}.txt", [
         f"image-text TBAR, {a.attack}: VALIDATION split at the chosen α (mini preset otherwise)",
         f"{'recipe':<50} {'seed':>4} {'ASR bd':>6} {'alpha':>5} {'ASR':>5} {'kept':>5} {'sec':>4}"])
     for item in a.recipes:

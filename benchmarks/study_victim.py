@@ -18,6 +18,7 @@ import functools
 import time
 from pathlib import Path
 
+from results_io import log
 from tbar_helpers.config import get_scale, override
 from tbar_helpers.metrics import accuracy, attack_success_rate
 from tbar_helpers.tbar import point_at
@@ -54,14 +55,6 @@ def validation_scores(attack: str, seed: int, recipe: dict) -> dict:
 def preset_with(sets: list[str], **extra):
     """The mini preset with ``--set KEY=VALUE`` overrides (and ``extra`` fields) applied."""
     return override(get_scale("mini"), **extra, **parse_recipe(",".join(sets)))
-
-
-def results_log(name: str, header: list[str]) -> tuple[Path, list[str]]:
-    """benchmarks/results/<name> and its lines so far (``header`` for a new file), printed."""
-    out = Path(__file__).parent / "results" / name
-    lines = out.read_text().splitlines() if out.exists() else header
-    print(*lines, sep="\n")
-    return out, lines
 
 
 def per_seed(seeds, score, row, mean_row, lines: list[str], out: Path) -> None:
@@ -105,7 +98,7 @@ def tbar_validation(attack: str, seed: int, recipe: dict, tbar_recipe: dict) -> 
 
 
 def tbar_study(a) -> None:
-    out, lines = results_log(f"victim-{a.attack}-tbar.txt", [
+    out, lines = log(f"victim-{a.attack}-tbar.txt", [
         f"{a.attack}: TBAR recipes on backdoored models of victim recipes; VALIDATION split (500 images), at the α "
         "the search chose (kept = val CA there / val CA at α = 0)",
         f"{'victim recipe':<22} {'TBAR recipe':<34} {'seed':>4} {'ASR bd':>6} {'alpha':>5} {'ASR':>5} {'kept':>5} "
@@ -129,7 +122,7 @@ def main() -> None:
     a = p.parse_args()
     if a.tbar is not None:
         return tbar_study(a)
-    out, lines = results_log(f"victim-{a.attack}.txt", [
+    out, lines = log(f"victim-{a.attack}.txt", [
         f"{a.attack}: the victim's fine-tune recipe, VALIDATION split (500 images), mini preset otherwise",
         f"{'recipe':<34} {'seed':>4} {'CA clean':>8} {'CA bd':>6} {'gap':>5} {'ASR bd':>6} {'sec':>5}"])
     for item in a.grid:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from results_io import save
 
 STEPS = 30
 
@@ -54,8 +55,7 @@ def main() -> None:
              f"two 1-thread processes side by side: {side[0]:.0f} + {side[1]:.0f} = {sum(side):.0f} img/s "
              f"(ratio to one 2-thread process: {sum(side) / two:.2f})"]
     print(*lines, sep="\n")
-    out = Path(__file__).parent / "results" / "thread-scaling.txt"
-    out.write_text("\n".join(lines) + "\n")
+    save("thread-scaling.txt", lines)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import copy
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from results_io import save
 from tbar_helpers.config import get_scale
 from tbar_helpers.data import load_task
 from tbar_helpers.foundation import load_foundation
@@ -82,8 +82,7 @@ def main() -> None:
                  f"a plain {a.shape[0]}x{width}x{4 * width} product runs at {peak / 1e9:.0f} GFLOP/s "
                  f"({rate * flops / peak:.2f} of it)")
     print(lines[-1])
-    out = Path(__file__).parent / "results" / "train-speed.txt"
-    out.write_text("\n".join(lines) + "\n")
+    save("train-speed.txt", lines)
 
 
 if __name__ == "__main__":

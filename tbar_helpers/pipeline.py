@@ -108,6 +108,13 @@ def _base_key(f: Foundation, scale: ScaleConfig, task: str, seed: int) -> list:
     return [f.key, scale.finetune, task, seed, DATA_VERSION]
 
 
+def _clean_finetune(f: Foundation, zs: ImageClassifier, train: TaskData, scale: ScaleConfig, task: str, seed: int,
+                    progress: bool, use_cache: bool) -> ImageClassifier:
+    """The task's clean fine-tune (cached): the reference of :func:`prepare` and :func:`clean_reference`."""
+    return _finetuned(zs, train.images, train.labels, scale, config_hash(*_base_key(f, scale, task, seed), "clean"),
+                      seed, f"clean fine-tune ({task})", progress, use_cache)
+
+
 def trigger_for(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig | str = "mini",
                 foundation: Foundation | None = None, use_cache: bool = True) -> Trigger:
     """The trigger :func:`prepare` uses for (attack, task, seed), without any fine-tuning."""
@@ -149,15 +156,13 @@ def prepare(attack: str, task: str | None = None, seed: int = 0, scale: ScaleCon
     train = d["train"]
     zs = make_classifier(f.model, f.tokenizer, train.classnames, train.templates, scale.model, scale.device)
     clock("data")
-    base_key = _base_key(f, scale, task, seed)
-    clean = zs if not with_clean else _finetuned(zs, train.images, train.labels, scale, config_hash(*base_key, "clean"),
-                                                 seed, f"clean fine-tune ({task})", progress, use_cache)
+    clean = _clean_finetune(f, zs, train, scale, task, seed, progress, use_cache) if with_clean else zs
     clock("clean fine-tune")
     a = scale.attack
     trigger = _task_trigger(attack, scale, f, zs, train.images, task, seed, use_cache)
     poisoned = poison(train.images, train.labels, trigger, a.poison_rate, a.target, seed,
                       noise_ratio=a.wanet_noise_ratio if attack == "wanet" else 0.0)
-    bd_key = config_hash(*base_key, "backdoored", attack, a)
+    bd_key = config_hash(*_base_key(f, scale, task, seed), "backdoored", attack, a)
     backdoored = _finetuned(zs, poisoned.images, poisoned.labels, scale, bd_key, seed,
                             f"poisoned fine-tune ({attack})", progress, use_cache, poisoned.poison_mask,
                             trigger.extra.get("backdoor_weight", 1.0))
@@ -177,8 +182,7 @@ def clean_reference(task: str, seed: int = 0, scale: ScaleConfig | str = "mini",
     train, test = d["train"], d["test"]
     zs = make_classifier(f.model, f.tokenizer, train.classnames, train.templates, scale.model, scale.device)
     t0 = time.time()
-    clean = _finetuned(zs, train.images, train.labels, scale, config_hash(*_base_key(f, scale, task, seed), "clean"),
-                       seed, f"clean fine-tune ({task})", progress, use_cache)
+    clean = _clean_finetune(f, zs, train, scale, task, seed, progress, use_cache)
     secs = time.time() - t0
     bs = scale.eval_batch_size
     return {"task": task, "seed": seed, "classes": len(train.classnames),
