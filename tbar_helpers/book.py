@@ -69,17 +69,56 @@ def notebook_key(nb: Path, params: dict, digest: str | None = None) -> str:
     return h.hexdigest()[:16]
 
 
+SECONDS = BUILD / "notebook-seconds.json"  # how long each notebook took the last time it was executed
+
+
+def last_seconds(profile: str) -> dict[str, float]:
+    """Seconds each notebook took the last time a build of ``profile`` executed it ({} if never)."""
+    try:
+        return json.loads(SECONDS.read_text()).get(profile, {})
+    except (OSError, ValueError):
+        return {}
+
+
+def _record_seconds(profile: str, notebook: str, seconds: float) -> None:
+    try:
+        times = json.loads(SECONDS.read_text())
+    except (OSError, ValueError):
+        times = {}
+    times.setdefault(profile, {})[notebook] = round(seconds, 1)
+    cache.atomic_write_bytes(SECONDS, json.dumps(times, indent=1).encode())
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def plan_line(todo: list[str], n: int, previous: dict[str, float]) -> str:
+    """What a build is about to do: notebooks to execute out of ``n``, and how long they took last time."""
+    known = [previous[t] for t in todo if t in previous]
+    eta = f", about {_minutes(sum(known))} by the last build that ran them" if len(known) == len(todo) and todo else ""
+    return f"{len(todo)} of {n} notebooks to execute, {n - len(todo)} unchanged{eta}"
+
+
 def execute_notebooks(scale: str = "mini", seed: int = 0, force: bool = False, profile: str = "book") -> list[dict]:
-    """Execute (or reuse the cached execution of) each notebook; returns one timing row per notebook."""
+    """Execute (or reuse the cached execution of) each notebook; returns one timing row per notebook.
+    Prints a plan first and, per notebook, how long it took the last time it ran (long builds show where
+    they are)."""
     import papermill as pm
     digest = _sources_digest()
     rows = []
     dest_dir = EXECUTED / "notebooks"
     dest_dir.mkdir(parents=True, exist_ok=True)
-    for nb in sorted(NOTEBOOKS.glob("*.ipynb")):
+    notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
+    plan = {nb: cache.cached_path("executed", f"{nb.stem}-{notebook_key(nb, p, digest)}", ".ipynb")
+            for nb in notebooks for p in [notebook_parameters(scale, seed, nb.stem, profile)]}
+    previous = last_seconds(profile)
+    print(plan_line([nb.name for nb, c in plan.items() if force or not c.exists()], len(notebooks), previous),
+          flush=True)
+    for i, nb in enumerate(notebooks, 1):
         dest = dest_dir / nb.name
         params = notebook_parameters(scale, seed, nb.stem, profile)
-        cached = cache.cached_path("executed", f"{nb.stem}-{notebook_key(nb, params, digest)}", ".ipynb")
+        cached = plan[nb]
         t0 = time.time()
         if cached.exists() and not force:
             try:
@@ -90,7 +129,8 @@ def execute_notebooks(scale: str = "mini", seed: int = 0, force: bool = False, p
                 continue
             except cache.CacheCorruptedError as e:
                 print(f"{nb.name}: {e}; executing it again", flush=True)
-        print(f"executing {nb.name} ...", flush=True)
+        last = f" (last time: {_minutes(previous[nb.name])})" if nb.name in previous else ""
+        print(f"[{i}/{len(notebooks)}] executing {nb.name}{last} ...", flush=True)
         tmp = dest.with_suffix(".running.ipynb")
         pm.execute_notebook(str(nb), str(tmp), parameters=params, cwd=str(NOTEBOOKS), progress_bar=False,
                             kernel_name="python3")
@@ -98,6 +138,7 @@ def execute_notebooks(scale: str = "mini", seed: int = 0, force: bool = False, p
         os.replace(tmp, dest)
         cache.atomic_write_bytes(cached, blob)
         rows.append({"notebook": nb.name, "seconds": time.time() - t0, "cached": False})
+        _record_seconds(profile, nb.name, rows[-1]["seconds"])
         print(f"{nb.name}: {rows[-1]['seconds']:.0f} s", flush=True)
     return rows
 

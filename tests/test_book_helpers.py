@@ -68,6 +68,26 @@ def test_profiles_one_place_and_lighter_for_tests():
         book.notebook_parameters(profile="fast")
 
 
+def test_build_remembers_each_notebooks_time_per_profile(tmp_path, monkeypatch):
+    monkeypatch.setattr(book, "SECONDS", tmp_path / "notebook-seconds.json")
+    assert book.last_seconds("book") == {}  # never built
+    book._record_seconds("book", "09_image_text.ipynb", 688.4)
+    book._record_seconds("test", "09_image_text.ipynb", 118.0)
+    book._record_seconds("book", "01_mini_world.ipynb", 27.0)
+    assert book.last_seconds("book") == {"09_image_text.ipynb": 688.4, "01_mini_world.ipynb": 27.0}
+    assert book.last_seconds("test") == {"09_image_text.ipynb": 118.0}
+    (tmp_path / "notebook-seconds.json").write_text("{not json")
+    assert book.last_seconds("book") == {}  # a damaged record only loses the estimate
+
+
+def test_plan_line_estimates_only_when_every_notebook_to_run_has_a_time():
+    prev = {"a.ipynb": 60.0, "b.ipynb": 600.0}
+    assert book.plan_line(["a.ipynb", "b.ipynb"], 3, prev) == \
+        "2 of 3 notebooks to execute, 1 unchanged, about 11.0 min by the last build that ran them"
+    assert book.plan_line(["a.ipynb", "c.ipynb"], 3, prev) == "2 of 3 notebooks to execute, 1 unchanged"
+    assert book.plan_line([], 3, prev) == "0 of 3 notebooks to execute, 3 unchanged"
+
+
 def test_notebook_key_tracks_notebook_and_parameters(tmp_path):
     nb = tmp_path / "x.ipynb"
     nb.write_text("{}")
