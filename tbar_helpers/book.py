@@ -110,14 +110,15 @@ def execute_notebooks(scale: str = "mini", seed: int = 0, force: bool = False, p
     dest_dir = EXECUTED / "notebooks"
     dest_dir.mkdir(parents=True, exist_ok=True)
     notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
-    plan = {nb: cache.cached_path("executed", f"{nb.stem}-{notebook_key(nb, p, digest)}", ".ipynb")
-            for nb in notebooks for p in [notebook_parameters(scale, seed, nb.stem, profile)]}
+    params_of = {nb: notebook_parameters(scale, seed, nb.stem, profile) for nb in notebooks}
+    plan = {nb: cache.cached_path("executed", f"{nb.stem}-{notebook_key(nb, params_of[nb], digest)}", ".ipynb")
+            for nb in notebooks}
     previous = last_seconds(profile)
     print(plan_line([nb.name for nb, c in plan.items() if force or not c.exists()], len(notebooks), previous),
           flush=True)
     for i, nb in enumerate(notebooks, 1):
         dest = dest_dir / nb.name
-        params = notebook_parameters(scale, seed, nb.stem, profile)
+        params = params_of[nb]
         cached = plan[nb]
         t0 = time.time()
         if cached.exists() and not force:
