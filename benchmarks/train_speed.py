@@ -3,8 +3,10 @@
 Times the preset's fine-tune step (objects task, batch 128, AdamW, gradient clipping) as the package
 runs it (eager, ``foreach`` AdamW), with ``fused=True`` AdamW, and under ``torch.compile``; then the
 forward pass in inference mode (batches of 256) against a plain matrix product of the same shape as the
-MLP's first layer, to see how far the model is from the machine's GEMM peak. Prints images per second
-and ratios. Results: benchmarks/results/train-speed.txt
+MLP's first layer, to see how far the model is from the machine's GEMM peak. bfloat16 autocast is timed
+too, for the step and for inference (it changes every number, so it is a measurement, not an option of
+the package). Prints images per second and ratios, and appends them to
+benchmarks/results/train-speed.txt with the CPU's vector extensions (a day's machine may differ).
 
     python benchmarks/train_speed.py
 """
@@ -17,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from results_io import save
+from thread_scaling import cpu_flags
 from tbar_helpers.config import get_scale
 from tbar_helpers.data import load_task
 from tbar_helpers.foundation import load_foundation
@@ -34,7 +37,9 @@ def fine_tune_rate(clf, images, labels, mode: str, batch: int) -> tuple[float, f
 
     def step(i: int) -> None:
         idx = torch.arange(i * batch, (i + 1) * batch) % len(images)
-        loss = F.cross_entropy(model(images[idx]), labels[idx])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16 autocast"):
+            logits = model(images[idx])
+        loss = F.cross_entropy(logits.float(), labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -55,9 +60,10 @@ def main() -> None:
     d = load_task(s.default_task, "train", 2048, 0, s.model.image_size, "")
     clf = make_classifier(f.model, f.tokenizer, d.classnames, d.templates, s.model, "cpu")
     lines = [f"# python benchmarks/train_speed.py   ({time.strftime('%Y-%m-%d')}, {torch.get_num_threads()} torch "
-             f"threads, torch {torch.__version__}; {STEPS} fine-tune steps of batch {s.finetune.batch_size})"]
+             f"threads, torch {torch.__version__}; {STEPS} fine-tune steps of batch {s.finetune.batch_size})",
+             f"# CPU: {cpu_flags()}"]
     base = None
-    for mode in ("eager (the package)", "fused AdamW", "torch.compile"):
+    for mode in ("eager (the package)", "fused AdamW", "torch.compile", "bf16 autocast"):
         rate, first = fine_tune_rate(clf, d.images, d.labels, mode, s.finetune.batch_size)
         base = base or rate
         lines.append(f"fine-tune, {mode:<20}: {rate:6.0f} img/s ({rate / base:.2f}x), first step {first:5.1f} s")
@@ -66,23 +72,26 @@ def main() -> None:
     layer = width * (3 * width + width + 2 * 4 * width)  # multiply-adds per token and layer: qkv, out, MLP
     flops = 2 * tokens * s.model.vision_layers * layer
     ev = clf.eval()
-    with torch.inference_mode():
-        ev(d.images[:256])
-        t0 = time.time()
-        for i in range(4):
-            ev(d.images[i * 256:(i + 1) * 256])
-        rate = 1024 / (time.time() - t0)
-        a, b = torch.randn(256 * tokens, width), torch.randn(width, 4 * width)
-        a @ b
-        t0 = time.time()
-        for _ in range(20):
+    for dtype in (torch.float32, torch.bfloat16):
+        low = dtype != torch.float32
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):
+            ev(d.images[:256])
+            t0 = time.time()
+            for i in range(4):
+                ev(d.images[i * 256:(i + 1) * 256])
+            rate = 1024 / (time.time() - t0)
+            a, b = torch.randn(256 * tokens, width, dtype=dtype), torch.randn(width, 4 * width, dtype=dtype)
             a @ b
-        peak = 20 * 2 * a.shape[0] * width * 4 * width / (time.time() - t0)
-    lines.append(f"inference: {rate:.0f} img/s = {rate * flops / 1e9:.0f} GFLOP/s in the encoder's matrix products; "
-                 f"a plain {a.shape[0]}x{width}x{4 * width} product runs at {peak / 1e9:.0f} GFLOP/s "
-                 f"({rate * flops / peak:.2f} of it)")
-    print(lines[-1])
-    save("train-speed.txt", lines)
+            t0 = time.time()
+            for _ in range(20):
+                a @ b
+            peak = 20 * 2 * a.shape[0] * width * 4 * width / (time.time() - t0)
+        lines.append(f"inference{' (bf16 autocast)' if low else ''}: {rate:.0f} img/s = {rate * flops / 1e9:.0f} "
+                     f"GFLOP/s in the encoder's matrix products; a plain {a.shape[0]}x{width}x{4 * width} "
+                     f"{str(dtype).removeprefix('torch.')} product runs at {peak / 1e9:.0f} GFLOP/s "
+                     f"({rate * flops / peak:.2f} of it)")
+        print(lines[-1])
+    save("train-speed.txt", lines, append=True)
 
 
 if __name__ == "__main__":
