@@ -8,6 +8,7 @@ nothing changed only re-renders the HTML. Fine-tuned models are cached separatel
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import os
@@ -49,6 +50,30 @@ def notebook_parameters(scale: str = "mini", seed: int = 0, notebook: str = "", 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}: choose one of {sorted(PROFILES)}")
     return {"scale": scale, "seed": seed, **PROFILES[profile].get(notebook, {})}
+
+
+def notebook_defaults(nb: Path) -> dict:
+    """The literal values that the papermill ``parameters`` cell of ``nb`` assigns ({} without one)."""
+    cells = json.loads(nb.read_text())["cells"]
+    cell = next((c for c in cells if c["cell_type"] == "code"
+                 and "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        return {}
+    src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+    out = {}
+    for node in ast.parse(src).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass  # not a literal: always injected when given
+    return out
+
+
+def overrides(params: dict, defaults: dict) -> dict:
+    """The parameters papermill must inject: those not already the notebook's own defaults. With none,
+    papermill adds no second parameters cell, so a book page shows each chapter's settings once."""
+    return {k: v for k, v in params.items() if k not in defaults or repr(defaults[k]) != repr(v)}
 
 
 def _sources_digest() -> str:
@@ -133,8 +158,8 @@ def execute_notebooks(scale: str = "mini", seed: int = 0, force: bool = False, p
         last = f" (last time: {_minutes(previous[nb.name])})" if nb.name in previous else ""
         print(f"[{i}/{len(notebooks)}] executing {nb.name}{last} ...", flush=True)
         tmp = dest.with_suffix(".running.ipynb")
-        pm.execute_notebook(str(nb), str(tmp), parameters=params, cwd=str(NOTEBOOKS), progress_bar=False,
-                            kernel_name="python3")
+        pm.execute_notebook(str(nb), str(tmp), parameters=overrides(params, notebook_defaults(nb)),
+                            cwd=str(NOTEBOOKS), progress_bar=False, kernel_name="python3")
         blob = tmp.read_bytes()
         os.replace(tmp, dest)
         cache.atomic_write_bytes(cached, blob)

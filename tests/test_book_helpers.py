@@ -68,6 +68,19 @@ def test_profiles_one_place_and_lighter_for_tests():
         book.notebook_parameters(profile="fast")
 
 
+def test_only_parameters_that_differ_from_a_notebooks_defaults_are_injected():
+    """The book profile injects nothing (no duplicate parameters cell on the pages); the test profile and
+    another seed inject exactly what they change."""
+    for nb in sorted(book.NOTEBOOKS.glob("*.ipynb")):
+        defaults = book.notebook_defaults(nb)
+        assert defaults["scale"] == "mini" and defaults["seed"] == 0, nb.name
+        assert book.overrides(book.notebook_parameters("mini", 0, nb.stem, "book"), defaults) == {}, nb.name
+        light = book.notebook_parameters("mini", 0, nb.stem, "test")
+        assert book.overrides(light, defaults) == book.TEST_PROFILE.get(nb.stem, {}), nb.name
+        assert book.overrides(book.notebook_parameters("paper", 1, nb.stem), defaults) == {"scale": "paper", "seed": 1}
+    assert book.overrides({"n": 0.0, "xs": [1, 2]}, {"n": 0, "xs": [1, 2]}) == {"n": 0.0}  # 0.0 is not 0
+
+
 def test_build_remembers_each_notebooks_time_per_profile(tmp_path, monkeypatch):
     monkeypatch.setattr(book, "SECONDS", tmp_path / "notebook-seconds.json")
     assert book.last_seconds("book") == {}  # never built
