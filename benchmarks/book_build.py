@@ -16,8 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_io import save
-from thread_scaling import cpu_flags
+from results_io import cpu_flags, save
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"cold": 15 * 60, "warm": 3 * 60}

@@ -2,6 +2,7 @@
 
 ``save`` writes (or appends) a study's lines; ``log`` opens a file to add rows to as a study runs.
 Both print what the file holds, so a run's console shows the same numbers the file records.
+``cpu_flags`` names the CPU and its vector extensions, for the header of timings (machines vary by day).
 """
 from __future__ import annotations
 
@@ -28,3 +29,15 @@ def log(name: str, header: list[str]) -> tuple[Path, list[str]]:
     lines = out.read_text().splitlines() if out.exists() else header
     print(*lines, sep="\n")
     return out, lines
+
+
+def cpu_flags() -> str:
+    """The CPU's model name and the wide-vector and matrix extensions it reports (Linux)."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return "unknown CPU"
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16"]
+    return f"{model}; " + ", ".join(f"{w} {'yes' if w in flags else 'no'}" for w in wanted)

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from results_io import RESULTS, save
+from results_io import cpu_flags, save
 
 STEPS = 30
 
@@ -64,18 +64,6 @@ def result(p: subprocess.Popen) -> tuple[float, str]:
     return float(out[-2]), out[-1]
 
 
-def cpu_flags() -> str:
-    """The CPU's model name and the wide-vector and matrix extensions it reports (Linux)."""
-    try:
-        info = open("/proc/cpuinfo").read()
-    except OSError:
-        return "unknown CPU"
-    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
-    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16"]
-    return f"{model}; " + ", ".join(f"{w} {'yes' if w in flags else 'no'}" for w in wanted)
-
-
 def main() -> None:
     if sys.argv[1:2] == ["--worker"]:
         rate, digest = one(int(sys.argv[2]), "--wait" in sys.argv)
@@ -99,8 +87,7 @@ def main() -> None:
              f"two 1-thread processes side by side: {side[0]:.0f} + {side[1]:.0f} = {sum(side):.0f} img/s "
              f"(ratio to one 2-thread process: {sum(side) / two:.2f})",
              f"1 thread and 2 threads reach {same} after {STEPS} steps"]
-    old = (RESULTS / "thread-scaling.txt").read_text().splitlines() if (RESULTS / "thread-scaling.txt").exists() else []
-    save("thread-scaling.txt", old + lines)
+    save("thread-scaling.txt", lines, append=True)
 
 
 if __name__ == "__main__":

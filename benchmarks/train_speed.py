@@ -18,8 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from results_io import save
-from thread_scaling import cpu_flags
+from results_io import cpu_flags, save
 from tbar_helpers.config import get_scale
 from tbar_helpers.data import load_task
 from tbar_helpers.foundation import load_foundation

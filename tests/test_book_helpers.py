@@ -50,12 +50,9 @@ def test_with_forget_sizes_sets_the_recipes_sizes():
 def test_profile_sizes_are_parameters_of_their_notebooks():
     """papermill would inject a misspelt name as a new variable nobody reads: every profile key must be a
     variable of its notebook's parameters cell."""
-    import json
     for profile in book.PROFILES.values():
         for stem, params in profile.items():
-            cells = json.loads((book.NOTEBOOKS / f"{stem}.ipynb").read_text())["cells"]
-            src = "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
-            names = {line.split("=")[0].strip() for line in src.splitlines() if "=" in line}
+            names = set(book.notebook_defaults(book.NOTEBOOKS / f"{stem}.ipynb"))
             assert set(params) <= names, (stem, set(params) - names)
 
 
