@@ -1,0 +1,79 @@
+"""Behaviour of the benchmark tooling whose numbers the appendix quotes: the build profile's attribution."""
+from __future__ import annotations
+
+import cProfile
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture()
+def profile_book():
+    sys.path.insert(0, str(BENCH))  # for its `results_io` import
+    try:
+        yield _load("profile_book", BENCH / "profile_book.py")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+# Stand-ins named like the package's functions, in files named like its modules, each busy for a known time.
+FAKES = {
+    "imagetext.py": "import time\ndef contrastive_finetune(s):\n    time.sleep(s)\n",
+    "imagetext_runs.py": ("from imagetext import contrastive_finetune\n"
+                          "def baseline():\n    contrastive_finetune(0.30)\n"
+                          "def clean_reference():\n    contrastive_finetune(0.20)\n"),
+    "metrics.py": "import time\ndef predict():\n    time.sleep(0.10)\n",
+}
+
+
+def test_profile_summary_splits_by_kind_and_caller(tmp_path, profile_book, monkeypatch):
+    for name, src in FAKES.items():
+        (tmp_path / name).write_text(src)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for mod in ("imagetext", "imagetext_runs", "metrics"):
+        sys.modules.pop(mod, None)
+    import imagetext_runs
+    import metrics
+
+    def chapter():
+        imagetext_runs.baseline()
+        imagetext_runs.clean_reference()
+        metrics.predict()
+        time.sleep(0.15)  # neither: "other"
+
+    prof = cProfile.Profile()
+    prof.runcall(chapter)
+    out = tmp_path / "ch.prof"
+    prof.dump_stats(str(out))
+    row = profile_book.summarize(out)
+    assert row["baselines"] == pytest.approx(0.30, abs=0.05)  # only the call from baseline()
+    assert row["model fine-tunes"] == pytest.approx(0.20, abs=0.05)  # every other caller
+    assert row["evaluation forward passes"] == pytest.approx(0.10, abs=0.05)
+    assert row["other"] == pytest.approx(0.15, abs=0.05)
+    assert row["total"] == pytest.approx(sum(v for k, v in row.items() if k != "total"))
+    lines = profile_book.table({"ch": row})
+    assert lines[-1].split()[1] == "100%" and "all chapters" in lines[-2]
+
+
+def test_notebook_script_is_the_code_cells_in_order(tmp_path, profile_book):
+    import json
+    nb = {"cells": [{"cell_type": "markdown", "source": ["# title"]},
+                    {"cell_type": "code", "source": ["a = 1\n", "b = 2"]},
+                    {"cell_type": "code", "source": "print(a + b)"}]}
+    path = tmp_path / "x.ipynb"
+    path.write_text(json.dumps(nb))
+    script = profile_book.notebook_script(path)
+    assert script == "a = 1\nb = 2\n\nprint(a + b)\n"
+    assert "title" not in script
