@@ -118,17 +118,27 @@ def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
-def plan_line(todo: list[str], n: int, previous: dict[str, float]) -> str:
-    """What a build is about to do: notebooks to execute out of ``n``, and how long they took last time."""
+# what a first build of the book profile took on 2 cores (benchmarks/results/book-build-*.txt, 2026-11-30 to 12-02)
+FIRST_BUILD = "a first build trains every model: 32-55 min on 2 cores, then seconds (README)"
+
+
+def plan_line(todo: list[str], n: int, previous: dict[str, float], profile: str = "book") -> str:
+    """What a build is about to do: notebooks to execute out of ``n``, and how long they took last time
+    (or, for a first build of the book profile, how long first builds took when measured)."""
     known = [previous[t] for t in todo if t in previous]
-    eta = f", about {_minutes(sum(known))} by the last build that ran them" if len(known) == len(todo) and todo else ""
+    if todo and len(known) == len(todo):
+        eta = f", about {_minutes(sum(known))} by the last build that ran them"
+    elif profile == "book" and len(todo) == n and not known:
+        eta = f"; {FIRST_BUILD}"
+    else:
+        eta = ""
     return f"{len(todo)} of {n} notebooks to execute, {n - len(todo)} unchanged{eta}"
 
 
 def execute_notebooks(scale: str = "mini", seed: int = 0, force: bool = False, profile: str = "book") -> list[dict]:
     """Execute (or reuse the cached execution of) each notebook; returns one timing row per notebook.
-    Prints a plan first and, per notebook, how long it took the last time it ran (long builds show where
-    they are)."""
+    Prints a plan first and, per notebook, how long it took the last time it ran, with a bar of its cells
+    on a terminal (long builds show where they are)."""
     import papermill as pm
     digest = _sources_digest()
     rows = []
@@ -139,8 +149,8 @@ def execute_notebooks(scale: str = "mini", seed: int = 0, force: bool = False, p
     plan = {nb: cache.cached_path("executed", f"{nb.stem}-{notebook_key(nb, params_of[nb], digest)}", ".ipynb")
             for nb in notebooks}
     previous = last_seconds(profile)
-    print(plan_line([nb.name for nb, c in plan.items() if force or not c.exists()], len(notebooks), previous),
-          flush=True)
+    print(plan_line([nb.name for nb, c in plan.items() if force or not c.exists()], len(notebooks), previous,
+                    profile), flush=True)
     for i, nb in enumerate(notebooks, 1):
         dest = dest_dir / nb.name
         params = params_of[nb]
@@ -159,7 +169,7 @@ def execute_notebooks(scale: str = "mini", seed: int = 0, force: bool = False, p
         print(f"[{i}/{len(notebooks)}] executing {nb.name}{last} ...", flush=True)
         tmp = dest.with_suffix(".running.ipynb")
         pm.execute_notebook(str(nb), str(tmp), parameters=overrides(params, notebook_defaults(nb)),
-                            cwd=str(NOTEBOOKS), progress_bar=False, kernel_name="python3")
+                            cwd=str(NOTEBOOKS), progress_bar=sys.stdout.isatty(), kernel_name="python3")
         blob = tmp.read_bytes()
         os.replace(tmp, dest)
         cache.atomic_write_bytes(cached, blob)

@@ -96,6 +96,11 @@ def test_plan_line_estimates_only_when_every_notebook_to_run_has_a_time():
         "2 of 3 notebooks to execute, 1 unchanged, about 11.0 min by the last build that ran them"
     assert book.plan_line(["a.ipynb", "c.ipynb"], 3, prev) == "2 of 3 notebooks to execute, 1 unchanged"
     assert book.plan_line([], 3, prev) == "0 of 3 notebooks to execute, 3 unchanged"
+    # a first build (nothing cached, no times) says what first builds cost; a partial or test one does not
+    first = book.plan_line(["a.ipynb", "c.ipynb"], 2, {})
+    assert first.startswith("2 of 2 notebooks to execute, 0 unchanged; ") and book.FIRST_BUILD in first
+    assert book.plan_line(["a.ipynb", "c.ipynb"], 2, {}, profile="test") == "2 of 2 notebooks to execute, 0 unchanged"
+    assert book.plan_line(["c.ipynb"], 2, {}) == "1 of 2 notebooks to execute, 1 unchanged"
 
 
 def test_notebook_key_tracks_notebook_and_parameters(tmp_path):
