@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_io import cpu_flags, save
+from results_io import commit, cpu_flags, save
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"cold": 15 * 60, "warm": 3 * 60}
@@ -40,9 +40,8 @@ def main() -> None:
         results["cold"] = run(env)
         per_nb = json.loads((ROOT / "_build" / "build-times.json").read_text())
     results["warm"] = run(env)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
     lines = [f"# python benchmarks/book_build.py{' --warm' if a.warm else ''}   ({os.cpu_count()} cores, {started}, "
-             f"commit {commit.strip() or '?'}; "
+             f"commit {commit()}; "
              f"{'the current cache' if a.warm else 'cold = fresh TBAR_CACHE, foundation shipped'}; book profile)",
              f"# CPU: {cpu_flags()}"]
     for k, v in results.items():

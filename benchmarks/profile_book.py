@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_io import cpu_flags, save
+from results_io import commit, cpu_flags, save
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,7 +105,6 @@ def main() -> None:
     p.add_argument("--note", default="", help="a line of context to record with the table")
     a = p.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
     if a.summarize:
         out_dir, how = a.summarize, f"--summarize {a.summarize}"
     else:
@@ -124,10 +123,10 @@ def main() -> None:
     if not rows:
         raise SystemExit(f"no .prof files in {out_dir}: run without --summarize first")
     lines = [f"# python benchmarks/profile_book.py {' '.join(sys.argv[1:])}   ({os.cpu_count()} cores, {started}, "
-             f"commit {commit.strip() or '?'}; {how}; book profile)", f"# CPU: {cpu_flags()}"]
-    lines += [f"# {a.note}"] if a.note else []
-    save("book-profile.txt", lines + table(rows), append=True)
-    print("\n".join(lines + table(rows)))
+             f"commit {commit()}; {how}; book profile)", f"# CPU: {cpu_flags()}"]
+    lines += ([f"# {a.note}"] if a.note else []) + table(rows)
+    save("book-profile.txt", lines, append=True)
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

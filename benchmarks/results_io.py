@@ -2,11 +2,13 @@
 
 ``save`` writes (or appends) a study's lines; ``log`` opens a file to add rows to as a study runs.
 Both print what the file holds, so a run's console shows the same numbers the file records.
-``cpu_flags`` names the CPU and its vector extensions, for the header of timings (machines vary by day).
+``cpu_flags`` names the CPU and its vector extensions and ``commit`` the checkout's commit, for the header of
+timings (machines vary by day, code by commit).
 """
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -41,3 +43,9 @@ def cpu_flags() -> str:
     flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
     wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16"]
     return f"{model}; " + ", ".join(f"{w} {'yes' if w in flags else 'no'}" for w in wanted)
+
+
+def commit() -> str:
+    """The short hash of the checkout's HEAD ("?" outside a git checkout)."""
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=RESULTS.parent, capture_output=True, text=True)
+    return r.stdout.strip() or "?"

@@ -20,14 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_io import save
+from results_io import commit, save
 
 TARGET_S = 180.0
-
-
-def _commit() -> str:
-    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
-    return r.stdout.strip() or "unknown"
 
 
 def main() -> None:
@@ -37,7 +32,7 @@ def main() -> None:
     a = p.parse_args()
     tbar = Path(sys.executable).with_name("tbar")
     lines = [f"# python benchmarks/run_timing.py --attacks {' '.join(a.attacks)} --seed {a.seed}  "
-             f"({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, empty model cache, commit {_commit()})"]
+             f"({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, empty model cache, commit {commit()})"]
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "TBAR_CACHE": tmp}
         for i, attack in enumerate(a.attacks):

@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import time
-from pathlib import Path
 
-from results_io import cpu_flags, save
+from results_io import commit, cpu_flags, save
 
 from tbar_helpers.pipeline import make_forget_set, prepare
 from tbar_helpers.tbar import trigger_vector
@@ -45,11 +43,9 @@ def main() -> None:
     slider.value = round(0.1 + 0.05, 2)
     memo = time.perf_counter() - t0
     mean, worst = statistics.mean(times), max(times)
-    root = Path(__file__).resolve().parent.parent
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout
     lines = [
         f"# python benchmarks/widget_latency.py --attack {a.attack} --n {a.n} --updates {a.updates}  "
-        f"({os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, commit {commit.strip() or '?'})",
+        f"({os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, commit {commit()})",
         f"# CPU: {cpu_flags()}",
         f"alpha widget, {a.attack}, {len(probe.x)} clean + {len(probe.xt)} triggered images per update",
         f"new alpha: mean {mean:.3f} s, max {worst:.3f} s over {len(times)} updates; repeated alpha: {memo * 1000:.1f} ms",
