@@ -17,6 +17,7 @@ from . import cache, data
 from .config import ScaleConfig, config_hash, get_scale, to_dict
 from .models import build_foundation, image_stats, make_classifier
 from .training import pretrain, set_threads
+from .weights import load_into, load_state_dict
 
 CHECKPOINTS = cache.ROOT / "checkpoints"
 
@@ -74,7 +75,7 @@ def pretrain_foundation(scale: ScaleConfig | str = "mini", progress: bool = True
     model, tok = build_foundation(scale.model, scale.device)
     init = _init_path(scale, init_from)
     if init is not None:
-        model.load_state_dict(cache.load_torch(init)["weights"])
+        load_into(model, load_state_dict(init, "--init-from weights"), init, "mini")
     key = foundation_key(scale, init)
     state_path = cache.cached_path("foundation", key, ".state.pt")
     state = cache.load_torch(state_path) if state_path.exists() else None
@@ -108,9 +109,10 @@ def load_foundation(scale: ScaleConfig | str = "mini", train_if_missing: bool = 
         candidates = [CHECKPOINTS / f"mini-foundation-{key}.pt", cache.cached_path("foundation", key)]
     for p in candidates:
         if p.exists() or path:
-            record = cache.load_torch(p)
+            record = cache.load_torch(p)  # an exported record, or (with ``path``) a plain state dict too
+            record = record if isinstance(record, dict) and "weights" in record else {"weights": record}
             model, tok = build_foundation(scale.model, scale.device)
-            model.load_state_dict(record["weights"])
+            load_into(model, record["weights"], p, "mini")
             key = record.get("key") or cache.sha256_file(p)[:16]
             return Foundation(model.eval(), tok, scale, record.get("losses", []), source=str(p), key=key)
     if not train_if_missing:

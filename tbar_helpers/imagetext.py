@@ -243,17 +243,17 @@ def prepare_imagetext(attack: str, seed: int = 0, scale: ScaleConfig | str = "mi
     defender = load_corpus(scale, max(it.tbar.forget_size, *it.forget_size_alternatives, it.roclip_pool), seed,
                            "defender")
     model = copy.deepcopy(f.model)
-    path = cache.cached_path("imagetext", poisoning_key(f, it, scale.attack, attack, seed))
-    if use_cache and path.exists():
-        model.load_state_dict(cache.load_torch(path))
-    else:
+
+    def train() -> dict:
         contrastive_finetune(model, f.tokenizer, corpus.images, corpus.captions, epochs=it.epochs, lr=it.lr,
                              batch_size=it.batch_size, seed=seed, normalize=normalizer(scale),
                              weight_decay=it.weight_decay, warmup_frac=it.warmup_frac,
                              desc=f"poisoned contrastive fine-tune ({attack})", progress=progress,
                              device=scale.device)
-        if use_cache:
-            cache.save_torch(model.state_dict(), path)
+        return model.state_dict()
+
+    model.load_state_dict(cache.memo("imagetext", poisoning_key(f, it, scale.attack, attack, seed), train,
+                                     use_cache=use_cache))
     return ImageTextSetup(scale, f, attack, seed, trigger, corpus, model.eval(), defender, val, test)
 
 

@@ -39,18 +39,17 @@ def clean_reference(s: ImageTextSetup, progress: bool = True, use_cache: bool = 
     """θpre fine-tuned on the same corpus without poison (the image–text "clean fine-tune" row)."""
     it, f = s.scale.imagetext, s.foundation
     model = copy.deepcopy(f.model)
-    path = cache.cached_path("imagetext", config_hash(f.key, {k: getattr(it, k) for k in POISON_FIELDS}, s.seed,
-                                                      "imagetext-clean"))
-    if use_cache and path.exists():
-        model.load_state_dict(cache.load_torch(path))
-        return model.eval()
-    corpus = load_corpus(s.scale, it.corpus_size, s.seed, "attacker")
-    contrastive_finetune(model, f.tokenizer, corpus.images, corpus.captions, epochs=it.epochs, lr=it.lr,
-                         batch_size=it.batch_size, seed=s.seed, normalize=normalizer(s.scale),
-                         weight_decay=it.weight_decay, warmup_frac=it.warmup_frac,
-                         desc="clean contrastive fine-tune", progress=progress, device=s.scale.device)
-    if use_cache:
-        cache.save_torch(model.state_dict(), path)
+
+    def train() -> dict:
+        corpus = load_corpus(s.scale, it.corpus_size, s.seed, "attacker")
+        contrastive_finetune(model, f.tokenizer, corpus.images, corpus.captions, epochs=it.epochs, lr=it.lr,
+                             batch_size=it.batch_size, seed=s.seed, normalize=normalizer(s.scale),
+                             weight_decay=it.weight_decay, warmup_frac=it.warmup_frac,
+                             desc="clean contrastive fine-tune", progress=progress, device=s.scale.device)
+        return model.state_dict()
+
+    key = config_hash(f.key, {k: getattr(it, k) for k in POISON_FIELDS}, s.seed, "imagetext-clean")
+    model.load_state_dict(cache.memo("imagetext", key, train, use_cache=use_cache))
     return model.eval()
 
 
@@ -61,24 +60,23 @@ def baseline(s: ImageTextSetup, method: str, budget: int, progress: bool = True,
     if budget < 2:
         raise ValueError(f"a baseline needs a budget of at least 2 clean pairs, got {budget}")
     it, f = s.scale.imagetext, s.foundation
-    path = cache.cached_path("results", _key(s, "baseline", method, budget), ".json")
-    if use_cache and path.exists():
-        return cache.load_json(path)
-    t0 = time.time()
-    pairs = load_corpus(s.scale, budget, s.seed, f"defense-{budget}")
-    norm = normalizer(s.scale)
-    loss = {"clean-ft": None, "cleanclip": cleanclip_loss(f.tokenizer, norm, it.cleanclip_weight),
-            "roclip": roclip_loss(f.tokenizer, s.defender.captions[:it.roclip_pool])}[method]
-    model = copy.deepcopy(s.backdoored)
-    epochs = min(float(it.defense_epochs), it.defense_max_samples / budget)
-    contrastive_finetune(model, f.tokenizer, pairs.images, pairs.captions, epochs=epochs,
-                         lr=it.defense_lr, batch_size=it.batch_size, seed=s.seed, normalize=norm, loss_fn=loss,
-                         desc=f"{method} ({budget} pairs)", progress=progress, device=s.scale.device)
-    ca, asr = s.scores(s.classifier(model))
-    rec = {"defense": method, "budget": budget, "epochs": epochs, "ca": ca, "asr": asr, "seconds": time.time() - t0}
-    if use_cache:
-        cache.save_json(rec, path)
-    return rec
+
+    def defend() -> dict:
+        t0 = time.time()
+        pairs = load_corpus(s.scale, budget, s.seed, f"defense-{budget}")
+        norm = normalizer(s.scale)
+        loss = {"clean-ft": None, "cleanclip": cleanclip_loss(f.tokenizer, norm, it.cleanclip_weight),
+                "roclip": roclip_loss(f.tokenizer, s.defender.captions[:it.roclip_pool])}[method]
+        model = copy.deepcopy(s.backdoored)
+        epochs = min(float(it.defense_epochs), it.defense_max_samples / budget)
+        contrastive_finetune(model, f.tokenizer, pairs.images, pairs.captions, epochs=epochs,
+                             lr=it.defense_lr, batch_size=it.batch_size, seed=s.seed, normalize=norm, loss_fn=loss,
+                             desc=f"{method} ({budget} pairs)", progress=progress, device=s.scale.device)
+        ca, asr = s.scores(s.classifier(model))
+        return {"defense": method, "budget": budget, "epochs": epochs, "ca": ca, "asr": asr,
+                "seconds": time.time() - t0}
+
+    return cache.memo("results", _key(s, "baseline", method, budget), defend, use_cache=use_cache, suffix=".json")
 
 
 def _defense_rows(s: ImageTextSetup, budgets: Sequence[int], ca_bd: float, progress: bool, use_cache: bool) -> list:
@@ -123,18 +121,17 @@ def invert(s_or_clf, images: torch.Tensor, scale: ScaleConfig, seed: int, progre
     clf = s_or_clf.classifier() if isinstance(s_or_clf, ImageTextSetup) else s_or_clf
     images = images[:it.invert_images]
     settings = {"steps": it.invert_steps, "lr": it.invert_lr, "l1": it.invert_l1, "sim_goal": it.invert_sim_goal}
-    path = cache.cached_path("inversion", config_hash("inversion", cache.tensor_digest(clf.state_dict()),
-                                                      cache.tensor_digest(images), settings, seed))
-    if use_cache and path.exists():
-        return Inversion(**cache.load_torch(path))
-    clf = copy.deepcopy(clf).eval()  # frozen copy: the caller's model keeps its grad flags
-    for p in clf.parameters():
-        p.requires_grad_(False)
-    inv = invert_trigger(clf.features, images, **settings, seed=seed, progress=progress)
-    if use_cache:
-        cache.save_torch({"mask": inv.mask, "pattern": inv.pattern, "l1": inv.l1, "similarity": inv.similarity,
-                          "history": inv.history}, path)
-    return inv
+    key = config_hash("inversion", cache.tensor_digest(clf.state_dict()), cache.tensor_digest(images), settings, seed)
+
+    def optimise() -> dict:
+        frozen = copy.deepcopy(clf).eval()  # the caller's model keeps its grad flags
+        for p in frozen.parameters():
+            p.requires_grad_(False)
+        inv = invert_trigger(frozen.features, images, **settings, seed=seed, progress=progress)
+        return {"mask": inv.mask, "pattern": inv.pattern, "l1": inv.l1, "similarity": inv.similarity,
+                "history": inv.history}
+
+    return Inversion(**cache.memo("inversion", key, optimise, use_cache=use_cache))
 
 
 def setup_for(attack: str, seed: int = 0, scale: ScaleConfig | str = "mini", setting: str = "image-text",

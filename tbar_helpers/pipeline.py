@@ -74,18 +74,17 @@ def _finetuned(base: ImageClassifier, images: torch.Tensor, labels: torch.Tensor
                key: str, seed: int, desc: str, progress: bool, use_cache: bool,
                backdoor_mask: torch.Tensor | None = None, backdoor_weight: float = 1.0) -> ImageClassifier:
     clf = copy.deepcopy(base)
-    path = cache.cached_path("finetuned", key)
-    if use_cache and path.exists():
-        clf.encoder.load_state_dict(cache.load_torch(path))
-        return clf.eval()
-    if backdoor_weight != 1.0 and backdoor_mask is not None:
-        # BadMerging: CE_clean + w·CE_backdoor, realised by repeating backdoor samples w times
-        reps = int(round(backdoor_weight))
-        extra = backdoor_mask.nonzero().flatten().repeat(reps - 1)
-        images, labels = torch.cat([images, images[extra]]), torch.cat([labels, labels[extra]])
-    finetune_task(clf, images, labels, scale.finetune, seed, desc=desc, progress=progress, device=scale.device)
-    if use_cache:
-        cache.save_torch(clf.encoder.state_dict(), path)
+
+    def train() -> dict:
+        x, y = images, labels
+        if backdoor_weight != 1.0 and backdoor_mask is not None:
+            # BadMerging: CE_clean + w·CE_backdoor, realised by repeating backdoor samples w times
+            extra = backdoor_mask.nonzero().flatten().repeat(int(round(backdoor_weight)) - 1)
+            x, y = torch.cat([x, x[extra]]), torch.cat([y, y[extra]])
+        finetune_task(clf, x, y, scale.finetune, seed, desc=desc, progress=progress, device=scale.device)
+        return clf.encoder.state_dict()
+
+    clf.encoder.load_state_dict(cache.memo("finetuned", key, train, use_cache=use_cache))
     return clf.eval()
 
 
@@ -94,14 +93,12 @@ def _trigger(attack: str, scale: ScaleConfig, zs: ImageClassifier, images: torch
     """The attack's trigger; optimised patches (BadCLIP, BadMerging) are cached like models."""
     if attack not in NEEDS_MODEL:
         return make_trigger(attack, scale.model.image_size, scale.attack)
-    path = cache.cached_path("trigger", key)
-    if use_cache and path.exists():
-        d = cache.load_torch(path)
-        return patch_trigger(attack, scale.model.image_size, d["pattern"], d["mask"], d["extra"])
-    trig = make_trigger(attack, scale.model.image_size, scale.attack, model=zs, images=images, seed=seed)
-    if use_cache:
-        cache.save_torch({"pattern": trig.pattern, "mask": trig.mask, "extra": trig.extra}, path)
-    return trig
+    def optimise() -> dict:
+        trig = make_trigger(attack, scale.model.image_size, scale.attack, model=zs, images=images, seed=seed)
+        return {"pattern": trig.pattern, "mask": trig.mask, "extra": trig.extra}
+
+    d = cache.memo("trigger", key, optimise, use_cache=use_cache)
+    return patch_trigger(attack, scale.model.image_size, d["pattern"], d["mask"], d["extra"])
 
 
 def _base_key(f: Foundation, scale: ScaleConfig, task: str, seed: int) -> list:

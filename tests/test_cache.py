@@ -11,12 +11,19 @@ def test_round_trip_and_hash(tmp_path):
     assert (tmp_path / "a.pt.sha256").read_text().strip() == cache.sha256_file(p)
 
 
-def test_corrupted_file_is_named_with_fix(tmp_path):
-    p = cache.save_torch({"w": torch.arange(3)}, tmp_path / "a.pt")
+def test_corrupted_file_is_named_with_fix(tmp_path, monkeypatch):
+    """A damaged cache entry says how to rebuild it; a damaged file of the user's never advises deleting it."""
+    monkeypatch.setenv("TBAR_CACHE", str(tmp_path / "cache"))
+    user = cache.save_torch({"w": torch.arange(3)}, tmp_path / "user.pt")
+    user.write_bytes(user.read_bytes()[:-5] + b"xxxxx")
+    with pytest.raises(cache.CacheCorruptedError, match=r"user\.pt is corrupted.*intact copy") as err:
+        cache.load_torch(user)
+    assert "delete" not in str(err.value).lower()
+    p = cache.save_torch({"w": torch.arange(3)}, cache.cached_path("finetuned", "k"))
     blob = bytearray(p.read_bytes())
     blob[-5] ^= 0xFF
     p.write_bytes(bytes(blob))
-    with pytest.raises(cache.CacheCorruptedError, match=r"a\.pt is corrupted.*Delete both files"):
+    with pytest.raises(cache.CacheCorruptedError, match=r"k\.pt is corrupted.*Delete both files"):
         cache.load_torch(p)
 
 
