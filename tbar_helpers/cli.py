@@ -1,22 +1,42 @@
-"""The ``tbar`` command line: pretrain the mini foundation model, run TBAR end to end, clean a model."""
+"""The ``tbar`` command line: pretrain the mini foundation model, run TBAR end to end, clean a model.
+
+Every argument is checked before the first model is loaded or trained. An expected failure prints one line
+naming the problem and the fix and exits with code 2 (``--debug`` adds its traceback); anything else is a bug
+and keeps its traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 
-from .config import get_scale, override
+from .attacks import ATTACKS
+from .config import SCALES, get_scale, override
+from .errors import InputError, TbarError, one_line
+from .preflight import (check_arch, check_classnames, check_folder, check_images_fit, check_output, finite,
+                        nonneg_int, positive_int, rate, read_classnames)
+from .weights import check_input_file
+
+SETTINGS = ("classification", "image-text")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
 
 
 def _scale(args: argparse.Namespace):
     scale = get_scale(args.scale)
-    if getattr(args, "threads", None):
-        scale = override(scale, threads=args.threads)
-    return scale
+    return override(scale, threads=args.threads) if args.threads else scale
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from .foundation import export_checkpoint, pretrain_foundation, zeroshot_accuracy
     scale = _scale(args)
+    if args.init_from:
+        check_input_file(args.init_from, "--init-from weights")
     if args.steps:
         scale = override(scale, **{"pretrain.steps": args.steps})
     if args.from_scratch:
@@ -56,16 +76,34 @@ def print_defense(rec: dict) -> None:
               f"{100 * r['ca_retained']:6.1f}  {r['seconds']:5.0f}")
 
 
+def check_run(args: argparse.Namespace) -> None:
+    """Everything ``tbar run`` can refuse before it loads a model."""
+    scale = _scale(args)
+    ignored = {"--task": args.task, "--poison-rate": args.poison_rate, "--forget-size": args.forget_size}
+    if args.attack_unknown:
+        given = [k for k, v in ignored.items() if v is not None]
+        if given:
+            raise InputError(f"--attack-unknown runs on the preset's task, poison rate and forget sets, so "
+                             f"{' and '.join(given)} would be ignored; drop {'them' if len(given) > 1 else 'it'}")
+    elif args.setting == "image-text" and (args.task or args.poison_rate is not None):
+        raise InputError("--task and --poison-rate are for the classification setting; the image–text setting "
+                         "takes them from the preset's imagetext section (scale.imagetext)")
+    if args.defense_budgets is not None and args.setting != "image-text":
+        raise InputError("--defense-budgets sizes the image–text baselines; add --setting image-text or drop it")
+    if args.task is not None and args.task not in scale.tasks:
+        raise InputError(f"unknown task {args.task!r} for scale {scale.name!r}: choose one of {list(scale.tasks)}")
+    if args.forget_size is not None:
+        check_images_fit(args.forget_size, scale.model.image_size, "--forget-size")
+    if args.out:
+        check_output(args.out, "--out")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from . import cache
-    from .imagetext import check_setting
-    scale = _scale(args)
     if args.setting is None:  # the paper studies the attack-unknown case on CLIP as an image–text model
         args.setting = "image-text" if args.attack_unknown else "classification"
-    check_setting(args.setting)
-    if args.setting == "image-text" and (args.task or args.poison_rate is not None):
-        raise ValueError("--task and --poison-rate are for the classification setting; the image–text "
-                         "setting takes them from the preset's imagetext section (scale.imagetext)")
+    check_run(args)
+    scale = _scale(args)
     budgets = args.defense_budgets
     if args.attack_unknown:
         from .imagetext_runs import run_attack_unknown
@@ -93,76 +131,137 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_clean(args: argparse.Namespace) -> list[str]:
+    """Everything ``tbar clean`` can refuse before it loads the model; returns the class names."""
+    check_input_file(args.model, "--model")
+    check_arch(args.arch)
+    names = check_classnames(read_classnames(args.classnames), args.target, args.arch)
+    check_folder(args.forget, "--forget")
+    if args.val is not None:
+        check_folder(args.val, "--val")
+    if args.val_triggered is not None:
+        check_folder(args.val_triggered, "--val-triggered")
+        if args.attack is not None:
+            raise InputError("--attack and --val-triggered both say how to measure the ASR; give one of them")
+    asr = "--attack" if args.attack is not None else "--val-triggered" if args.val_triggered is not None else None
+    if args.alpha is None and (args.val is None or asr is None):
+        raise InputError("give --alpha, or --val DIR (clean images, one sub-folder per class) with --attack NAME "
+                         "or --val-triggered DIR to search α")
+    if asr is not None and args.val is None:
+        raise InputError(f"{asr} measures the ASR beside the clean accuracy on --val; add --val DIR (clean "
+                         f"images, one sub-folder per class) or drop {asr}")
+    if args.alpha is not None:
+        from .tbar import check_alpha
+        check_alpha(args.alpha)
+    check_output(args.out, "--out", [args.model])
+    if args.report:
+        check_output(args.report, "--report", [args.model, args.out])
+        if args.report == args.out:
+            raise InputError("--report and --out are the same path; give each its own file")
+    return names
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
-    from .custom import clean_user_model
-    names = args.classnames
-    if len(names) == 1 and names[0].endswith(".txt"):
-        names = [ln.strip() for ln in open(names[0]) if ln.strip()]
+    from . import cache
+    from .custom import clean_user_model, print_validation
+    from .training import set_threads
+    names = check_clean(args)
+    set_threads(args.threads)
     rec = clean_user_model(args.model, args.forget, args.target, names, args.out, arch=args.arch,
-                           alpha=args.alpha, val_dir=args.val, attack=args.attack, seed=args.seed,
-                           progress=not args.quiet)
+                           alpha=args.alpha, val_dir=args.val, attack=args.attack,
+                           val_triggered=args.val_triggered, seed=args.seed, progress=not args.quiet)
+    print_validation(rec)
     print(f"cleaned model written to {rec['out']} (alpha={rec['alpha']}, forget images={rec['forget_size']})")
+    if args.report:
+        cache.save_json(rec, args.report)
+        print(f"wrote {args.report}")
     return 0
 
 
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--threads", type=nonneg_int, default=0,
+                        help="torch CPU threads (default 0: one per core; set it when other work shares the CPU)")
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error as well")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tbar", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    pp = sub.add_parser("pretrain", help="pretrain (or resume) the mini foundation model")
-    pp.add_argument("--scale", default="mini")
-    pp.add_argument("--steps", type=int, default=0, help="override the preset's number of steps")
-    pp.add_argument("--threads", type=int, default=0)
-    pp.add_argument("--seed", type=int, default=None, help="override the preset's pretraining seed")
-    pp.add_argument("--init-from", default=None, help="continue from these weights with a fresh schedule")
+    p = Parser(prog="tbar", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    common = _common()
+    pp = sub.add_parser("pretrain", parents=[common], help="pretrain (or resume) the mini foundation model",
+                        description="Pretrain (or resume) the mini foundation model θpre.")
+    pp.add_argument("--scale", default="mini", choices=["mini"], help="only the mini scale is pretrained here")
+    pp.add_argument("--steps", type=positive_int, default=None, help="override the preset's number of steps")
+    pp.add_argument("--seed", type=nonneg_int, default=None, help="override the preset's pretraining seed")
+    pp.add_argument("--init-from", default=None,
+                    help="continue from these weights (a state dict or safetensors) with a fresh schedule")
     pp.add_argument("--from-scratch", action="store_true", help="stage 1 only: the default PretrainConfig")
     pp.add_argument("--export", action="store_true", help="write the weights and their record to checkpoints/")
-    pp.add_argument("--quiet", action="store_true")
     pp.set_defaults(func=cmd_pretrain)
 
-    pr = sub.add_parser("run", help="foundation -> poisoned fine-tune -> TBAR (alpha search) -> evaluation")
-    pr.add_argument("--attack", required=True, help="badnet, blended, wanet, sig, badclip or badmerging")
+    pr = sub.add_parser("run", parents=[common], help="foundation, poisoned fine-tune, TBAR, evaluation",
+                        description="Foundation -> poisoned fine-tune -> TBAR (alpha search) -> evaluation.")
+    pr.add_argument("--attack", required=True, choices=ATTACKS, help="the backdoor to plant")
     pr.add_argument("--task", default=None, help="mini: objects (default), shapes, textures, digits, glyphs")
-    pr.add_argument("--seed", type=int, default=0)
-    pr.add_argument("--scale", default="mini")
-    pr.add_argument("--poison-rate", type=float, default=None)
-    pr.add_argument("--forget-size", type=int, default=None,
+    pr.add_argument("--seed", type=nonneg_int, default=0, help="seed of the data, fine-tunes and forget set")
+    pr.add_argument("--scale", default="mini", choices=sorted(SCALES), help="preset (default: mini)")
+    pr.add_argument("--poison-rate", type=rate, default=None, help="share of training images poisoned")
+    pr.add_argument("--forget-size", type=positive_int, default=None,
                     help="forget images (default: the preset's; image-text: only this size is tried, "
                          "instead of choosing between the preset's sizes on validation)")
-    pr.add_argument("--threads", type=int, default=0)
-    pr.add_argument("--setting", default=None,
+    pr.add_argument("--setting", default=None, choices=SETTINGS,
                     help="classification (default) or image-text (the default with --attack-unknown)")
     pr.add_argument("--attack-unknown", action="store_true",
                     help="reverse-engineer a proxy trigger (DECREE), infer the target, then TBAR with it")
-    pr.add_argument("--defense-budgets", type=int, nargs="*", default=None,
+    pr.add_argument("--defense-budgets", type=positive_int, nargs="+", default=None,
                     help="image-text: clean pairs per baseline (default: the preset's, e.g. 1500 90000)")
     pr.add_argument("--no-cache", action="store_true", help="retrain the fine-tuned models instead of loading them")
     pr.add_argument("--out", default=None, help="write the result record as JSON here")
-    pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=cmd_run)
 
-    pc = sub.add_parser("clean", help="apply TBAR to your own open_clip checkpoint")
-    pc.add_argument("--model", required=True, help="open_clip checkpoint (state dict) of the backdoored CLIP")
+    pc = sub.add_parser("clean", parents=[common], help="apply TBAR to your own open_clip checkpoint",
+                        description="Apply TBAR to a CLIP you do not trust: estimate the trigger vector on a folder "
+                                    "of triggered images, choose alpha, write the cleaned weights. The model file "
+                                    "is read as tensors only; nothing in it is run.")
+    pc.add_argument("--model", required=True,
+                    help="the backdoored CLIP: an open_clip state dict (.pt) or safetensors file")
     pc.add_argument("--arch", default="ViT-B-32", help="open_clip architecture, or 'mini' for this book's model")
     pc.add_argument("--forget", required=True, help="folder of images carrying the trigger")
     pc.add_argument("--target", required=True, help="the backdoor's target class name")
     pc.add_argument("--classnames", required=True, nargs="+", help="class names, or one .txt file with one a line")
-    pc.add_argument("--alpha", type=float, default=None, help="fixed alpha (else search it with --val/--attack)")
-    pc.add_argument("--val", default=None, help="clean validation ImageFolder (sub-folders named by class)")
-    pc.add_argument("--attack", default=None, help="known trigger (registry name) applied to --val for ASR")
-    pc.add_argument("--seed", type=int, default=0)
-    pc.add_argument("--out", required=True, help="where to write the cleaned state dict")
-    pc.add_argument("--quiet", action="store_true")
+    pc.add_argument("--alpha", type=finite, default=None, help="fixed alpha (else search it with --val/--attack)")
+    pc.add_argument("--val", default=None, help="clean validation images, one sub-folder per class name")
+    pc.add_argument("--attack", default=None, choices=[a for a in ATTACKS if a not in ("badclip", "badmerging")],
+                    help="a known trigger from the registry, applied to --val to measure the ASR (BadCLIP and "
+                         "BadMerging patches are the attacker's own: give triggered images with --val-triggered)")
+    pc.add_argument("--val-triggered", default=None,
+                    help="your own triggered validation images (flat, or one sub-folder per true class) on which "
+                         "the ASR is measured, instead of --attack")
+    pc.add_argument("--seed", type=nonneg_int, default=0, help="seed of the forget fine-tune")
+    pc.add_argument("--out", required=True, help="where to write the cleaned weights (.safetensors or a torch file)")
+    pc.add_argument("--report", default=None, help="also write the run's record, validation table included, as JSON")
     pc.set_defaults(func=cmd_clean)
     return p
+
+
+EXPECTED = (TbarError, ValueError, OSError)  # bad input, damaged files, full disks; the rest are bugs
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"tbar: error: {exc}", file=sys.stderr)
+    except EXPECTED as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"tbar {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"tbar {args.command}: interrupted; files already written are complete", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -99,13 +99,21 @@ def alpha_curve(clf_b: nn.Module, tau: TaskVector, images: torch.Tensor, labels:
                 trigger: Callable, target: int, alphas: Sequence[float], alpha_max: float = 10.0,
                 batch_size: int = 500) -> list[AlphaPoint]:
     """CA and ASR of θb − α·τt for each α (on validation images, or test images for a report)."""
+    def score(model: nn.Module) -> tuple[float, float]:
+        return (accuracy(model, images, labels, batch_size),
+                attack_success_rate(model, images, labels, trigger, target, batch_size))
+    return curve_along(clf_b, tau, score, alphas, alpha_max)
+
+
+def curve_along(clf_b: nn.Module, tau: TaskVector, score: Callable[[nn.Module], tuple[float, float]],
+                alphas: Sequence[float], alpha_max: float = 10.0) -> list[AlphaPoint]:
+    """``score(model) -> (CA, ASR)`` of θb − α·τt for each α: the loop behind every α curve."""
     pts = []
     work = copy.deepcopy(clf_b)
     base = {k: v.clone() for k, v in clf_b.encoder.state_dict().items()}
     for a in alphas:
         work.encoder.load_state_dict(tau.apply_to_state(base, -check_alpha(a, alpha_max)))
-        pts.append(AlphaPoint(float(a), accuracy(work, images, labels, batch_size),
-                              attack_success_rate(work, images, labels, trigger, target, batch_size)))
+        pts.append(AlphaPoint(float(a), *score(work)))
     return pts
 
 
@@ -152,11 +160,17 @@ def search_alpha(clf_b: nn.Module, tau: TaskVector, images: torch.Tensor, labels
                  target: int, cfg: TBARConfig, batch_size: int = 500) -> list[AlphaPoint]:
     """The validation α curve ``cfg.search`` asks for: ``"grid"`` evaluates every α of ``cfg.alpha_grid``,
     ``"coarse-to-fine"`` about half of them (:func:`coarse_to_fine`)."""
+    return search_curve(lambda alphas: alpha_curve(clf_b, tau, images, labels, trigger, target, alphas,
+                                                   cfg.alpha_max, batch_size), cfg)
+
+
+def search_curve(curve_fn: Callable[[Sequence[float]], list[AlphaPoint]], cfg: TBARConfig) -> list[AlphaPoint]:
+    """:func:`search_alpha`'s plan over any ``curve_fn(alphas) -> points`` (e.g. :func:`curve_along` with a
+    user's own triggered images)."""
     if cfg.search == "grid":
-        return alpha_curve(clf_b, tau, images, labels, trigger, target, cfg.alpha_grid, cfg.alpha_max, batch_size)
+        return curve_fn(cfg.alpha_grid)
     if cfg.search == "coarse-to-fine":
-        return coarse_to_fine(clf_b, tau, images, labels, trigger, target, cfg.alpha_grid, cfg.ca_keep,
-                              alpha_max=cfg.alpha_max, batch_size=batch_size, ties=cfg.ties)
+        return refine(curve_fn, cfg.alpha_grid, cfg.ca_keep, ties=cfg.ties)
     raise ValueError(f"unknown tbar.search {cfg.search!r}: choose one of {list(SEARCHES)}")
 
 
