@@ -118,8 +118,6 @@ def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
-# what a first build of the book profile took on 2 cores (benchmarks/results/book-build-*.txt, 2026-11-30 to 12-02)
-FIRST_BUILD = "a first build trains every model: 32-55 min on 2 cores, then seconds (README)"
 
 
 def plan_line(todo: list[str], n: int, previous: dict[str, float], profile: str = "book") -> str:
@@ -129,7 +127,8 @@ def plan_line(todo: list[str], n: int, previous: dict[str, float], profile: str 
     if todo and len(known) == len(todo):
         eta = f", about {_minutes(sum(known))} by the last build that ran them"
     elif profile == "book" and len(todo) == n and not known:
-        eta = f"; {FIRST_BUILD}"
+        from .report import first_build
+        eta = f"; a first build trains every model: {first_build()} on 2 cores, then seconds (README)"
     else:
         eta = ""
     return f"{len(todo)} of {n} notebooks to execute, {n - len(todo)} unchanged{eta}"

@@ -1,0 +1,38 @@
+"""Numbers in README.md and book/*.md come from benchmarks/results through the generator, and the check sees
+a hand edit inside a generated block."""
+import re
+import shutil
+
+from tbar_helpers import report
+from tbar_helpers.report import BLOCK, knowledge_kept
+
+
+def test_the_pages_match_the_results(capsys):
+    assert report.main(["--check"]) == 0, capsys.readouterr().out
+
+
+def test_a_changed_digit_fails_the_check_and_names_the_block(tmp_path, capsys):
+    page = tmp_path / "README.md"
+    shutil.copy(report.ROOT / "README.md", page)
+    text = page.read_text()
+    block = next(m for m in BLOCK.finditer(text) if re.search(r"\d", m["body"]))
+    i = block.start("body") + re.search(r"\d", block["body"]).start()
+    page.write_text(text[:i] + str((int(text[i]) + 1) % 10) + text[i + 1:])
+    assert report.main(["--check", str(page)]) == 1
+    out = capsys.readouterr().out
+    assert f"{page}: generated block {block['name']!r} differs" in out
+    assert page.read_text() != text  # --check changed nothing
+    assert report.main([str(page)]) == 0 and page.read_text() == text  # the rewrite restores it
+
+
+def test_knowledge_kept_on_hand_made_numbers():
+    assert knowledge_kept({"ca_zeroshot": 0.5, "ca_backdoored": 0.9, "ca_tbar": 0.8}) == (0.8 - 0.5) / (0.9 - 0.5)
+    assert knowledge_kept({"ca_zeroshot": 0.5, "ca_backdoored": 0.9, "ca_tbar": 0.9}) == 1.0
+    assert knowledge_kept({"ca_zeroshot": 0.5, "ca_backdoored": 0.9, "ca_tbar": 0.4}) < 0
+    assert knowledge_kept({"ca_zeroshot": 0.99, "ca_backdoored": 0.993, "ca_tbar": 0.9}) is None  # nothing added
+
+
+def test_every_block_names_a_known_generator():
+    for page in report.pages():
+        for m in BLOCK.finditer(page.read_text()):
+            assert m["name"] in report.GENERATORS, f"{page}: {m['name']}"
