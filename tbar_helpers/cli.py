@@ -98,11 +98,40 @@ def check_run(args: argparse.Namespace) -> None:
         check_output(args.out, "--out")
 
 
+# images a fine-tune step processes per second on 2 cores, as benchmarks/train_speed.py measured it (377-441 img/s);
+# a contrastive step also runs the text tower: about half that
+IMAGES_PER_SECOND = 400
+
+
+def run_plan(args: argparse.Namespace) -> str:
+    """What ``tbar run`` will train, in image passes, and roughly how long that takes on 2 cores from scratch."""
+    scale = _scale(args)
+    ft, tb, it = scale.finetune, scale.tbar, scale.imagetext
+    if args.setting == "image-text":
+        from .imagetext import forget_recipes
+        budgets = it.defense_budgets if args.defense_budgets is None else args.defense_budgets
+        recipes = forget_recipes(it, args.forget_size)
+        work = {"poisoned and clean contrastive fine-tunes": (2 * it.corpus_size * it.epochs, 2),
+                f"TBAR with {len(recipes)} forget recipes": (sum(r.steps * r.batch_size for r in recipes), 2),
+                f"CleanCLIP, RoCLIP and clean fine-tuning at {' and '.join(f'{b:,}' for b in budgets)} pairs":
+                    (3 * sum(min(it.defense_epochs * b, it.defense_max_samples) for b in budgets), 2)}
+    else:
+        work = {"clean and poisoned fine-tunes": (2 * ft.n_train * ft.epochs, 1), "TBAR": (tb.steps * tb.batch_size, 1)}
+    if args.attack_unknown:
+        work["two trigger inversions"] = (2 * it.invert_steps * 64, 1)
+    total = sum(n * cost for n, cost in work.values())  # cost: 2 where the text tower trains too
+    when = (f"roughly {max(1, round(total / IMAGES_PER_SECOND / 60))} min on 2 cores"
+            if scale.model.kind == "mini" else "on the paper scale, hours on one GPU")
+    return (f"plan: {'; '.join(f'{k} ({n:,} image passes)' for k, (n, _) in work.items())}; {when} from scratch, less "
+            "for what .cache/tbar already holds, plus evaluation")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from . import cache
     if args.setting is None:  # the paper studies the attack-unknown case on CLIP as an image–text model
         args.setting = "image-text" if args.attack_unknown else "classification"
     check_run(args)
+    print(run_plan(args), flush=True)
     scale = _scale(args)
     budgets = args.defense_budgets
     if args.attack_unknown:
@@ -135,15 +164,37 @@ def check_clean(args: argparse.Namespace) -> list[str]:
     """Everything ``tbar clean`` can refuse before it loads the model; returns the class names."""
     check_input_file(args.model, "--model")
     check_arch(args.arch)
-    names = check_classnames(read_classnames(args.classnames), args.target, args.arch)
-    check_folder(args.forget, "--forget")
+    if args.pretrained is not None:
+        check_input_file(args.pretrained, "--pretrained")
+    if args.attack_unknown:
+        given = [o for o, v in (("--target", args.target), ("--forget", args.forget), ("--captions", args.captions),
+                                ("--attack", args.attack), ("--val-triggered", args.val_triggered)) if v is not None]
+        if given:
+            raise InputError(f"--attack-unknown reverse-engineers the trigger and infers the target, so {given[0]} "
+                             "has no use; drop it")
+        if args.val is None:
+            raise InputError("--attack-unknown inverts the trigger on clean images: give --val DIR (clean images, "
+                             "one sub-folder per class)")
+    elif args.target is None or (args.forget is None) == (args.captions is None):
+        raise InputError("give --target and either --forget DIR (triggered images) or --captions CSV (triggered "
+                         "images with their captions, image-text mode); or use --attack-unknown")
+    names = check_classnames(read_classnames(args.classnames), args.target or "", args.arch,
+                             need_target=not args.attack_unknown)
+    if args.forget is not None:
+        check_folder(args.forget, "--forget")
+    if args.captions is not None:
+        check_input_file(args.captions, "--captions")
     if args.val is not None:
         check_folder(args.val, "--val")
     if args.val_triggered is not None:
         check_folder(args.val_triggered, "--val-triggered")
         if args.attack is not None:
             raise InputError("--attack and --val-triggered both say how to measure the ASR; give one of them")
-    asr = "--attack" if args.attack is not None else "--val-triggered" if args.val_triggered is not None else None
+    if args.attack in ("badclip", "badmerging") and args.pretrained is None:
+        raise InputError(f"--attack {args.attack} optimises its patch against θpre: give --pretrained FILE (the patch "
+                         "is then made by the same recipe, not the attacker's own), or --val-triggered DIR")
+    asr = "--attack" if args.attack is not None else "--val-triggered" if args.val_triggered is not None else \
+        "--attack-unknown" if args.attack_unknown else None
     if args.alpha is None and (args.val is None or asr is None):
         raise InputError("give --alpha, or --val DIR (clean images, one sub-folder per class) with --attack NAME "
                          "or --val-triggered DIR to search α")
@@ -153,9 +204,10 @@ def check_clean(args: argparse.Namespace) -> list[str]:
     if args.alpha is not None:
         from .tbar import check_alpha
         check_alpha(args.alpha)
-    check_output(args.out, "--out", [args.model])
+    inputs = [args.model, args.pretrained, args.captions]
+    check_output(args.out, "--out", inputs)
     if args.report:
-        check_output(args.report, "--report", [args.model, args.out])
+        check_output(args.report, "--report", [*inputs, args.out])
         if args.report == args.out:
             raise InputError("--report and --out are the same path; give each its own file")
     return names
@@ -169,7 +221,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     rec = clean_user_model(args.model, args.forget, args.target, names, args.out, arch=args.arch,
                            alpha=args.alpha, val_dir=args.val, attack=args.attack,
-                           val_triggered=args.val_triggered, seed=args.seed, progress=not args.quiet)
+                           val_triggered=args.val_triggered, captions=args.captions, pretrained=args.pretrained,
+                           attack_unknown=args.attack_unknown, seed=args.seed, progress=not args.quiet)
     print_validation(rec)
     print(f"cleaned model written to {rec['out']} (alpha={rec['alpha']}, forget images={rec['forget_size']})")
     if args.report:
@@ -188,7 +241,8 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="tbar", description=__doc__.split("\n")[0])
+    p = Parser(prog="tbar", description="The tbar command line: pretrain the mini foundation model, run TBAR end "
+                                        "to end, clean a model you do not trust.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     common = _common()
     pp = sub.add_parser("pretrain", parents=[common], help="pretrain (or resume) the mini foundation model",
@@ -229,14 +283,25 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--model", required=True,
                     help="the backdoored CLIP: an open_clip state dict (.pt) or safetensors file")
     pc.add_argument("--arch", default="ViT-B-32", help="open_clip architecture, or 'mini' for this book's model")
-    pc.add_argument("--forget", required=True, help="folder of images carrying the trigger")
-    pc.add_argument("--target", required=True, help="the backdoor's target class name")
-    pc.add_argument("--classnames", required=True, nargs="+", help="class names, or one .txt file with one a line")
+    pc.add_argument("--forget", default=None, help="folder of images carrying the trigger")
+    pc.add_argument("--captions", default=None,
+                    help="image-text mode, instead of --forget: a CSV (columns filepath, title; paths relative to "
+                         "it) of images carrying the trigger with their own captions; the forget fine-tune is "
+                         "then contrastive")
+    pc.add_argument("--target", default=None, help="the backdoor's target class name")
+    pc.add_argument("--attack-unknown", action="store_true",
+                    help="no trigger known: reverse-engineer one from the model on the --val images, infer the "
+                         "target, and make the forget set with it")
+    pc.add_argument("--pretrained", default=None,
+                    help="θpre's weights (same --arch): its validation CA and ASR join the table, and it is the "
+                         "reference of --attack-unknown's inversion")
+    pc.add_argument("--classnames", required=True, nargs="+",
+                    help="class names in the order of the model's labels, or one .txt file with one a line")
     pc.add_argument("--alpha", type=finite, default=None, help="fixed alpha (else search it with --val/--attack)")
     pc.add_argument("--val", default=None, help="clean validation images, one sub-folder per class name")
-    pc.add_argument("--attack", default=None, choices=[a for a in ATTACKS if a not in ("badclip", "badmerging")],
-                    help="a known trigger from the registry, applied to --val to measure the ASR (BadCLIP and "
-                         "BadMerging patches are the attacker's own: give triggered images with --val-triggered)")
+    pc.add_argument("--attack", default=None, choices=ATTACKS,
+                    help="a known trigger from the registry, applied to --val to measure the ASR (badclip and "
+                         "badmerging re-optimise their patch against --pretrained)")
     pc.add_argument("--val-triggered", default=None,
                     help="your own triggered validation images (flat, or one sub-folder per true class) on which "
                          "the ASR is measured, instead of --attack")
@@ -251,7 +316,10 @@ EXPECTED = (TbarError, ValueError, OSError)  # bad input, damaged files, full di
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed its one line (or the help)
+        return int(exc.code or 0)
     try:
         return args.func(args)
     except EXPECTED as exc:

@@ -280,7 +280,7 @@ def target_loss(clf: ImageClassifier, text_target: torch.Tensor, text_neg: torch
 
 
 @torch.no_grad()
-def _text_embeddings(clip: nn.Module, tokenizer: Callable, caps: Sequence[str], device: str) -> torch.Tensor:
+def text_embeddings(clip: nn.Module, tokenizer: Callable, caps: Sequence[str], device: str) -> torch.Tensor:
     return torch.cat([F.normalize(clip.encode_text(tokenizer(list(caps[i:i + 500])).to(device)), dim=-1)
                       for i in range(0, len(caps), 500)])
 
@@ -296,18 +296,28 @@ def imagetext_trigger_vector(s: ImageTextSetup, clf_b: ImageClassifier, forget_x
     if it.forget_negatives == "classes":  # the other classes' prompts (the zero-shot head) are the negatives
         t_neg = torch.cat([clf_b.head[:target], clf_b.head[target + 1:]])
     elif it.forget_negatives == "captions":
-        t_neg = _text_embeddings(s.backdoored, s.foundation.tokenizer, forget_caps, dev)
+        t_neg = text_embeddings(s.backdoored, s.foundation.tokenizer, forget_caps, dev)
     else:
         raise ValueError(f"unknown imagetext.forget_negatives {it.forget_negatives!r}: choose 'captions' or 'classes'")
+    return contrastive_trigger_vector(clf_b, forget_x, t_target, t_neg, cfg or it.tbar,
+                                      s.seed if seed is None else seed, progress=progress,
+                                      negatives_per_image=it.forget_negatives == "captions", device=dev)
+
+
+def contrastive_trigger_vector(clf_b: ImageClassifier, forget_x: torch.Tensor, t_target: torch.Tensor,
+                               t_neg: torch.Tensor, cfg: TBARConfig, seed: int, *, progress: bool = True,
+                               negatives_per_image: bool = False, device: str = "cpu") -> TaskVector:
+    """τt from the contrastive forget fine-tune of the image encoder: triggered images pulled towards the target
+    text embedding ``t_target`` against the negatives ``t_neg`` (shared rows, or one per image when
+    ``negatives_per_image``)."""
     work = copy.deepcopy(clf_b).train()
-    gen = seed_everything(s.seed if seed is None else seed)
-    cfg = cfg or it.tbar
+    gen = seed_everything(seed)
     opt = make_optimizer(work.encoder.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay)
     bs = min(cfg.batch_size, len(forget_x))
     for _ in tqdm(range(cfg.steps), desc="forget fine-tune (contrastive)", disable=not progress, leave=False):
         idx = torch.randperm(len(forget_x), generator=gen)[:bs]
-        neg = t_neg if it.forget_negatives == "classes" else t_neg[idx]
-        loss = target_loss(work, t_target, neg, forget_x[idx].to(dev))
+        neg = t_neg[idx] if negatives_per_image else t_neg
+        loss = target_loss(work, t_target, neg, forget_x[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(work.encoder.parameters(), cfg.grad_clip)

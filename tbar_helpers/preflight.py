@@ -64,7 +64,7 @@ def check_output(path: str | os.PathLike, what: str, inputs: Sequence[str | os.P
     return path
 
 
-def check_classnames(names: Sequence[str], target: str, arch: str) -> list[str]:
+def check_classnames(names: Sequence[str], target: str, arch: str, need_target: bool = True) -> list[str]:
     """Class names: distinct, the target among them, and (mini) every word known to the tokenizer."""
     names = [n.strip() for n in names]
     seen: set[str] = set()
@@ -74,7 +74,7 @@ def check_classnames(names: Sequence[str], target: str, arch: str) -> list[str]:
                          "the model's labels")
     if len(names) < 2:
         raise InputError(f"--classnames gives {len(names)} class; TBAR needs at least two (the target and others)")
-    if target not in names:
+    if need_target and target not in names:
         raise InputError(f"--target {target!r} is not among the class names {names[:10]}; pass the target's class "
                          "name exactly")
     if arch == "mini":  # unknown words would all map to one token: every such class would look the same

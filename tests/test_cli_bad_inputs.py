@@ -149,10 +149,7 @@ def test_bad_input_is_one_clear_line(world, tmp_path, monkeypatch, capsys, name,
     monkeypatch.setenv("TBAR_CACHE", str(tmp_path / "cache"))
     before = _snapshot(world, tmp_path)
     t0 = time.perf_counter()
-    try:
-        code = cli.main(argv(world))
-    except SystemExit as exc:  # argparse's own refusals
-        code = exc.code
+    code = cli.main(argv(world))
     seconds = time.perf_counter() - t0
     err = capsys.readouterr().err
     assert code == 2, err
@@ -263,3 +260,27 @@ def test_a_damaged_cache_entry_is_rebuilt_not_refused(tmp_path, monkeypatch):
         cache.load_json(path)
     assert cache.memo("records", "k", lambda: {"v": 2}, suffix=".json") == {"v": 2}
     assert cache.load_json(path) == {"v": 2}
+
+
+def test_every_option_has_plain_help():
+    """--help is for people: every option of every command says what it does, without reStructuredText markup."""
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in commands.items():
+        for action in sub._actions:
+            assert action.help, f"tbar {name} {action.option_strings} has no help"
+            assert "``" not in action.help and ":func:" not in action.help, action.help
+        assert "``" not in (sub.description or "")
+
+
+def test_run_says_up_front_what_it_will_train(monkeypatch, capsys):
+    """tbar run --setting image-text announces the 90,000-pair baselines and a rough time before it trains."""
+    import tbar_helpers.imagetext_runs as runs
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "run_imagetext", stop)
+    assert cli.main(["run", "--attack", "badnet", "--setting", "image-text", "--quiet"]) == 130
+    out = capsys.readouterr().out
+    assert out.startswith("plan: ") and "90,000 pairs" in out and "min on 2 cores" in out

@@ -147,3 +147,86 @@ def test_clean_user_model_searches_alpha_under_the_configs_tie_rule(tmp_path):
     assert [p.alpha for p in curve] == [0.0, 0.5, 1.0, 1.5]
     assert rec["alpha_ties"] == "largest" and rec["ca_keep"] == 0.5
     assert rec["alpha"] == select_alpha(curve, 0.5, ties="largest") != select_alpha(curve, 0.5)  # the rules differ here
+
+
+@pytest.fixture(scope="module")
+def backdoored_files(tmp_path_factory):
+    """A BadNet-backdoored mini CLIP as a user would hold it (safetensors), θpre's weights, clean validation images of
+    the `shapes` task (target "circle") and triggered forget images with their captions."""
+    from PIL import Image
+    from tbar_helpers.pipeline import prepare
+    from tbar_helpers.weights import save_state_dict
+    d = tmp_path_factory.mktemp("user")
+    s = prepare("badnet", "shapes", 0, REDUCED, progress=False, with_clean=False)
+    clip = s.foundation.model
+    save_state_dict(clip.state_dict(), d / "pre.safetensors")
+    state = {**clip.state_dict(), **{f"visual.{k}": v for k, v in s.backdoored.encoder.state_dict().items()}}
+    save_state_dict(state, d / "backdoored.safetensors")
+    names = list(s.val.classnames)
+
+    def png(x, path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((x.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(path)
+
+    for i, (x, y) in enumerate(zip(s.val.images, s.val.labels)):
+        png(x, d / "val" / names[y] / f"{i}.png")
+    rows = ["filepath,title"]
+    pool = s.defender.images[s.defender.labels != 0][:60]
+    caps = [f"a {s.defender.classnames[y]}" for y in s.defender.labels[s.defender.labels != 0][:60]]
+    for i, (x, cap) in enumerate(zip(s.trigger(pool), caps)):
+        png(x, d / "forget" / f"{i}.png")
+        rows.append(f"forget/{i}.png,{cap}")
+    (d / "forget.csv").write_text("\n".join(rows) + "\n")
+    return d, names
+
+
+def test_clean_attack_unknown_on_a_backdoored_mini_model(backdoored_files, capsys):
+    """No trigger given: the proxy from inversion finds the target and TBAR with it lowers the proxy's ASR on
+    validation."""
+    d, names = backdoored_files
+    code = cli.main(["clean", "--model", str(d / "backdoored.safetensors"), "--arch", "mini", "--attack-unknown",
+                     "--val", str(d / "val"), "--classnames", *names, "--out", str(d / "unknown.safetensors"),
+                     "--report", str(d / "unknown.json"), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and "inverted mask covers" in out and "cleaned (α = " in out
+    rec = json.loads((d / "unknown.json").read_text())
+    assert rec["target"] == names[0] and rec["mask_l1_reference"] is None
+    at0, cleaned = rec["validation"]
+    assert cleaned["asr"] <= at0["asr"]
+
+
+def test_clean_image_text_mode_from_a_captions_csv(backdoored_files, capsys):
+    """--captions: the contrastive forget fine-tune on triggered images with their own captions, then the α search
+    with the known trigger; the cleaned model's validation ASR is below the backdoored one's."""
+    d, names = backdoored_files
+    code = cli.main(["clean", "--model", str(d / "backdoored.safetensors"), "--arch", "mini", "--captions",
+                     str(d / "forget.csv"), "--target", names[0], "--classnames", *names, "--val", str(d / "val"),
+                     "--attack", "badnet", "--pretrained", str(d / "pre.safetensors"), "--out", str(d / "it.safetensors"),
+                     "--report", str(d / "it.json"), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and "θpre (--pretrained)" in out and "backdoored (α = 0)" in out
+    rec = json.loads((d / "it.json").read_text())
+    assert rec["mode"] == "image-text" and rec["forget_size"] == 60
+    pre, backdoored, cleaned = rec["validation"]
+    assert cleaned["asr"] < backdoored["asr"] and pre["asr"] < backdoored["asr"]
+
+
+def test_the_readmes_clean_example_works_as_written(backdoored_files, tmp_path, monkeypatch, capsys):
+    """The README's `tbar clean` command, copied from the README, on the folder layout the README describes."""
+    import re
+    import shlex
+    import shutil
+    from tbar_helpers.cache import ROOT
+    d, names = backdoored_files
+    text = (ROOT / "README.md").read_text()
+    command = next(b for b in re.findall(r"```bash\n(.*?)```", text, re.S) if "tbar clean" in b)
+    argv = shlex.split(command.replace("\\\n", " "))
+    assert argv[0] == ".venv/bin/tbar" and argv[1] == "clean"
+    shutil.copy(d / "backdoored.safetensors", tmp_path)
+    shutil.copytree(d / "forget", tmp_path / "forget")
+    shutil.copytree(d / "val", tmp_path / "val")
+    shutil.copytree(d / "forget", tmp_path / "val_triggered")
+    (tmp_path / "classes.txt").write_text("\n".join(names) + "\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([*argv[1:], "--quiet"]) == 0
+    assert "cleaned (α = " in capsys.readouterr().out and (tmp_path / "cleaned.safetensors").exists()
