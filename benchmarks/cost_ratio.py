@@ -10,15 +10,38 @@ unique samples and seconds are counted. Prints both and their ratios; writes a J
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
 
 from tbar_helpers.config import get_scale, override
 from tbar_helpers.data import load_task
-from tbar_helpers.defenses import clean_finetune_until
+from tbar_helpers.metrics import accuracy, attack_success_rate
 from tbar_helpers.pipeline import evaluate, make_forget_set, prepare
 from tbar_helpers.tbar import point_at, run_tbar
+from tbar_helpers.training import finetune
+
+
+def clean_finetune_until(clf_b: nn.Module, images: torch.Tensor, labels: torch.Tensor, val_x: torch.Tensor,
+                         val_y: torch.Tensor, trigger: Callable, target: int, asr_goal: float, lr: float,
+                         batch_size: int = 64, max_steps: int = 2000, check_every: int = 25, seed: int = 0,
+                         progress: bool = False) -> dict:
+    """Clean fine-tuning until validation ASR ≤ ``asr_goal``: how many steps, samples and seconds it took."""
+    out = copy.deepcopy(clf_b)
+    t0, steps, asr = time.time(), 0, attack_success_rate(out, val_x, val_y, trigger, target)
+    while asr > asr_goal and steps < max_steps:
+        finetune(out, images, labels, steps=check_every, lr=lr, batch_size=batch_size, seed=seed + steps,
+                 warmup=0, desc="clean fine-tune defense", progress=progress)
+        steps += check_every
+        asr = attack_success_rate(out, val_x, val_y, trigger, target)
+    return {"model": out, "steps": steps, "samples_seen": steps * batch_size,
+            "unique_samples": min(len(images), steps * batch_size), "seconds": time.time() - t0,
+            "val_asr": asr, "val_ca": accuracy(out, val_x, val_y), "reached": asr <= asr_goal}
 
 
 def main() -> None:

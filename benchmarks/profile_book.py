@@ -34,7 +34,7 @@ KINDS: dict[str, list[tuple[str, str, str]]] = {
     "model fine-tunes": [("training.py", "finetune_task", ""), ("imagetext.py", "contrastive_finetune", "-baseline")],
     "TBAR forget fine-tunes": [("tbar.py", "trigger_vector", ""), ("imagetext.py", "imagetext_trigger_vector", "")],
     "baselines": [("defenses.py", "clean_finetune", ""), ("defenses.py", "gradient_ascent", ""),
-                  ("defenses.py", "clean_finetune_until", ""), ("imagetext.py", "contrastive_finetune", "baseline")],
+                  ("imagetext.py", "contrastive_finetune", "baseline")],
     "inversion and patch optimisation": [("inversion.py", "invert_trigger", ""), ("attacks.py", "optimize_patch", "")],
     "evaluation forward passes": [("metrics.py", "predict", "")],
 }

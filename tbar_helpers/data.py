@@ -30,7 +30,6 @@ TEXTURES = ("plain", "stripes", "columns", "checkered", "dotted", "noisy", "grad
             "wavy", "grid")
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SIZES = ("small", "large")
-POSITIONS = ("center", "top", "bottom", "left", "right")
 
 _FONT = [  # 5x7 bitmaps of the digits 0-9, rows top to bottom
     ["01110", "10001", "10011", "10101", "11001", "10001", "01110"],
@@ -65,7 +64,6 @@ TASK_PROMPTS = {
 OBJECTS = tuple(f"{c} {s}" for s in SHAPES for c in COLORS)  # 80 classes: colour x shape
 TASK_CLASSES = {"objects": OBJECTS, "shapes": SHAPES, "textures": TEXTURES, "digits": DIGITS, "glyphs": DIGITS}
 TASKS = tuple(TASK_PROMPTS)
-SPLITS = ("train", "val", "test", "pretrain")
 
 
 def vocabulary() -> list[str]:
@@ -90,10 +88,6 @@ class TaskData:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    def subset(self, idx: np.ndarray | torch.Tensor) -> "TaskData":
-        idx = torch.as_tensor(idx, dtype=torch.long)
-        return TaskData(self.name, self.split, self.images[idx], self.labels[idx], self.classnames, self.templates)
 
 
 def _rng(*key: object) -> np.random.Generator:

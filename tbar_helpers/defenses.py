@@ -9,7 +9,6 @@ in-modal self-supervised) and RoCLIP (nearest-neighbour captions), plugged into
 from __future__ import annotations
 
 import copy
-import time
 from typing import Callable, Sequence
 
 import numpy as np
@@ -17,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .metrics import accuracy, attack_success_rate
 from .training import finetune
 
 
@@ -37,23 +35,6 @@ def gradient_ascent(clf_b: nn.Module, forget_x: torch.Tensor, forget_y: torch.Te
     finetune(out, forget_x, forget_y, steps=steps, lr=lr, batch_size=batch_size, seed=seed, loss_sign=-1.0,
              desc="gradient ascent", progress=progress)
     return out
-
-
-def clean_finetune_until(clf_b: nn.Module, images: torch.Tensor, labels: torch.Tensor, val_x: torch.Tensor,
-                         val_y: torch.Tensor, trigger: Callable, target: int, asr_goal: float, lr: float,
-                         batch_size: int = 64, max_steps: int = 2000, check_every: int = 25, seed: int = 0,
-                         progress: bool = False) -> dict:
-    """Clean fine-tuning until validation ASR ≤ ``asr_goal``: how many steps, samples and seconds it took."""
-    out = copy.deepcopy(clf_b)
-    t0, steps, asr = time.time(), 0, attack_success_rate(out, val_x, val_y, trigger, target)
-    while asr > asr_goal and steps < max_steps:
-        finetune(out, images, labels, steps=check_every, lr=lr, batch_size=batch_size, seed=seed + steps,
-                 warmup=0, desc="clean fine-tune defense", progress=progress)
-        steps += check_every
-        asr = attack_success_rate(out, val_x, val_y, trigger, target)
-    return {"model": out, "steps": steps, "samples_seen": steps * batch_size,
-            "unique_samples": min(len(images), steps * batch_size), "seconds": time.time() - t0,
-            "val_asr": asr, "val_ca": accuracy(out, val_x, val_y), "reached": asr <= asr_goal}
 
 
 # ------------------------------------------------------------------ image–text (CLIP) baselines

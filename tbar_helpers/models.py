@@ -137,8 +137,3 @@ def make_classifier(clip_model: nn.Module, tokenizer: Callable, classnames: Sequ
     mean, std = image_stats(cfg)
     return ImageClassifier(copy.deepcopy(clip_model.visual), head, mean, std,
                            image_size=cfg.image_size).to(device)
-
-
-def encoder_state(clf: ImageClassifier) -> dict[str, torch.Tensor]:
-    """A detached copy of the image encoder's weights (what task vectors are made of)."""
-    return {k: v.detach().clone() for k, v in clf.encoder.state_dict().items()}

@@ -114,29 +114,3 @@ def load_caption_pairs(n: int, seed: int, scale: ScaleConfig, stream: str = "att
     tf, root = _to_tensor_transform(scale.model.image_size), Path(path).parent
     images = torch.stack([tf(Image.open(root / rows[i]["image"]).convert("RGB")) for i in idx])
     return images, [rows[i]["caption"] for i in idx]
-
-
-def smoke_check(seed: int = 0, n: int = 4) -> dict:
-    """Run the paper-scale path without downloads: ViT-B/32 with random weights, ``FakeData`` at
-    224×224, one poisoned fine-tuning step and one TBAR step. Returns what it measured."""
-    import torch
-
-    from .attacks import make_trigger, poison
-    from .config import PAPER, override
-    from .models import build_foundation, make_classifier
-    from .tbar import apply_tbar, trigger_vector
-    from .training import finetune
-
-    sc = override(PAPER, device="cpu", **{"model.pretrained": None, "tbar.steps": 1, "tbar.batch_size": 2})
-    model, tok = build_foundation(sc.model)
-    data = load_paper_task("fakedata", "train", n, seed, sc)
-    clf = make_classifier(model, tok, data.classnames, data.templates, sc.model)
-    trig = make_trigger("badnet", sc.model.image_size, sc.attack)
-    p = poison(data.images, data.labels, trig, 0.5, 0, seed=seed)
-    loss = finetune(clf, p.images, p.labels, steps=1, lr=1e-5, batch_size=2, seed=seed, progress=False)[0]
-    tau = trigger_vector(clf, trig(data.images[:2]), torch.zeros(2, dtype=torch.long), sc.tbar, seed, progress=False)
-    with torch.no_grad():
-        logits = apply_tbar(clf, tau, 0.5)(data.images[:1])
-    return {"encoder parameters (M)": sum(q.numel() for q in clf.encoder.parameters()) / 1e6,
-            "image size": tuple(data.images.shape[-2:]), "poisoned step loss": float(loss),
-            "trigger vector norm": tau.norm(), "cleaned logits shape": tuple(logits.shape)}

@@ -15,15 +15,17 @@ import pandas as pd
 import torch
 
 from .cache import ROOT
-from .config import ScaleConfig, TBARConfig, override
+from .attacks import make_trigger, poison
+from .config import PAPER, ScaleConfig, TBARConfig, override
 from .data import load_task
 from .foundation import Foundation
 from .metrics import accuracy, predict
-from .models import make_classifier
+from .models import build_foundation, make_classifier
 from .pipeline import (Setup, asr_on_test, clean_accuracy, evaluate, make_forget_set, prepare, scores_on_test,
                        xi_heatmap)
 from .task_vectors import TaskVector
-from .tbar import alpha_curve, run_tbar, trigger_vector
+from .tbar import alpha_curve, apply_tbar, run_tbar, trigger_vector
+from .training import finetune
 
 # The paper's headline numbers (ViT-B/32), quoted from arXiv 2510.14845 for side-by-side tables.
 PAPER_HEADLINE = pd.DataFrame([
@@ -236,3 +238,23 @@ def recorded_architecture(attack: str = "badnet", steps: int = 500) -> pd.DataFr
                           "tokens": r["tokens"], "zero-shot CA": r["zeroshot"], "CA backdoored": r["ca_backdoored"],
                           "ASR backdoored": r["asr_backdoored"], "CA kept at ASR ≤ 3%": r["ca_kept_at_asr3"],
                           "mean ξ": r["mean_xi"], "pretraining s": r["pretrain_seconds"]} for r in runs])
+
+
+def paper_smoke_check(seed: int = 0, n: int = 4) -> dict:
+    """Run the paper-scale path without downloads: ViT-B/32 with random weights, ``FakeData`` at
+    224×224, one poisoned fine-tuning step and one TBAR step. Returns what it measured."""
+    from .paper_data import load_paper_task  # torchvision is only needed here
+
+    sc = override(PAPER, device="cpu", **{"model.pretrained": None, "tbar.steps": 1, "tbar.batch_size": 2})
+    model, tok = build_foundation(sc.model)
+    data = load_paper_task("fakedata", "train", n, seed, sc)
+    clf = make_classifier(model, tok, data.classnames, data.templates, sc.model)
+    trig = make_trigger("badnet", sc.model.image_size, sc.attack)
+    p = poison(data.images, data.labels, trig, 0.5, 0, seed=seed)
+    loss = finetune(clf, p.images, p.labels, steps=1, lr=1e-5, batch_size=2, seed=seed, progress=False)[0]
+    tau = trigger_vector(clf, trig(data.images[:2]), torch.zeros(2, dtype=torch.long), sc.tbar, seed, progress=False)
+    with torch.no_grad():
+        logits = apply_tbar(clf, tau, 0.5)(data.images[:1])
+    return {"encoder parameters (M)": sum(q.numel() for q in clf.encoder.parameters()) / 1e6,
+            "image size": tuple(data.images.shape[-2:]), "poisoned step loss": float(loss),
+            "trigger vector norm": tau.norm(), "cleaned logits shape": tuple(logits.shape)}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -42,11 +42,6 @@ class TBARResult:
     seconds: float
     vector_norm: float
     trigger_vector: TaskVector | None = field(default=None, repr=False)
-
-    def summary(self) -> dict:
-        d = asdict(self)
-        d.pop("trigger_vector")
-        return d
 
 
 def check_alpha(alpha: float, alpha_max: float = 10.0) -> float:
