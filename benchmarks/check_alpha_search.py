@@ -8,7 +8,7 @@ benchmarks/results/alpha-search-<setting>.txt
     python benchmarks/check_alpha_search.py --setting classification --attacks badnet blended --seeds 0
 
 ``--replay`` trains nothing: it replays the search with and without its early stop (``refine``'s
-``stop_below_floor``) on every validation curve recorded in ``benchmarks/results/**/*.json``, and
+``stop_below_floor``) on every validation curve recorded in ``benchmarks/results/*.jsonl``, and
 counts the evaluations saved and the chosen α that changed (benchmarks/results/alpha-search-replay.txt).
 
     python benchmarks/check_alpha_search.py --replay
@@ -56,12 +56,12 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def recorded_curves():
-    """(folder, file, record) for every recorded run whose JSON carries a validation α curve."""
-    for f in sorted(RESULTS.glob("**/*.json")):
-        recs = json.loads(f.read_text())
-        for r in recs if isinstance(recs, list) else [recs]:
+    """(study, line number, record) for every recorded run whose JSON line carries a validation α curve."""
+    for f in sorted(RESULTS.glob("*.jsonl")):
+        for i, line in enumerate(f.read_text().splitlines(), 1):
+            r = json.loads(line)
             if isinstance(r, dict) and r.get("val_curve"):
-                yield f.parent.name, f.name, r
+                yield f.stem, i, r
 
 
 @dataclass

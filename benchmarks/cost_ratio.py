@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
+from results_io import record
 
 from tbar_helpers.config import get_scale, override
 from tbar_helpers.data import load_task
@@ -78,9 +77,7 @@ def main() -> None:
     print(f"clean fine-tune: {ft['unique_samples']:6d} samples {ft['seconds']:7.1f} s  test CA {ca_f:.3f} "
           f"ASR {asr_f:.3f} (goal reached: {ft['reached']})")
     print(f"ratio clean-FT / TBAR: samples {rec['ratio_samples']:.1f}x, seconds {rec['ratio_seconds']:.1f}x")
-    out = Path(__file__).parent / "results" / f"cost_ratio-{a.attack}-s{a.seed}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(rec, indent=1))
+    record(f"cost_ratio-{a.attack}-s{a.seed}", rec)
 
 
 if __name__ == "__main__":

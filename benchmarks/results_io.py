@@ -1,15 +1,20 @@
-"""Where the benchmarks keep their numbers: one text file per study under ``benchmarks/results/``.
+"""Where the benchmarks keep their numbers: ``benchmarks/results/``.
 
-``save`` writes (or appends) a study's lines; ``log`` opens a file to add rows to as a study runs.
+``record`` appends one run as a JSON line, with its provenance, to ``<study>.jsonl`` (what the book's
+tables are generated from). ``save`` writes (or appends) a console table; ``log`` opens one to add rows to.
 Both print what the file holds, so a run's console shows the same numbers the file records.
 ``cpu_flags`` names the CPU and its vector extensions and ``commit`` the checkout's commit, for the header of
 timings (machines vary by day, code by commit).
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import time
 from pathlib import Path
+
+from tbar_helpers.cache import replace_atomically
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -49,3 +54,13 @@ def commit() -> str:
     """The short hash of the checkout's HEAD ("?" outside a git checkout)."""
     r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=RESULTS.parent, capture_output=True, text=True)
     return r.stdout.strip() or "?"
+
+
+def record(name: str, rec: dict) -> Path:
+    """Append ``rec``, with the commit, date and CPU, as one JSON line to ``benchmarks/results/<name>.jsonl``
+    (the whole file rewritten to a temp file, then renamed: an interrupted write loses nothing)."""
+    path = RESULTS / f"{name}.jsonl"
+    rec = {**rec, "commit": commit(), "date": time.strftime("%Y-%m-%d"), "cpu": cpu_flags()}
+    old = path.read_bytes() if path.exists() else b""
+    replace_atomically(path, old + (json.dumps(rec, sort_keys=True, default=str) + "\n").encode())
+    return path

@@ -5,7 +5,7 @@ preset's batch, learning rate and data), then the preset's clean and BadNet fine
 (validation-chosen α) and ξ(αc, αt) of TBAR's trigger vector run on it. Responses: zero-shot accuracy
 on the default task, backdoored CA / ASR, TBAR CA / ASR / CA kept, "CA kept at ASR ≤ 3%" read off the
 test α curve (a report, α is never chosen on the test split), and mean ξ. Writes
-benchmarks/results/architecture-<steps>.{txt,json}; finished variants are kept and skipped on a rerun.
+benchmarks/results/architecture-<attack>-<steps>.jsonl (one line per variant); finished variants are kept and skipped on a rerun.
 
     python benchmarks/study_architecture.py --steps 500 --variants preset narrow shallow
     python benchmarks/study_architecture.py --steps 500 --variants res48 res64p16
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_io import record
 
 from tbar_helpers.config import get_scale, override
 from tbar_helpers.foundation import pretrain_foundation, zeroshot_accuracy
@@ -70,7 +71,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     stem = OUT / f"architecture-{a.attack}-{a.steps}"
-    done = json.loads(stem.with_suffix(".json").read_text()) if stem.with_suffix(".json").exists() else []
+    jsonl = stem.with_suffix(".jsonl")
+    done = [json.loads(x) for x in jsonl.read_text().splitlines()] if jsonl.exists() else []
     head = (f"# python benchmarks/study_architecture.py --steps {a.steps} --attack {a.attack} --seed {a.seed}\n"
             f"{'variant':>8} {'tokens':>6} {'loss':>6} {'zs':>5} {'bd CA/ASR':>11} {'TBAR CA/ASR':>10} {'kept':>5} "
             f"{'alpha':>5} {'kept@3':>6} {'xi all/in':>10} {'pre s':>6} {'all s':>6}")
@@ -80,10 +82,9 @@ def main() -> None:
     for name in a.variants:
         if any(r["variant"] == name for r in done):
             continue
-        done.append(run_variant(name, a.steps, a.attack, a.seed))
+        done.append({"attack": a.attack, **run_variant(name, a.steps, a.attack, a.seed)})
         print(line(done[-1]))
-        stem.with_suffix(".json").write_text(json.dumps(done, indent=1))
-        stem.with_suffix(".txt").write_text(head + "\n" + "\n".join(line(r) for r in done) + "\n")
+        record(stem.name, done[-1])
 
 
 if __name__ == "__main__":

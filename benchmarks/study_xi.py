@@ -4,7 +4,7 @@ For each foundation checkpoint (by default the three shipped ones: stage 1, 1,50
 stages 2 and 3, +1,000 steps each, stage 3 the preset; ``--foundation NAME=PATH`` adds more) it
 fine-tunes clean and poisoned models (cached), runs TBAR with the preset's full α search, and measures
 ξ(αc, αt) on a grid for two trigger vectors: the poisoning difference θb − θclean and TBAR's estimate
-θ(b+t) − θb. Writes benchmarks/results/xi-pretraining-<attack>-s<seed>.{json,txt}. A name says its
+θ(b+t) − θb. Appends to benchmarks/results/xi-pretraining-<attack>-s<seed>.jsonl. A name says its
 budget as "<N> steps" (chapter 11 reads it from there).
 
     python benchmarks/study_xi.py --attack badnet --seed 0
@@ -13,17 +13,16 @@ budget as "<N> steps" (chapter 11 reads it from there).
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+import re
 
 import numpy as np
+from results_io import record
 
 from tbar_helpers.config import STAGE1_CHECKPOINT, STAGE2_CHECKPOINT, get_scale
 from tbar_helpers.foundation import load_foundation
 from tbar_helpers.pipeline import xi_heatmap
 from tbar_helpers.studies import backdoor_vector, foundation_response
 
-OUT = Path(__file__).parent / "results"
 ALPHAS = (0.0, 0.5, 1.0, 1.5)
 
 
@@ -43,7 +42,7 @@ def main() -> None:
         if not sep or not name:
             raise SystemExit(f"--foundation {spec!r}: write NAME=PATH, e.g. 'stage 4 (4500 steps)=ckpt.pt'")
         stages[name] = path
-    rows, lines = [], []
+    lines = []
     for name, path in stages.items():
         f = load_foundation(scale, path=path, progress=False)  # path None: the preset's θpre
         out = foundation_response(f, a.attack, a.seed, scale, ALPHAS, a.n)
@@ -56,19 +55,16 @@ def main() -> None:
             row[f"xi_{kind}"] = np.asarray(g["xi"]).tolist()
             row[f"mean_xi_{kind}"] = float(np.mean(g["xi"]))
             row[f"mean_xi_{kind}_inner"] = float(np.mean(np.asarray(g["xi"])[:-1, :-1]))  # αc, αt ≤ 1
-        rows.append(row)
+        steps = re.search(r"(\d+) steps", name)
+        record(f"xi-pretraining-{a.attack}-s{a.seed}", {"attack": a.attack, "seed": a.seed, "alphas": ALPHAS, "n": a.n,
+                                                          "pretrain_steps": int(steps.group(1)) if steps else None,
+                                                          **row})
         lines.append(f"{name:30s} bd CA {100 * row['ca_backdoored']:5.1f} ASR {100 * row['asr_backdoored']:5.1f} | "
                      f"TBAR α {row['alpha']:.2f} CA {100 * row['ca_tbar']:5.1f} ASR {100 * row['asr_tbar']:4.1f} "
                      f"kept {100 * row['ca_kept']:5.1f}% | mean ξ (all / αc,αt≤1): difference "
                      f"{100 * row['mean_xi_difference']:4.1f} / {100 * row['mean_xi_difference_inner']:4.1f}, "
                      f"TBAR vector {100 * row['mean_xi_forget']:4.1f} / {100 * row['mean_xi_forget_inner']:4.1f}")
         print(lines[-1], flush=True)
-    OUT.mkdir(exist_ok=True)
-    stem = OUT / f"xi-pretraining-{a.attack}-s{a.seed}"
-    stem.with_suffix(".json").write_text(json.dumps({"alphas": ALPHAS, "n": a.n, "rows": rows}, indent=1))
-    stem.with_suffix(".txt").write_text(f"# python benchmarks/study_xi.py --attack {a.attack} --seed {a.seed}"
-                                        + "".join(f" --foundation '{x}'" for x in a.foundation) + "\n"
-                                        + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

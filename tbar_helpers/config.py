@@ -56,8 +56,8 @@ class FinetuneConfig:
     n_test: int = 2000
     epochs: int = 3
     batch_size: int = 128
-    # the smallest lr of benchmarks/study_victim.py whose validation ASR for BadNet is >= 95% on seeds
-    # 0-2 (1e-4: 84-94%); stronger recipes plant to 99% and TBAR then leaves more (see the appendix)
+    # the smallest lr of benchmarks/study_victim.py whose validation ASR for BadNet reaches the paper's
+    # planted level; stronger recipes plant harder and TBAR then leaves more
     lr: float = 1.25e-4
     weight_decay: float = 0.1
     warmup_frac: float = 0.1
@@ -80,7 +80,7 @@ class TBARConfig:
     ca_keep: float = 0.90  # validation CA must stay >= ca_keep * CA(alpha=0)
     # among the α within 1 point of the lowest validation ASR: "smallest" (the paper's, no overshoot) or
     # "largest" (spend the CA budget). proxy_ties replaces ties when the trigger is reverse-engineered (attack
-    # unknown): the proxy's ASR hits 0 while the real one's is still 21-34% (benchmarks/study_unknown_alpha.py)
+    # unknown): the proxy's ASR reaches zero before the real trigger's does (benchmarks/study_unknown_alpha.py)
     ties: str = "smallest"
     proxy_ties: str = "largest"
     alpha_max: float = 10.0
@@ -106,7 +106,7 @@ class AttackConfig:
     badclip_patch_frac: float = 4 / 32
     badclip_steps: int = 60
     badclip_lr: float = 0.05
-    badmerging_patch_frac: float = 0.1  # side fraction: area ~1% of the image
+    badmerging_patch_frac: float = 0.1  # side fraction (area: its square)
     badmerging_steps: int = 60
     badmerging_lr: float = 0.05
     badmerging_backdoor_weight: float = 5.0
@@ -134,7 +134,7 @@ class ImageTextConfig:
     zero-shot evaluation, CleanCLIP / RoCLIP baselines and DECREE-style trigger inversion."""
 
     corpus_size: int = 5000  # captioned pairs the attacker fine-tunes on (the paper: CC3M 500k)
-    poison_rate: float = 0.10  # share of pairs with a trigger and a target caption (the paper: 0.3%)
+    poison_rate: float = 0.10  # share of pairs with a trigger and a target caption (the paper: 0.003)
     epochs: int = 3
     batch_size: int = 128
     lr: float = 3e-4
@@ -144,16 +144,16 @@ class ImageTextConfig:
     target: int = 0  # class of eval_task the poisoned captions name ("red circle"; the paper: banana)
     n_val: int = 500
     n_test: int = 2000
-    # TBAR for CLIP: 1,500 forget pairs (the paper's 1.5k; 500 left one Blended seed at 18% on validation,
-    # 250 keep less CA: see the appendix), the contrastive forget fine-tune (AdamW, text tower frozen) and
-    # the α search over 0, 0.1, ..., 3
+    # TBAR for CLIP: the paper's 1.5k forget pairs (fewer left more of Blended on validation,
+    # benchmarks/study_imagetext_forget.py), the contrastive forget fine-tune (AdamW, text tower frozen)
+    # and the α search over 0, 0.1, ..., 3
     tbar: TBARConfig = field(default_factory=lambda: IMAGETEXT_TBAR)
     forget_negatives: str = "classes"  # the eval task's class prompts ("captions": the images' own captions)
     # other (optimizer, lr) for the forget fine-tune: each gets its own α search on validation, and the recipe
     # whose α reaches the lowest validation ASR is kept (benchmarks/study_imagetext_val.py; () = tbar's only)
     forget_alternatives: tuple[tuple[str, float], ...] = (("sgd", 0.05),)
     # other forget-set sizes tried the same way, each with every optimiser above (500: what a proxy trigger
-    # needs in the attack-unknown case, see the appendix; () = tbar.forget_size only)
+    # needs in the attack-unknown case, () = tbar.forget_size only)
     forget_size_alternatives: tuple[int, ...] = (500,)
     defense_budgets: tuple[int, ...] = (1500, 90_000)  # clean pairs for the baselines (TBAR's and 60x)
     defense_lr: float = 1e-4
@@ -166,7 +166,7 @@ class ImageTextConfig:
     invert_lr: float = 0.1
     invert_l1: float = 0.02  # initial weight of the mask's L1 norm (adapted during the search)
     invert_sim_goal: float = 0.9  # DECREE: triggered embeddings this similar count as collapsed
-    detect_threshold: float = 0.04  # a mask covering < 4% of the image flags a backdoor (see the appendix)
+    detect_threshold: float = 0.04  # share of the image: a smaller inverted mask flags a backdoor
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ class ScaleConfig:
     default_task: str = "objects"
     device: str = "cpu"
     threads: int = 0  # 0: one per core; set deliberately (busy machines slow two threads a lot)
-    eval_batch_size: int = 256  # 1.4x the images/s of 500 on 2 cores (benchmarks/eval_batch.py)
+    eval_batch_size: int = 256  # faster than larger batches on 2 cores (benchmarks/eval_batch.py)
 
 
 # The mini foundation is pretrained in three stages: 1,500 steps from scratch (seed 0, the defaults

@@ -40,10 +40,13 @@ def generator(name: str) -> Callable[[Callable[[Path], str]], Callable[[Path], s
 
 
 # ------------------------------------------------------------------------------------------- reading
-def records(path: Path) -> list[dict]:
-    """Run records of a results folder (one JSON file per run) or a JSON-lines file, in name order."""
-    if path.is_dir():
-        return [json.loads(p.read_text()) for p in sorted(path.glob("*.json"))]
+def records(name: str, command: str = "", results: Path | None = None) -> list[dict]:
+    """The run records of ``benchmarks/results/<name>.jsonl`` (one JSON line per run), in file order."""
+    path = (results or RESULTS) / f"{name}.jsonl"
+    if not path.exists():
+        how = f"rerun `{command}`" if command else "rerun the study that writes it"
+        raise FileNotFoundError(f"the recorded study {path} is missing: restore it with `git checkout -- {path}` "
+                                f"or {how}")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -80,7 +83,8 @@ def summary_table(recs: list[dict], keys: Sequence[str], by: str = "attack") -> 
     """Mean over seeds of each key, one row per ``by`` value, with the seeds named."""
     groups: dict[str, list[dict]] = {}
     for r in recs:
-        groups.setdefault(r[by], []).append({**r, "knowledge_kept": knowledge_kept(r)})
+        groups.setdefault(r[by], []).append({**r, "knowledge_kept": knowledge_kept(r)} if "knowledge_kept" in keys
+                                            else r)
     rows = []
     for name, rs in groups.items():
         seeds = ",".join(str(r["seed"]) for r in rs)
@@ -94,31 +98,138 @@ CLASSIFICATION = ("ca_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored
 
 @generator("classification")
 def _classification(results: Path) -> str:
-    recs = records(results / "runs-lr1.25e-4")
+    recs = records("classification", results=results)
     return (summary_table(recs, CLASSIFICATION) +
             "\nMeans over the seeds named, test split; knowledge kept is \"–\" where fine-tuning added under a point "
-            "to θpre's CA. Records: `benchmarks/results/runs-lr1.25e-4/`.\n")
+            "to θpre's CA. Records: `benchmarks/results/classification.jsonl`.\n")
 
 
 @generator("image-text")
 def _imagetext(results: Path) -> str:
-    recs = [r for r in records(results / "imagetext-stage3-sizes") if not r.get("attack_unknown")]
+    recs = [r for r in records("image-text", results=results) if not r.get("attack_unknown")]
     keys = ("ca_zeroshot", "asr_zeroshot", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar", "ca_retained",
             "knowledge_kept")
     return (summary_table(recs, keys) +
-            "\nZero-shot on `objects`, test split. Records: `benchmarks/results/imagetext-stage3-sizes/`.\n")
+            "\nZero-shot on `objects`, test split. Records: `benchmarks/results/image-text.jsonl`.\n")
 
 
 @generator("attack-unknown")
 def _unknown(results: Path) -> str:
-    recs = records(results / "imagetext-stage3-budget")
+    recs = records("attack-unknown", results=results)
     rows = [[r["attack"], r["seed"], "yes" if r["detected"] else "no",
              "yes" if r["target_correct"] else "no", pct(r["asr_backdoored"]), pct(r["asr_tbar"]),
              pct(r["ca_retained"])] for r in recs]
     return (table(["attack", "seed", "detected", "target inferred", "backdoored ASR %", "TBAR ASR %",
                    "CA retained %"], rows) +
             "\nImage–text, the proxy trigger from DECREE-style inversion. Records: "
-            "`benchmarks/results/imagetext-stage3-budget/`.\n")
+            "`benchmarks/results/attack-unknown.jsonl`.\n")
+
+
+# ------------------------------------------------------------------------------- the appendix's studies
+XI_COMMAND = "python benchmarks/study_xi.py --attack badnet"
+ARCH_COMMAND = "python benchmarks/study_architecture.py --steps 500"
+
+
+def points(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:+.1f}"
+
+
+@generator("mini-preset")
+def _mini_preset(results: Path) -> str:
+    from .config import MINI
+    m, pre, ft, tb, it = MINI.model, MINI.pretrain, MINI.finetune, MINI.tbar, MINI.imagetext
+    tokens = (m.image_size // m.patch_size) ** 2
+    rows = [["image encoder", f"ViT, width {m.vision_width}, {m.vision_layers} layers, patch {m.patch_size}, "
+                              f"{m.image_size}×{m.image_size} images ({tokens} tokens)"],
+            ["text encoder", f"width {m.text_width}, {m.text_layers} layers, context {m.context_length}, "
+                             "the words of the mini captions"],
+            ["pretraining (θpre)", f"three stages of contrastive training, the last {pre.steps} steps × "
+                                   f"{pre.batch_size} captioned images from `{pre.init_from}`"],
+            ["downstream tasks", ", ".join(MINI.tasks) + f" (default: {MINI.default_task})"],
+            ["poisoned fine-tune", f"{ft.n_train} images × {ft.epochs} epochs, AdamW lr {ft.lr:g}, the image "
+                                   "encoder under a frozen zero-shot head"],
+            ["TBAR forget fine-tune", f"{tb.forget_size} triggered images, {tb.steps} steps of {tb.optimizer} "
+                                      f"lr {tb.lr:g}"],
+            ["α search", f"{tb.alpha_grid[0]:g} to {tb.alpha_grid[-1]:g} in steps of {tb.alpha_grid[1]:g} on "
+                         f"{ft.n_val} validation images; validation CA must stay ≥ {tb.ca_keep:g} × CA at α = 0"],
+            ["image–text setting", f"contrastive fine-tune of the whole CLIP on {it.corpus_size} captioned pairs, "
+                                   f"{it.tbar.forget_size} forget pairs"]]
+    return table(["part", "the mini preset"], rows) + "\nRead from `tbar_helpers/config.py` (`MINI`).\n"
+
+
+@generator("clean-tasks")
+def _clean_tasks(results: Path) -> str:
+    recs = records("clean-tasks", "python benchmarks/study.py clean-tasks", results)
+    rows = [[r["task"], r["classes"], pct(r["chance"]), pct(r["ca_zeroshot"]), pct(r["ca_clean_ft"]),
+             points(r["ca_clean_ft"] - r["ca_zeroshot"])] for r in recs]
+    return (table(["task", "classes", "chance %", "θpre CA %", "clean fine-tune CA %", "fine-tuning adds, points"],
+                  rows) + f"\nTest split, seed {recs[0]['seed']}. Records: `benchmarks/results/clean-tasks.jsonl`.\n")
+
+
+@generator("xi-pretraining")
+def _xi_pretraining(results: Path) -> str:
+    rows = [[r["attack"], r["pretrain_steps"], pct(r["ca_backdoored"]), pct(r["asr_backdoored"]), pct(r["ca_tbar"]),
+             pct(r["asr_tbar"]), pct(r["ca_kept"]), f"{r['alpha']:g}", pct(r["mean_xi_forget"]),
+             pct(r["mean_xi_forget_inner"])]
+            for attack in ("badnet", "blended") for r in records(f"xi-pretraining-{attack}-s0", XI_COMMAND, results)]
+    return (table(["attack", "pretraining steps", "backdoored CA %", "backdoored ASR %", "TBAR CA %", "TBAR ASR %",
+                   "CA retained %", "α", "mean ξ %", "mean ξ, α ≤ 1 %"], rows) +
+            "\nSeed 0, test split; ξ of TBAR's own vector θ(b+t) − θb on αc, αt ∈ {0, 0.5, 1, 1.5}. Records: "
+            "`benchmarks/results/xi-pretraining-*.jsonl`.\n")
+
+
+@generator("architecture")
+def _architecture(results: Path) -> str:
+    recs = records("architecture-badnet-500", ARCH_COMMAND, results)
+    rows = [[r["variant"], ", ".join(f"{k.split('.')[-1]} {v}" for k, v in r["overrides"].items()) or "–",
+             r["tokens"], pct(r["zeroshot"]), pct(r["ca_backdoored"]), pct(r["asr_backdoored"]),
+             pct(r["ca_kept_at_asr3"]), pct(r["mean_xi"]), f"{r['pretrain_seconds'] / 60:.0f}"] for r in recs]
+    return (table(["variant", "changed", "tokens", "θpre CA %", "backdoored CA %", "backdoored ASR %",
+                   "CA kept at ASR ≤ 3 %", "mean ξ %", "pretraining min"], rows) +
+            f"\nEach variant pretrained from scratch for {recs[0]['steps']} steps, then BadNet on objects, seed 0. "
+            "Records: `benchmarks/results/architecture-badnet-500.jsonl`.\n")
+
+
+@generator("attack-strength")
+def _attack_strength(results: Path) -> str:
+    groups: dict[str, list[dict]] = {}
+    for r in records("classification", results=results):
+        groups.setdefault(r["attack"], []).append(r)
+    rows = []
+    for attack, rs in groups.items():
+        asr = [r["asr_backdoored"] for r in rs]
+        rows.append([attack, ",".join(str(r["seed"]) for r in rs), f"{pct(min(asr))}–{pct(max(asr))}",
+                     points(_mean([r["ca_backdoored"] - r["ca_clean_ft"] for r in rs]))])
+    return (table(["attack", "seeds", "backdoored ASR %, range", "backdoored − clean fine-tune CA, points"], rows) +
+            "\nObjects task, test split. "
+            "Records: `benchmarks/results/classification.jsonl`.\n")
+
+
+def recorded_pretraining(attack: str = "badnet", seed: int = 0):
+    """TBAR and ξ of TBAR's vector against the pretraining budget of the preset's ViT, from the recorded
+    studies (the 500-step architecture run and the three shipped foundations); nothing is recomputed."""
+    import pandas as pd
+    arch = [r for r in records(f"architecture-{attack}-500", ARCH_COMMAND) if r["variant"] == "preset"]
+    xi = records(f"xi-pretraining-{attack}-s{seed}", XI_COMMAND)
+    rows = [{"pretraining steps": r["steps"], "CA backdoored": r["ca_backdoored"], "ASR backdoored": r["asr_backdoored"],
+             "CA TBAR": r["ca_tbar"], "ASR TBAR": r["asr_tbar"], "CA retained": r["ca_kept"],
+             "mean ξ": r["mean_xi"], "source": "architecture"} for r in arch]
+    rows += [{"pretraining steps": r["pretrain_steps"], "CA backdoored": r["ca_backdoored"],
+              "ASR backdoored": r["asr_backdoored"], "CA TBAR": r["ca_tbar"], "ASR TBAR": r["asr_tbar"],
+              "CA retained": r["ca_kept"], "mean ξ": r["mean_xi_forget"], "source": "xi-pretraining"} for r in xi]
+    return pd.DataFrame(rows).sort_values("pretraining steps", ignore_index=True)
+
+
+def recorded_architecture(attack: str = "badnet", steps: int = 500):
+    """The width / depth / resolution / patch-size variants at an equal pretraining budget, from
+    ``benchmarks/results/architecture-<attack>-<steps>.jsonl`` (nothing is recomputed here)."""
+    import pandas as pd
+    runs = records(f"architecture-{attack}-{steps}", ARCH_COMMAND)
+    return pd.DataFrame([{"variant": r["variant"], "changed": ", ".join(f"{k.split('.')[-1]}={v}" for k, v in
+                                                                       r["overrides"].items()) or "-",
+                          "tokens": r["tokens"], "zero-shot CA": r["zeroshot"], "CA backdoored": r["ca_backdoored"],
+                          "ASR backdoored": r["asr_backdoored"], "CA kept at ASR ≤ 3%": r["ca_kept_at_asr3"],
+                          "mean ξ": r["mean_xi"], "pretraining s": r["pretrain_seconds"]} for r in runs])
 
 
 def first_build() -> str:

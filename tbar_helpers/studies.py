@@ -5,8 +5,6 @@ pandas tables or plain dicts that the notebooks show next to a figure.
 """
 from __future__ import annotations
 
-import json
-import re
 import time
 from typing import Iterable, Mapping, Sequence
 
@@ -14,7 +12,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .cache import ROOT
 from .attacks import make_trigger, poison
 from .config import PAPER, ScaleConfig, TBARConfig, override
 from .data import load_task
@@ -200,44 +197,6 @@ def foundation_study(foundations: Mapping[str, Foundation], attack: str = "badne
         grids[name] = out["grid"]
         rows.append({"foundation": name, **out["row"]})
     return pd.DataFrame(rows), grids
-
-
-RESULTS = ROOT / "benchmarks" / "results"
-
-
-def _recorded(name: str, command: str):
-    path = RESULTS / name
-    if not path.exists():
-        raise FileNotFoundError(f"the recorded study {path} is missing: restore it from git or rerun `{command}`")
-    return json.loads(path.read_text())
-
-
-def recorded_pretraining(attack: str = "badnet", seed: int = 0) -> pd.DataFrame:
-    """TBAR and ξ of TBAR's vector against the pretraining budget of the preset's ViT, read from the
-    committed study logs (``study_architecture.py`` at 500 steps, ``study_xi.py`` for the two shipped
-    foundations); nothing is recomputed here."""
-    arch = _recorded(f"architecture-{attack}-500.json", "python benchmarks/study_architecture.py --steps 500")
-    xi = _recorded(f"xi-pretraining-{attack}-s{seed}.json", f"python benchmarks/study_xi.py --attack {attack}")
-    rows = [{"pretraining steps": r["steps"], "CA backdoored": r["ca_backdoored"], "ASR backdoored": r["asr_backdoored"],
-             "CA TBAR": r["ca_tbar"], "ASR TBAR": r["asr_tbar"], "CA retained": r["ca_kept"],
-             "mean ξ": r["mean_xi"], "source": "study_architecture.py"} for r in arch if r["variant"] == "preset"]
-    for r in xi["rows"]:
-        steps = re.search(r"(\d+) steps", r["foundation"])
-        rows.append({"pretraining steps": int(steps.group(1)) if steps else None, "CA backdoored": r["ca_backdoored"],
-                     "ASR backdoored": r["asr_backdoored"], "CA TBAR": r["ca_tbar"], "ASR TBAR": r["asr_tbar"],
-                     "CA retained": r["ca_kept"], "mean ξ": r["mean_xi_forget"], "source": "study_xi.py"})
-    return pd.DataFrame(rows).sort_values("pretraining steps", ignore_index=True)
-
-
-def recorded_architecture(attack: str = "badnet", steps: int = 500) -> pd.DataFrame:
-    """The width / depth / resolution / patch-size variants at an equal pretraining budget, read from
-    ``benchmarks/results/architecture-<attack>-<steps>.json`` (nothing is recomputed here)."""
-    runs = _recorded(f"architecture-{attack}-{steps}.json", f"python benchmarks/study_architecture.py --steps {steps}")
-    return pd.DataFrame([{"variant": r["variant"], "changed": ", ".join(f"{k.split('.')[-1]}={v}" for k, v in
-                                                                       r["overrides"].items()) or "-",
-                          "tokens": r["tokens"], "zero-shot CA": r["zeroshot"], "CA backdoored": r["ca_backdoored"],
-                          "ASR backdoored": r["asr_backdoored"], "CA kept at ASR ≤ 3%": r["ca_kept_at_asr3"],
-                          "mean ξ": r["mean_xi"], "pretraining s": r["pretrain_seconds"]} for r in runs])
 
 
 def paper_smoke_check(seed: int = 0, n: int = 4) -> dict:

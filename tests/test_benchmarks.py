@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import cProfile
+import json
 import importlib.util
 import sys
 import time
@@ -15,6 +16,7 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 def _load(name: str, path: Path):
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses look their module up by name
     spec.loader.exec_module(mod)
     return mod
 
@@ -77,3 +79,40 @@ def test_notebook_script_is_the_code_cells_in_order(tmp_path, profile_book):
     script = profile_book.notebook_script(path)
     assert script == "a = 1\nb = 2\n\nprint(a + b)\n"
     assert "title" not in script
+
+
+@pytest.fixture()
+def study(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCH))
+    mod = _load("study", BENCH / "study.py")
+    monkeypatch.setattr(mod, "RESULTS", tmp_path)
+    monkeypatch.setattr(sys.modules["results_io"], "RESULTS", tmp_path)
+    from tbar_helpers import report
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    return mod
+
+
+def test_the_study_runner_writes_one_line_per_run_and_resumes(study, tmp_path):
+    """Each run is one JSON line with its provenance; a rerun skips what is recorded; the table comes from the lines."""
+    calls = []
+
+    def fake(s):
+        def measure(attack, seed, scale):
+            calls.append((attack, seed))
+            return {"attack": attack, "seed": seed, "ca_zeroshot": 0.9, "ca_clean_ft": 0.95, "ca_backdoored": 0.94,
+                    "asr_backdoored": 0.9 + seed / 100, "ca_tbar": 0.92, "asr_tbar": 0.02, "ca_retained": 0.92 / 0.94}
+        return measure
+
+    study.MEASURES["fake"] = fake
+    study.COLUMNS["fake"] = ("asr_backdoored", "knowledge_kept")
+    study.STUDIES["toy"] = study.Study("fake", ("badnet", "blended"), seeds=(0, 1))
+    study.run_study("toy")
+    lines = (tmp_path / "toy.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and calls == [("badnet", 0), ("badnet", 1), ("blended", 0), ("blended", 1)]
+    rec = json.loads(lines[0])
+    assert {"commit", "date", "cpu", "study", "overrides"} <= set(rec) and rec["study"] == "toy"
+    assert not list(tmp_path.glob("*.sha256")) and not list(tmp_path.glob("*.tmp"))
+    study.run_study("toy", seeds=(1, 2))  # only seed 2 is new
+    assert calls[4:] == [("badnet", 2), ("blended", 2)]
+    table = study.render("toy")
+    assert "| badnet | 0,1,2 | 91.0 | 50.0 |" in table  # mean ASR over three seeds; knowledge kept (0.92-0.9)/(0.94-0.9)

@@ -165,12 +165,12 @@ def test_alpha_curve_draws_the_ca_floor_and_the_chosen_alpha_into_a_given_panel(
 
 
 def test_recorded_studies_read_the_committed_logs(monkeypatch, tmp_path):
-    from tbar_helpers import studies
-    budget = studies.recorded_pretraining("badnet", 0)
+    from tbar_helpers import report
+    budget = report.recorded_pretraining("badnet", 0)
     assert list(budget["pretraining steps"]) == sorted(budget["pretraining steps"]) and len(budget) >= 2
     assert budget[["CA backdoored", "ASR TBAR", "mean ξ"]].apply(lambda c: c.between(0, 1).all()).all()
-    arch = studies.recorded_architecture("badnet", 500)
+    arch = report.recorded_architecture("badnet", 500)
     assert "preset" in set(arch["variant"]) and (arch["tokens"] > 0).all()
-    monkeypatch.setattr(studies, "RESULTS", tmp_path)  # a checkout without the logs: a named error
+    monkeypatch.setattr(report, "RESULTS", tmp_path)  # a checkout without the logs: a named error
     with pytest.raises(FileNotFoundError, match="study_architecture.py"):
-        studies.recorded_architecture("badnet", 500)
+        report.recorded_architecture("badnet", 500)

@@ -42,7 +42,7 @@ def test_same_seed_same_numbers():
 
 
 def test_clean_reference_is_the_clean_fine_tune_that_prepare_uses(tmp_path, monkeypatch):
-    """benchmarks/clean_tasks.py's numbers come from the same cached model that ``tbar run`` compares against."""
+    """`benchmarks/study.py clean-tasks`'s numbers come from the same cached model that ``tbar run`` compares against."""
     from tbar_helpers.pipeline import clean_accuracy, clean_reference, prepare
     monkeypatch.setenv("TBAR_CACHE", str(tmp_path))
     tiny = override(REDUCED, **{"finetune.n_train": 300, "finetune.epochs": 1, "finetune.n_test": 200,
