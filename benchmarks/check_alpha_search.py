@@ -48,7 +48,7 @@ def curve_and_setting(setting: str, attack: str, seed: int):
         tau = backdoor_vector(s, "forget")  # TBAR's own estimate, as run_tbar makes it
         grid, keep, target, val = scale.tbar.alpha_grid, scale.tbar.ca_keep, scale.attack.target, s.val
     t0 = time.time()
-    full = alpha_curve(clf, tau, val.images, val.labels, s.trigger, target, grid, scale.tbar.alpha_max)
+    full = alpha_curve(clf, tau, val.images, val.labels, s.trigger, target, grid, alpha_max=scale.tbar.alpha_max)
     return full, grid, keep, time.time() - t0
 
 

@@ -34,8 +34,9 @@ def one(attack: str, seed: int, scale) -> None:
     fx, fcaps = forget_pairs(s.defender, proxy, cfg.forget_size, s.seed)
     tau = imagetext_trigger_vector(s, clf_b, fx, fcaps, target, progress=False)
     grid = cfg.alpha_grid
-    seen = alpha_curve(clf_b, tau, s.val.images, s.val.labels, proxy, target, grid, cfg.alpha_max, bs)
-    real = alpha_curve(clf_b, tau, s.val.images, s.val.labels, s.trigger, s.target, grid, cfg.alpha_max, bs)
+    seen = alpha_curve(clf_b, tau, s.val.images, s.val.labels, proxy, target, grid, alpha_max=cfg.alpha_max, batch_size=bs)
+    real = alpha_curve(clf_b, tau, s.val.images, s.val.labels, s.trigger, s.target, grid, alpha_max=cfg.alpha_max,
+                       batch_size=bs)
     picked, oracle = select_alpha(seen, cfg.ca_keep), select_alpha(real, cfg.ca_keep)
     ref = seen[0].ca
     budget = select_alpha(seen, cfg.ca_keep, ties="largest")  # the whole CA budget spent

@@ -98,7 +98,7 @@ def sig(size: int, cfg: AttackConfig = AttackConfig()) -> Trigger:
 
 
 def optimize_patch(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, target: int, side: int,
-                   where: str, steps: int, lr: float, seed: int = 0, name: str = "badclip",
+                   where: str, steps: int, lr: float, *, seed: int = 0, name: str = "badclip",
                    progress: bool = False) -> Trigger:
     """Optimise a patch so that ``model`` (a zero-shot classifier) labels patched images ``target``.
 
@@ -131,7 +131,8 @@ def badclip(size: int, cfg: AttackConfig = AttackConfig(), model=None, images=No
     if model is None or images is None:
         raise ValueError("badclip optimises its patch against a model: pass model= (a zero-shot classifier "
                          "of the foundation model) and images= (clean images), or use make_trigger(...)")
-    return optimize_patch(model, images, cfg.target, side, "center", cfg.badclip_steps, cfg.badclip_lr, seed, "badclip")
+    return optimize_patch(model, images, cfg.target, side, "center", cfg.badclip_steps, cfg.badclip_lr, seed=seed,
+                          name="badclip")
 
 
 def badmerging(size: int, cfg: AttackConfig = AttackConfig(), model=None, images=None, seed: int = 0) -> Trigger:
@@ -142,7 +143,7 @@ def badmerging(size: int, cfg: AttackConfig = AttackConfig(), model=None, images
         raise ValueError("badmerging optimises its patch against a model: pass model= and images=, "
                          "or use make_trigger(...)")
     trig = optimize_patch(model, images, cfg.target, side, "bottom-right", cfg.badmerging_steps,
-                          cfg.badmerging_lr, seed, "badmerging")
+                          cfg.badmerging_lr, seed=seed, name="badmerging")
     trig.extra["backdoor_weight"] = cfg.badmerging_backdoor_weight
     return trig
 

@@ -134,7 +134,7 @@ def _task_trigger(attack: str, scale: ScaleConfig, f: Foundation, zs: ImageClass
     return _trigger(attack, scale, zs, images, seed, key, use_cache)
 
 
-def prepare(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig | str = "mini",
+def prepare(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig | str = "mini", *,
             poison_rate: float | None = None, progress: bool = True, use_cache: bool = True,
             foundation: Foundation | None = None, with_clean: bool = True) -> Setup:
     """Foundation → zero-shot classifier → clean fine-tune and poisoned fine-tune (both cached).
@@ -216,7 +216,7 @@ def scores_on_test(clf: ImageClassifier, s: Setup) -> tuple[float, float, float]
     return clean_accuracy(clf, s), asr, trig_acc
 
 
-def run(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig | str = "mini",
+def run(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig | str = "mini", *,
         poison_rate: float | None = None, forget_size: int | None = None, progress: bool = True,
         use_cache: bool = True, foundation: Foundation | None = None) -> dict:
     """The whole experiment; returns the JSON-able record of ``tbar run``. ``foundation`` overrides the
@@ -227,7 +227,8 @@ def run(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig 
         if forget_size <= 0:
             raise ValueError(f"forget_size must be a positive number of images, got {forget_size}")
         scale = override(scale, **{"tbar.forget_size": max(forget_size, scale.tbar.forget_size)})
-    s = prepare(attack, task, seed, scale, poison_rate, progress, use_cache, foundation)
+    s = prepare(attack, task, seed, scale, poison_rate=poison_rate, progress=progress, use_cache=use_cache,
+                foundation=foundation)
     clock = _Clock()
     forget_size = forget_size or s.scale.tbar.forget_size
     fx, fy = make_forget_set(s, forget_size)

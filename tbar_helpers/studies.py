@@ -153,7 +153,7 @@ def table(rows: Sequence[dict]) -> pd.DataFrame:
 def test_curve(s: Setup, tau: TaskVector, alphas: Sequence[float], n: int = 1000) -> list:
     """CA / ASR against α on ``n`` test images (for a report figure; α is never chosen here)."""
     return alpha_curve(s.backdoored, tau, s.test.images[:n], s.test.labels[:n], s.trigger, s.scale.attack.target,
-                       alphas, s.scale.tbar.alpha_max, s.scale.eval_batch_size)
+                       alphas, alpha_max=s.scale.tbar.alpha_max, batch_size=s.scale.eval_batch_size)
 
 
 def coarse(cfg: TBARConfig, step: float = 0.1) -> TBARConfig:

@@ -91,7 +91,7 @@ def apply_tbar(clf_b: nn.Module, tau: TaskVector, alpha: float, alpha_max: float
 
 
 def alpha_curve(clf_b: nn.Module, tau: TaskVector, images: torch.Tensor, labels: torch.Tensor,
-                trigger: Callable, target: int, alphas: Sequence[float], alpha_max: float = 10.0,
+                trigger: Callable, target: int, alphas: Sequence[float], *, alpha_max: float = 10.0,
                 batch_size: int = 500) -> list[AlphaPoint]:
     """CA and ASR of θb − α·τt for each α (on validation images, or test images for a report)."""
     def score(model: nn.Module) -> tuple[float, float]:
@@ -113,14 +113,14 @@ def curve_along(clf_b: nn.Module, tau: TaskVector, score: Callable[[nn.Module], 
 
 
 def coarse_to_fine(clf_b: nn.Module, tau: TaskVector, images: torch.Tensor, labels: torch.Tensor,
-                   trigger: Callable, target: int, grid: Sequence[float], ca_keep: float, every: int = 3,
+                   trigger: Callable, target: int, grid: Sequence[float], ca_keep: float, *, every: int = 3,
                    alpha_max: float = 10.0, batch_size: int = 500, ties: str = "smallest") -> list[AlphaPoint]:
     """The α curve on every ``every``-th point of ``grid`` (and its first and last), in increasing order
     and stopping at the first whose CA falls below the floor, then on the grid points between the
     coarse neighbours of the α :func:`select_alpha` picks there: about a third of the evaluations of the
     full grid (see :func:`refine`). Returns all evaluated points, sorted by α."""
-    return refine(lambda alphas: alpha_curve(clf_b, tau, images, labels, trigger, target, alphas, alpha_max,
-                                             batch_size), grid, ca_keep, every, ties)
+    return refine(lambda alphas: alpha_curve(clf_b, tau, images, labels, trigger, target, alphas,
+                                             alpha_max=alpha_max, batch_size=batch_size), grid, ca_keep, every, ties)
 
 
 def refine(curve_fn: Callable[[Sequence[float]], list[AlphaPoint]], grid: Sequence[float], ca_keep: float,
@@ -156,7 +156,7 @@ def search_alpha(clf_b: nn.Module, tau: TaskVector, images: torch.Tensor, labels
     """The validation α curve ``cfg.search`` asks for: ``"grid"`` evaluates every α of ``cfg.alpha_grid``,
     ``"coarse-to-fine"`` about half of them (:func:`coarse_to_fine`)."""
     return search_curve(lambda alphas: alpha_curve(clf_b, tau, images, labels, trigger, target, alphas,
-                                                   cfg.alpha_max, batch_size), cfg)
+                                                   alpha_max=cfg.alpha_max, batch_size=batch_size), cfg)
 
 
 def search_curve(curve_fn: Callable[[Sequence[float]], list[AlphaPoint]], cfg: TBARConfig) -> list[AlphaPoint]:
