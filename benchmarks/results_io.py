@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 from tbar_helpers.cache import replace_atomically
-
-RESULTS = Path(__file__).parent / "results"
+from tbar_helpers.report import RESULTS
 
 
 def save(name: str, lines: list[str], append: bool = False) -> Path:

@@ -95,21 +95,14 @@ def unknown_trigger(clf: ImageClassifier, val: Validation, reference: ImageClass
     """Attack unknown: invert a proxy trigger on the model's encoder (and on θpre's, as a reference), decide
     whether it is backdoored, and infer the target from the proxy-triggered validation images. The defender
     holds only these images: the proxy forget set is drawn from them too."""
-    from .inversion import infer_target, invert_trigger, is_backdoored
+    from .imagetext_runs import invert
+    from .inversion import infer_target, is_backdoored
     it = MINI.imagetext
-    settings = {"steps": it.invert_steps, "lr": it.invert_lr, "l1": it.invert_l1, "sim_goal": it.invert_sim_goal}
-
-    def invert(c: ImageClassifier):
-        frozen = copy.deepcopy(c).eval()
-        for p in frozen.parameters():
-            p.requires_grad_(False)
-        return invert_trigger(frozen.features, val.images[:it.invert_images], **settings, seed=seed,
-                              progress=progress)
-
-    inv = invert(clf)
+    # not cached: the user's model is not the project's to keep
+    inv = invert(clf, val.images, MINI, seed, progress, use_cache=False)
     proxy = inv.trigger()
     target, share = infer_target(clf, val.images, proxy)
-    ref = invert(reference) if reference is not None else None
+    ref = invert(reference, val.images, MINI, seed, progress, use_cache=False) if reference is not None else None
     return proxy, target, {"mask_l1": inv.l1, "detect_threshold": it.detect_threshold,
                            "detected": is_backdoored(inv, it.detect_threshold), "inferred_share": share,
                            "mask_l1_reference": None if ref is None else ref.l1}

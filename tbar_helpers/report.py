@@ -79,14 +79,25 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return statistics.fmean(vals) if vals else None
 
 
-def summary_table(recs: list[dict], keys: Sequence[str], by: str = "attack") -> str:
-    """Mean over seeds of each key, one row per ``by`` value, with the seeds named."""
+def grouped(recs: Iterable[dict], by: str) -> dict[str, list[dict]]:
+    """The records by their ``by`` value, in order of first appearance."""
     groups: dict[str, list[dict]] = {}
     for r in recs:
-        groups.setdefault(r[by], []).append({**r, "knowledge_kept": knowledge_kept(r)} if "knowledge_kept" in keys
-                                            else r)
+        groups.setdefault(r[by], []).append(r)
+    return groups
+
+
+def changed(overrides: dict, sep: str = " ") -> str:
+    """A variant's preset overrides as ``field value, ...`` (the last part of each dotted key)."""
+    return ", ".join(f"{k.split('.')[-1]}{sep}{v}" for k, v in overrides.items())
+
+
+def summary_table(recs: list[dict], keys: Sequence[str], by: str = "attack") -> str:
+    """Mean over seeds of each key, one row per ``by`` value, with the seeds named."""
+    if "knowledge_kept" in keys:
+        recs = [{**r, "knowledge_kept": knowledge_kept(r)} for r in recs]
     rows = []
-    for name, rs in groups.items():
+    for name, rs in grouped(recs, by).items():
         seeds = ",".join(str(r["seed"]) for r in rs)
         rows.append([name, seeds, *(pct(_mean([r.get(k) for r in rs])) for k in keys)])
     return table([by, "seeds", *(DISPLAY[k] + " %" if k != "knowledge_kept" else DISPLAY[k] for k in keys)], rows)
@@ -106,7 +117,7 @@ def _classification(results: Path) -> str:
 
 @generator("image-text")
 def _imagetext(results: Path) -> str:
-    recs = [r for r in records("image-text", results=results) if not r.get("attack_unknown")]
+    recs = records("image-text", results=results)
     keys = ("ca_zeroshot", "asr_zeroshot", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar", "ca_retained",
             "knowledge_kept")
     return (summary_table(recs, keys) +
@@ -181,7 +192,7 @@ def _xi_pretraining(results: Path) -> str:
 @generator("architecture")
 def _architecture(results: Path) -> str:
     recs = records("architecture-badnet-500", ARCH_COMMAND, results)
-    rows = [[r["variant"], ", ".join(f"{k.split('.')[-1]} {v}" for k, v in r["overrides"].items()) or "–",
+    rows = [[r["variant"], changed(r["overrides"]) or "–",
              r["tokens"], pct(r["zeroshot"]), pct(r["ca_backdoored"]), pct(r["asr_backdoored"]),
              pct(r["ca_kept_at_asr3"]), pct(r["mean_xi"]), f"{r['pretrain_seconds'] / 60:.0f}"] for r in recs]
     return (table(["variant", "changed", "tokens", "θpre CA %", "backdoored CA %", "backdoored ASR %",
@@ -192,11 +203,8 @@ def _architecture(results: Path) -> str:
 
 @generator("attack-strength")
 def _attack_strength(results: Path) -> str:
-    groups: dict[str, list[dict]] = {}
-    for r in records("classification", results=results):
-        groups.setdefault(r["attack"], []).append(r)
     rows = []
-    for attack, rs in groups.items():
+    for attack, rs in grouped(records("classification", results=results), "attack").items():
         asr = [r["asr_backdoored"] for r in rs]
         rows.append([attack, ",".join(str(r["seed"]) for r in rs), f"{pct(min(asr))}–{pct(max(asr))}",
                      points(_mean([r["ca_backdoored"] - r["ca_clean_ft"] for r in rs]))])
@@ -225,8 +233,7 @@ def recorded_architecture(attack: str = "badnet", steps: int = 500):
     ``benchmarks/results/architecture-<attack>-<steps>.jsonl`` (nothing is recomputed here)."""
     import pandas as pd
     runs = records(f"architecture-{attack}-{steps}", ARCH_COMMAND)
-    return pd.DataFrame([{"variant": r["variant"], "changed": ", ".join(f"{k.split('.')[-1]}={v}" for k, v in
-                                                                       r["overrides"].items()) or "-",
+    return pd.DataFrame([{"variant": r["variant"], "changed": changed(r["overrides"], "=") or "-",
                           "tokens": r["tokens"], "zero-shot CA": r["zeroshot"], "CA backdoored": r["ca_backdoored"],
                           "ASR backdoored": r["asr_backdoored"], "CA kept at ASR ≤ 3%": r["ca_kept_at_asr3"],
                           "mean ξ": r["mean_xi"], "pretraining s": r["pretrain_seconds"]} for r in runs])
