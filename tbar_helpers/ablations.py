@@ -28,9 +28,7 @@ def transfer(src: Setup, dst: Setup, forget_size: int | None = None, cfg: TBARCo
     fx, fy = make_forget_set(src, forget_size or cfg.forget_size)
     t0 = time.time()
     tau = trigger_vector(src.backdoored, fx, fy, cfg, src.seed, progress=False, device=src.scale.device)
-    vx, vy = _val(dst, val_n)
-    curve = search_alpha(dst.backdoored, tau, vx, vy, dst.trigger, dst.scale.attack.target, cfg,
-                         dst.scale.eval_batch_size)
+    curve = search_alpha(dst.backdoored, tau, _val(dst, val_n), cfg)
     alpha = choose_alpha(curve, cfg)
     cleaned = apply_tbar(dst.backdoored, tau, alpha, cfg.alpha_max)
     ca_b, asr_b = backdoored_scores(dst)

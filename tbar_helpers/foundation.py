@@ -72,6 +72,7 @@ def pretrain_foundation(scale: ScaleConfig | str = "mini", progress: bool = True
     if scale.model.kind != "mini":
         raise ValueError("only the mini scale is pretrained here; the paper scale loads OpenAI's CLIP")
     set_threads(scale.threads)
+    torch.manual_seed(scale.pretrain.seed)  # the random initialisation, so a retrain from scratch repeats
     model, tok = build_foundation(scale.model, scale.device)
     init = _init_path(scale, init_from)
     if init is not None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -24,17 +23,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import cache
 from .attacks import Trigger, check_attack
 from .config import ImageTextConfig, ScaleConfig, TBARConfig, check_fraction, config_hash, get_scale, override
 from .data import DATA_VERSION, TASK_PROMPTS, TaskData, _rng, captioned_mix, load_task
 from .foundation import Foundation, load_foundation, normalizer
-from .metrics import accuracy, attack_success_rate
+from .metrics import EvalSet
 from .models import ImageClassifier, make_classifier
 from .task_vectors import TaskVector
-from .training import clip_loss, make_optimizer, seed_everything, set_threads, warmup_cosine
+from .training import Recipe, contrastive_finetune, fit, make_optimizer, random_batches, seed_everything, set_threads
 
 SETTINGS = ("classification", "image-text")
 
@@ -101,48 +99,6 @@ def poison_corpus(corpus: Corpus, trigger: Trigger, rate: float, target_caps: Se
     return Corpus(x, caps, mask)
 
 
-# ----------------------------------------------------------------------- contrastive fine-tuning
-def contrastive_finetune(model: nn.Module, tokenizer: Callable, images: torch.Tensor, caps: Sequence[str], *,
-                         epochs: float, lr: float, batch_size: int, seed: int, normalize: Callable,
-                         weight_decay: float = 0.1, warmup_frac: float = 0.1,
-                         loss_fn: Callable | None = None, desc: str = "contrastive fine-tune",
-                         progress: bool = True, device: str = "cpu") -> list[float]:
-    """Fine-tune all of ``model`` (a CLIP) in place on (image, caption) pairs; returns per-step losses.
-
-    ``loss_fn(model, images_normalised, captions, raw_images, generator)`` replaces the symmetric
-    InfoNCE (CleanCLIP and RoCLIP plug in here)."""
-    if len(images) != len(caps):
-        raise ValueError(f"{len(images)} images but {len(caps)} captions; pairs must match one to one")
-    if len(images) < 2:
-        raise ValueError("contrastive fine-tuning needs at least 2 pairs (the other pairs are the negatives)")
-    gen = seed_everything(seed)
-    bs = min(batch_size, len(images))
-    steps = max(1, math.ceil(epochs * len(images) / bs))
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
-    sched = warmup_cosine(opt, int(warmup_frac * steps), steps)
-    model.train()
-    losses, order, pos = [], torch.randperm(len(images), generator=gen), 0
-    for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
-        if pos + bs > len(images):
-            order, pos = torch.randperm(len(images), generator=gen), 0
-        idx = order[pos:pos + bs]
-        pos += bs
-        raw = images[idx].to(device)
-        batch_caps = [caps[i] for i in idx.tolist()]
-        if loss_fn is None:
-            loss = clip_loss(model, normalize(raw), tokenizer(batch_caps).to(device))
-        else:
-            loss = loss_fn(model, normalize(raw), batch_caps, raw, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    model.eval()
-    return losses
-
-
 # ---------------------------------------------------------------------------- the experiment
 @dataclass
 class ImageTextSetup:
@@ -180,17 +136,35 @@ class ImageTextSetup:
             self.memo[name] = clf
         return clf
 
+    # the Setting interface (tbar_helpers.setting)
+    def victim(self) -> ImageClassifier:
+        return self.classifier()
+
+    def reference(self) -> ImageClassifier:
+        return self.classifier(self.foundation.model)
+
+    def evalset(self, split: str = "test") -> EvalSet:
+        d = {"val": self.val, "test": self.test}[split]
+        return EvalSet(d.images, d.labels, self.trigger, self.target, self.scale.eval_batch_size)
+
+    def tbar(self, trigger: Callable | None = None, target: int | None = None, *, forget_size: int | None = None,
+             proxy: bool = False, progress: bool = True) -> tuple[ImageClassifier, dict]:
+        return run_tbar_imagetext(self, forget_size, progress, trigger, target, proxy)
+
     def scores(self, clf: ImageClassifier) -> tuple[float, float]:
         """(zero-shot CA, ASR) of a classifier on the test split (remembered for the shared classifiers)."""
         shared = next((k for k in ("backdoored", "pre") if self.memo.get(k) is clf), None)
         if shared is not None and ("scores", shared) in self.memo:
             return self.memo["scores", shared]
-        bs = self.scale.eval_batch_size
-        out = (accuracy(clf, self.test.images, self.test.labels, bs),
-               attack_success_rate(clf, self.test.images, self.test.labels, self.trigger, self.target, bs))
+        out = self.evalset().scores(clf)
         if shared is not None:
             self.memo["scores", shared] = out
         return out
+
+
+def corpus_recipe(it: ImageTextConfig) -> Recipe:
+    """How the poisoned CLIP (and its clean reference) are fine-tuned on the corpus."""
+    return Recipe(it.epochs, it.lr, it.batch_size, it.weight_decay, it.warmup_frac)
 
 
 POISON_FIELDS = ("corpus_size", "poison_rate", "epochs", "batch_size", "lr", "weight_decay", "warmup_frac",
@@ -245,11 +219,9 @@ def prepare_imagetext(attack: str, seed: int = 0, scale: ScaleConfig | str = "mi
     model = copy.deepcopy(f.model)
 
     def train() -> dict:
-        contrastive_finetune(model, f.tokenizer, corpus.images, corpus.captions, epochs=it.epochs, lr=it.lr,
-                             batch_size=it.batch_size, seed=seed, normalize=normalizer(scale),
-                             weight_decay=it.weight_decay, warmup_frac=it.warmup_frac,
-                             desc=f"poisoned contrastive fine-tune ({attack})", progress=progress,
-                             device=scale.device)
+        contrastive_finetune(model, f.tokenizer, corpus.images, corpus.captions, corpus_recipe(it), seed,
+                             normalize=normalizer(scale), desc=f"poisoned contrastive fine-tune ({attack})",
+                             progress=progress, device=scale.device)
         return model.state_dict()
 
     model.load_state_dict(cache.memo("imagetext", poisoning_key(f, it, scale.attack, attack, seed), train,
@@ -311,17 +283,15 @@ def contrastive_trigger_vector(clf_b: ImageClassifier, forget_x: torch.Tensor, t
     text embedding ``t_target`` against the negatives ``t_neg`` (shared rows, or one per image when
     ``negatives_per_image``)."""
     work = copy.deepcopy(clf_b).train()
-    gen = seed_everything(seed)
-    opt = make_optimizer(work.encoder.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay)
-    bs = min(cfg.batch_size, len(forget_x))
-    for _ in tqdm(range(cfg.steps), desc="forget fine-tune (contrastive)", disable=not progress, leave=False):
-        idx = torch.randperm(len(forget_x), generator=gen)[:bs]
-        neg = t_neg[idx] if negatives_per_image else t_neg
-        loss = target_loss(work, t_target, neg, forget_x[idx].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(work.encoder.parameters(), cfg.grad_clip)
-        opt.step()
+    batches = random_batches(len(forget_x), min(cfg.batch_size, len(forget_x)), seed_everything(seed))
+    params = list(work.encoder.parameters())
+
+    def loss_at(_: int) -> torch.Tensor:
+        idx = next(batches)
+        return target_loss(work, t_target, t_neg[idx] if negatives_per_image else t_neg, forget_x[idx].to(device))
+
+    fit(params, loss_at, cfg.steps, make_optimizer(params, cfg.optimizer, cfg.lr, cfg.weight_decay),
+        grad_clip=cfg.grad_clip, desc="forget fine-tune (contrastive)", progress=progress)
     return TaskVector(clf_b.encoder, work.encoder)
 
 
@@ -360,7 +330,7 @@ def run_tbar_imagetext(s: ImageTextSetup, forget_size: int | None = None, progre
             pairs[cfg.forget_size] = forget_pairs(s.defender, trigger, cfg.forget_size, s.seed)
         fx, fcaps = pairs[cfg.forget_size]
         tau = imagetext_trigger_vector(s, clf_b, fx, fcaps, target, progress, cfg=cfg)
-        curve = search_alpha(clf_b, tau, s.val.images, s.val.labels, trigger, target, cfg, s.scale.eval_batch_size)
+        curve = search_alpha(clf_b, tau, s.evalset("val").attacked_with(trigger, target), cfg)
         tried.append((cfg, tau, curve, choose_alpha(curve, cfg)))
     best = select_recipe([(curve, alpha) for _, _, curve, alpha in tried])
     cfg, tau, curve, alpha = tried[best]

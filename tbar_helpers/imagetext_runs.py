@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -15,11 +14,12 @@ from . import cache
 from .config import ScaleConfig, config_hash, get_scale, to_dict
 from .defenses import cleanclip_loss, roclip_loss
 from .foundation import normalizer
-from .imagetext import (POISON_FIELDS, ImageTextSetup, check_setting, contrastive_finetune, load_corpus,
+from .imagetext import (POISON_FIELDS, ImageTextSetup, check_setting, corpus_recipe, load_corpus,
                         poisoning_key, prepare_imagetext, run_tbar_imagetext)
 from .inversion import Inversion, infer_target, invert_trigger, is_backdoored
 from .metrics import ca_retained
-from .models import ImageClassifier
+from .setting import Setting
+from .training import Recipe, contrastive_finetune
 
 BASELINES = ("clean-ft", "cleanclip", "roclip")
 
@@ -42,10 +42,9 @@ def clean_reference(s: ImageTextSetup, progress: bool = True, use_cache: bool = 
 
     def train() -> dict:
         corpus = load_corpus(s.scale, it.corpus_size, s.seed, "attacker")
-        contrastive_finetune(model, f.tokenizer, corpus.images, corpus.captions, epochs=it.epochs, lr=it.lr,
-                             batch_size=it.batch_size, seed=s.seed, normalize=normalizer(s.scale),
-                             weight_decay=it.weight_decay, warmup_frac=it.warmup_frac,
-                             desc="clean contrastive fine-tune", progress=progress, device=s.scale.device)
+        contrastive_finetune(model, f.tokenizer, corpus.images, corpus.captions, corpus_recipe(it), s.seed,
+                             normalize=normalizer(s.scale), desc="clean contrastive fine-tune", progress=progress,
+                             device=s.scale.device)
         return model.state_dict()
 
     key = config_hash(f.key, {k: getattr(it, k) for k in POISON_FIELDS}, s.seed, "imagetext-clean")
@@ -69,8 +68,8 @@ def baseline(s: ImageTextSetup, method: str, budget: int, progress: bool = True,
                 "roclip": roclip_loss(f.tokenizer, s.defender.captions[:it.roclip_pool])}[method]
         model = copy.deepcopy(s.backdoored)
         epochs = min(float(it.defense_epochs), it.defense_max_samples / budget)
-        contrastive_finetune(model, f.tokenizer, pairs.images, pairs.captions, epochs=epochs,
-                             lr=it.defense_lr, batch_size=it.batch_size, seed=s.seed, normalize=norm, loss_fn=loss,
+        contrastive_finetune(model, f.tokenizer, pairs.images, pairs.captions,
+                             Recipe(epochs, it.defense_lr, it.batch_size), s.seed, normalize=norm, loss_fn=loss,
                              desc=f"{method} ({budget} pairs)", progress=progress, device=s.scale.device)
         ca, asr = s.scores(s.classifier(model))
         return {"defense": method, "budget": budget, "epochs": epochs, "ca": ca, "asr": asr,
@@ -118,7 +117,7 @@ def invert(s_or_clf, images: torch.Tensor, scale: ScaleConfig, seed: int, progre
     the classifier's weights, the images and the inversion settings: θpre's reference inversion is the
     same for every attack of a seed, and a rerun with the same models skips the optimisation."""
     it = scale.imagetext
-    clf = s_or_clf.classifier() if isinstance(s_or_clf, ImageTextSetup) else s_or_clf
+    clf = s_or_clf.victim() if hasattr(s_or_clf, "victim") else s_or_clf
     images = images[:it.invert_images]
     settings = {"steps": it.invert_steps, "lr": it.invert_lr, "l1": it.invert_l1, "sim_goal": it.invert_sim_goal}
     key = config_hash("inversion", cache.tensor_digest(clf.state_dict()), cache.tensor_digest(images), settings, seed)
@@ -144,37 +143,6 @@ def setup_for(attack: str, seed: int = 0, scale: ScaleConfig | str = "mini", set
     return prepare(attack, None, seed, get_scale(scale), progress=progress, use_cache=use_cache, with_clean=False)
 
 
-@dataclass
-class _Subject:
-    """What the attack-unknown run needs, the same for both settings."""
-
-    setup: object
-    backdoored: ImageClassifier
-    pre: ImageClassifier  # θpre's zero-shot classifier: the inversion's clean reference
-    scores: Callable[[ImageClassifier], tuple[float, float]]  # (CA, ASR) on the test split
-    target: int
-    tbar: Callable[[Callable, int, bool], tuple[ImageClassifier, dict]]  # (proxy, inferred target, progress)
-
-
-def _subject(s) -> _Subject:
-    if isinstance(s, ImageTextSetup):
-        return _Subject(s, s.classifier(), s.classifier(s.foundation.model), s.scores, s.target,
-                        lambda trigger, target, progress: run_tbar_imagetext(s, None, progress, trigger, target,
-                                                                             proxy=True))
-    from .pipeline import evaluate
-    from .tbar import for_proxy, forget_set, run_tbar
-
-    def tbar(proxy: Callable, target: int, progress: bool) -> tuple[ImageClassifier, dict]:
-        cfg = for_proxy(s.scale.tbar)
-        fx, fy = forget_set(s.defender.images, s.defender.labels, proxy, target, cfg.forget_size, s.seed)
-        cleaned, res = run_tbar(s.backdoored, fx, fy, s.val.images, s.val.labels, proxy, target, cfg,
-                                s.seed, progress, s.scale.device, s.scale.eval_batch_size)
-        return cleaned, {"alpha": res.alpha, "alpha_ties": cfg.ties, "ca_keep": cfg.ca_keep, "forget_size": res.forget_size,
-                         "val_curve": [p.__dict__ for p in res.curve], "trigger_vector_norm": res.vector_norm}
-
-    return _Subject(s, s.backdoored, s.zeroshot, lambda c: evaluate(c, s), s.scale.attack.target, tbar)
-
-
 def run_attack_unknown(attack: str, seed: int = 0, scale: ScaleConfig | str = "mini", setting: str = "image-text",
                        budgets: Sequence[int] | None = None, progress: bool = True, use_cache: bool = True,
                        setup=None) -> dict:
@@ -188,24 +156,24 @@ def run_attack_unknown(attack: str, seed: int = 0, scale: ScaleConfig | str = "m
                          f"setup_for(attack, seed, scale, {setting!r})")
     scale = get_scale(scale)
     t0 = time.time()
-    sub = _subject(setup if setup is not None else setup_for(attack, seed, scale, setting, progress, use_cache))
-    s, val, classnames = sub.setup, sub.setup.val, sub.setup.test.classnames
-    inv = invert(sub.backdoored, s.defender.images, scale, seed, progress, use_cache)
-    inv_ref = invert(sub.pre, s.defender.images, scale, seed, progress, use_cache)
+    s: Setting = setup if setup is not None else setup_for(attack, seed, scale, setting, progress, use_cache)
+    val, classnames = s.val, s.test.classnames
+    inv = invert(s.victim(), s.defender.images, scale, seed, progress, use_cache)
+    inv_ref = invert(s.reference(), s.defender.images, scale, seed, progress, use_cache)
     proxy = inv.trigger()
-    target, share = infer_target(sub.backdoored, val.images, proxy, scale.eval_batch_size)
-    ca_bd, asr_bd = sub.scores(sub.backdoored)
-    ca_zs, _ = sub.scores(sub.pre)
+    target, share = infer_target(s.victim(), val.images, proxy, scale.eval_batch_size)
+    ca_bd, asr_bd = s.scores(s.victim())
+    ca_zs, _ = s.scores(s.reference())
     t_tbar = time.time()
-    cleaned, rec = sub.tbar(proxy, target, progress)
-    ca_t, asr_t = sub.scores(cleaned)
+    cleaned, rec = s.tbar(proxy, target, proxy=True, progress=progress)
+    ca_t, asr_t = s.scores(cleaned)
     thr = scale.imagetext.detect_threshold
     real_mask = s.trigger.mask  # patch triggers only: how much of the inverted mask lies on the real patch
     overlap = float((inv.mask * real_mask).sum() / inv.mask.sum()) if real_mask is not None else None
     out = {"setting": setting, "attack_unknown": True, "attack": attack, "task": val.name, "seed": seed,
-           "scale": scale.name, "target": sub.target, "target_name": classnames[sub.target],
+           "scale": scale.name, "target": s.target, "target_name": classnames[s.target],
            "inferred_target": target, "inferred_target_name": classnames[target], "inferred_share": share,
-           "target_correct": target == sub.target, "mask_l1": inv.l1, "mask_on_real_patch": overlap,
+           "target_correct": target == s.target, "mask_l1": inv.l1, "mask_on_real_patch": overlap,
            "mask_l1_clean_model": inv_ref.l1,
            "inverted_similarity": inv.similarity, "detected": is_backdoored(inv, thr),
            "clean_model_flagged": is_backdoored(inv_ref, thr), "detect_threshold": thr,
@@ -231,7 +199,7 @@ def tbar_table(setups: Mapping[str, ImageTextSetup], progress: bool = False) -> 
         ca_t, asr_t = s.scores(cleaned)
         curves[name] = rec
         rows.append({"attack": name, "CA θpre": ca_zs, "CA backdoored": ca_bd, "ASR backdoored": asr_bd,
-                     "CA TBAR": ca_t, "ASR TBAR": asr_t, "CA kept": ca_retained(ca_t, ca_bd), "α": rec["alpha"],
+                     "CA TBAR": ca_t, "ASR TBAR": asr_t, "CA retained": ca_retained(ca_t, ca_bd), "α": rec["alpha"],
                      "forget pairs": rec["forget_size"],
                      "forget recipe": f"{rec['forget_optimizer']} lr {rec['forget_lr']:g}"})
     return pd.DataFrame(rows), curves

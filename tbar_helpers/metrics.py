@@ -2,6 +2,7 @@
 CA retained, and the weight-disentanglement error ξ(αc, αt)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -71,6 +72,40 @@ def triggered_scores(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     :func:`attack_success_rate` and :func:`triggered_accuracy`, for half their cost."""
     pred, true = _triggered_predictions(model, images, labels, trigger, target, batch_size)
     return asr_from_predictions(pred, true, target), accuracy_from_predictions(pred, true)
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Labelled clean images and the attack to test them with: what every CA and ASR measurement needs
+    (a validation split chooses α, a test split reports)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    trigger: Callable[[torch.Tensor], torch.Tensor]
+    target: int
+    batch_size: int = 500
+
+    def ca(self, model: nn.Module) -> float:
+        return accuracy(model, self.images, self.labels, self.batch_size)
+
+    def asr(self, model: nn.Module) -> float:
+        return attack_success_rate(model, self.images, self.labels, self.trigger, self.target, self.batch_size)
+
+    def scores(self, model: nn.Module) -> tuple[float, float]:
+        """(CA, ASR) of ``model``."""
+        return self.ca(model), self.asr(model)
+
+    def triggered_scores(self, model: nn.Module) -> tuple[float, float]:
+        """(ASR, triggered accuracy) from one pass over the triggered non-target images."""
+        return triggered_scores(model, self.images, self.labels, self.trigger, self.target, self.batch_size)
+
+    def head(self, n: int) -> "EvalSet":
+        """The first ``n`` images."""
+        return replace(self, images=self.images[:n], labels=self.labels[:n])
+
+    def attacked_with(self, trigger: Callable[[torch.Tensor], torch.Tensor], target: int) -> "EvalSet":
+        """The same images under another trigger and target (a reverse-engineered proxy, say)."""
+        return replace(self, trigger=trigger, target=target)
 
 
 def ca_retained(ca_after: float, ca_before: float) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -16,10 +17,10 @@ from .attacks import NEEDS_MODEL, Poisoned, Trigger, check_attack, make_trigger,
 from .config import ScaleConfig, config_hash, get_scale, override
 from .data import DATA_VERSION, TaskData, load_task
 from .foundation import Foundation, load_foundation
-from .metrics import accuracy, attack_success_rate, ca_retained, triggered_scores
+from .metrics import EvalSet, accuracy, ca_retained
 from .models import ImageClassifier, make_classifier
 from .task_vectors import TaskVector
-from .tbar import forget_set, run_tbar
+from .tbar import for_proxy, forget_set, run_tbar
 from .training import finetune_task, set_threads
 
 
@@ -42,6 +43,40 @@ class Setup:
     trigger: Trigger
     poisoned: Poisoned
     memo: dict = field(default_factory=dict, repr=False)  # scores computed once (see studies); prepare's seconds
+
+    # the Setting interface (tbar_helpers.setting)
+    @property
+    def target(self) -> int:
+        return self.scale.attack.target
+
+    def victim(self) -> ImageClassifier:
+        return self.backdoored
+
+    def reference(self) -> ImageClassifier:
+        return self.zeroshot
+
+    def evalset(self, split: str = "test") -> EvalSet:
+        """The ``"val"`` (chooses α) or ``"test"`` (reports) split under this setup's trigger and target."""
+        d = {"val": self.val, "test": self.test}[split]
+        return EvalSet(d.images, d.labels, self.trigger, self.target, self.scale.eval_batch_size)
+
+    def scores(self, clf: ImageClassifier) -> tuple[float, float]:
+        """(CA, ASR) on the test split."""
+        return self.evalset().scores(clf)
+
+    def tbar(self, trigger: Callable | None = None, target: int | None = None, *, forget_size: int | None = None,
+             proxy: bool = False, progress: bool = True) -> tuple[ImageClassifier, dict]:
+        """TBAR with a forget set of ``forget_size`` (default ``tbar.forget_size``) defender images under
+        ``trigger`` labelled ``target`` (default: the real ones), α chosen on validation under them too."""
+        cfg = for_proxy(self.scale.tbar) if proxy else self.scale.tbar
+        trigger, target = trigger or self.trigger, self.target if target is None else target
+        fx, fy = forget_set(self.defender.images, self.defender.labels, trigger, target,
+                            forget_size or cfg.forget_size, self.seed)
+        cleaned, res = run_tbar(self.backdoored, fx, fy, self.evalset("val").attacked_with(trigger, target), cfg,
+                                self.seed, progress=progress, device=self.scale.device)
+        return cleaned, {"alpha": res.alpha, "alpha_ties": cfg.ties, "ca_keep": cfg.ca_keep,
+                         "forget_size": res.forget_size, "val_curve": [p.__dict__ for p in res.curve],
+                         "trigger_vector_norm": res.vector_norm}
 
 
 class _Clock:
@@ -70,8 +105,8 @@ def load_splits(scale: ScaleConfig, task: str, seed: int, forget_pool: int) -> d
     return {k: load_task(task, split, n, seed, scale.model.image_size, stream) for k, (split, n, stream) in plan.items()}
 
 
-def _finetuned(base: ImageClassifier, images: torch.Tensor, labels: torch.Tensor, scale: ScaleConfig,
-               key: str, seed: int, desc: str, progress: bool, use_cache: bool,
+def _finetuned(base: ImageClassifier, images: torch.Tensor, labels: torch.Tensor, scale: ScaleConfig, key: str,
+               seed: int, *, desc: str = "fine-tune", progress: bool = True, use_cache: bool = True,
                backdoor_mask: torch.Tensor | None = None, backdoor_weight: float = 1.0) -> ImageClassifier:
     clf = copy.deepcopy(base)
 
@@ -109,7 +144,7 @@ def _clean_finetune(f: Foundation, zs: ImageClassifier, train: TaskData, scale: 
                     progress: bool, use_cache: bool) -> ImageClassifier:
     """The task's clean fine-tune (cached): the reference of :func:`prepare` and :func:`clean_reference`."""
     return _finetuned(zs, train.images, train.labels, scale, config_hash(*_base_key(f, scale, task, seed), "clean"),
-                      seed, f"clean fine-tune ({task})", progress, use_cache)
+                      seed, desc=f"clean fine-tune ({task})", progress=progress, use_cache=use_cache)
 
 
 def trigger_for(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig | str = "mini",
@@ -161,8 +196,9 @@ def prepare(attack: str, task: str | None = None, seed: int = 0, scale: ScaleCon
                       noise_ratio=a.wanet_noise_ratio if attack == "wanet" else 0.0)
     bd_key = config_hash(*_base_key(f, scale, task, seed), "backdoored", attack, a)
     backdoored = _finetuned(zs, poisoned.images, poisoned.labels, scale, bd_key, seed,
-                            f"poisoned fine-tune ({attack})", progress, use_cache, poisoned.poison_mask,
-                            trigger.extra.get("backdoor_weight", 1.0))
+                            desc=f"poisoned fine-tune ({attack})", progress=progress, use_cache=use_cache,
+                            backdoor_mask=poisoned.poison_mask,
+                            backdoor_weight=trigger.extra.get("backdoor_weight", 1.0))
     clock("poisoned fine-tune")
     return Setup(scale, f, task, attack, seed, train, d["val"], d["defender"], d["test"], zs, clean, backdoored,
                  trigger, poisoned, memo={"seconds": clock.seconds})
@@ -195,24 +231,17 @@ def make_forget_set(s: Setup, forget_size: int, clean_fraction: float = 0.0) -> 
 
 def clean_accuracy(clf: ImageClassifier, s: Setup) -> float:
     """CA on the test split."""
-    return accuracy(clf, s.test.images, s.test.labels, s.scale.eval_batch_size)
-
-
-def asr_on_test(clf: ImageClassifier, s: Setup) -> float:
-    """ASR on the test split (triggered non-target images)."""
-    return attack_success_rate(clf, s.test.images, s.test.labels, s.trigger, s.scale.attack.target,
-                               s.scale.eval_batch_size)
+    return s.evalset().ca(clf)
 
 
 def evaluate(clf: ImageClassifier, s: Setup) -> tuple[float, float]:
     """(CA, ASR) on the test split."""
-    return clean_accuracy(clf, s), asr_on_test(clf, s)
+    return s.evalset().scores(clf)
 
 
 def scores_on_test(clf: ImageClassifier, s: Setup) -> tuple[float, float, float]:
     """(CA, ASR, triggered accuracy) on the test split, in two passes (clean images, triggered images)."""
-    asr, trig_acc = triggered_scores(clf, s.test.images, s.test.labels, s.trigger, s.scale.attack.target,
-                                     s.scale.eval_batch_size)
+    asr, trig_acc = s.evalset().triggered_scores(clf)
     return clean_accuracy(clf, s), asr, trig_acc
 
 
@@ -230,15 +259,12 @@ def run(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig 
     s = prepare(attack, task, seed, scale, poison_rate=poison_rate, progress=progress, use_cache=use_cache,
                 foundation=foundation)
     clock = _Clock()
-    forget_size = forget_size or s.scale.tbar.forget_size
-    fx, fy = make_forget_set(s, forget_size)
     ca_zs = clean_accuracy(s.zeroshot, s)  # only its CA is reported
     ca_clean, asr_clean, trig_clean = scores_on_test(s.clean, s)
     ca_bd, asr_bd, trig_bd = scores_on_test(s.backdoored, s)
     clock("evaluation")
     t_tbar = time.time()
-    cleaned, res = run_tbar(s.backdoored, fx, fy, s.val.images, s.val.labels, s.trigger, s.scale.attack.target,
-                            s.scale.tbar, seed, progress, s.scale.device, s.scale.eval_batch_size)
+    cleaned, rec = s.tbar(forget_size=forget_size, progress=progress)
     clock("tbar")
     ca_t, asr_t, trig_t = scores_on_test(cleaned, s)
     trig_acc = {"triggered_acc_clean_ft": trig_clean, "triggered_acc_backdoored": trig_bd,
@@ -249,9 +275,8 @@ def run(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig 
             "poison_rate": s.scale.attack.poison_rate, "target": s.scale.attack.target,
             "ca_zeroshot": ca_zs, "ca_clean_ft": ca_clean, "asr_clean_ft": asr_clean,
             "ca_backdoored": ca_bd, "asr_backdoored": asr_bd, "ca_tbar": ca_t, "asr_tbar": asr_t,
-            "ca_retained": ca_retained(ca_t, ca_bd), **trig_acc, "alpha": res.alpha, "forget_size": res.forget_size,
-            "tbar_seconds": time.time() - t_tbar, "val_curve": [p.__dict__ for p in res.curve],
-            "trigger_vector_norm": res.vector_norm, "stage_seconds": {**s.memo.get("seconds", {}), **clock.seconds},
+            "ca_retained": ca_retained(ca_t, ca_bd), **trig_acc, **rec, "tbar_seconds": time.time() - t_tbar,
+            "stage_seconds": {**s.memo.get("seconds", {}), **clock.seconds},
             "seconds": time.time() - t0}
 
 

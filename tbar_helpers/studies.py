@@ -16,9 +16,9 @@ from .attacks import make_trigger, poison
 from .config import PAPER, ScaleConfig, TBARConfig, override
 from .data import load_task
 from .foundation import Foundation
-from .metrics import accuracy, predict
+from .metrics import EvalSet, accuracy, predict
 from .models import build_foundation, make_classifier
-from .pipeline import (Setup, asr_on_test, clean_accuracy, evaluate, make_forget_set, prepare, scores_on_test,
+from .pipeline import (Setup, clean_accuracy, evaluate, make_forget_set, prepare, scores_on_test,
                        xi_heatmap)
 from .task_vectors import TaskVector
 from .tbar import alpha_curve, apply_tbar, run_tbar, trigger_vector
@@ -71,7 +71,7 @@ def inject(attacks: Sequence[str], task: str | None = None, seed: int = 0, scale
         setups[attack] = s
         if clean_ca is None:
             clean_ca = clean_accuracy(s.clean, s)
-        asr_clean = asr_on_test(s.clean, s)  # the trigger alone, on a model that never saw it
+        asr_clean = s.evalset().asr(s.clean)  # the trigger alone, on a model that never saw it
         ca_b, asr_b = backdoored_scores(s)
         rows.append({"attack": attack, "poisoned images": int(s.poisoned.poison_mask.sum()),
                      "CA clean FT": clean_ca, "ASR clean FT": asr_clean,
@@ -114,9 +114,9 @@ def xi_summary(grids: Mapping[str, dict]) -> pd.DataFrame:
                          for k, g in grids.items()])
 
 
-def _val(s: Setup, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    n = len(s.val) if n is None else min(n, len(s.val))
-    return s.val.images[:n], s.val.labels[:n]
+def _val(s: Setup, n: int | None) -> EvalSet:
+    """The validation split, or its first ``n`` images."""
+    return s.evalset("val").head(len(s.val) if n is None else min(n, len(s.val)))
 
 
 def tbar_on(s: Setup, forget_size: int | None = None, clean_fraction: float = 0.0, cfg: TBARConfig | None = None,
@@ -125,10 +125,9 @@ def tbar_on(s: Setup, forget_size: int | None = None, clean_fraction: float = 0.
     """TBAR on ``s.backdoored`` and its test CA / ASR. ``forget`` overrides the forget set."""
     cfg = cfg or s.scale.tbar
     fx, fy = forget if forget is not None else make_forget_set(s, forget_size or cfg.forget_size, clean_fraction)
-    vx, vy = _val(s, val_n)
     t0 = time.time()
-    cleaned, res = run_tbar(s.backdoored, fx, fy, vx, vy, s.trigger, s.scale.attack.target, cfg, s.seed,
-                            progress, s.scale.device, s.scale.eval_batch_size)
+    cleaned, res = run_tbar(s.backdoored, fx, fy, _val(s, val_n), cfg, s.seed, progress=progress,
+                            device=s.scale.device)
     secs = time.time() - t0
     ca_b, asr_b = backdoored_scores(s)
     ca, asr, trig_acc = scores_on_test(cleaned, s)
@@ -152,8 +151,7 @@ def table(rows: Sequence[dict]) -> pd.DataFrame:
 
 def test_curve(s: Setup, tau: TaskVector, alphas: Sequence[float], n: int = 1000) -> list:
     """CA / ASR against α on ``n`` test images (for a report figure; α is never chosen here)."""
-    return alpha_curve(s.backdoored, tau, s.test.images[:n], s.test.labels[:n], s.trigger, s.scale.attack.target,
-                       alphas, alpha_max=s.scale.tbar.alpha_max, batch_size=s.scale.eval_batch_size)
+    return alpha_curve(s.backdoored, tau, s.evalset().head(n), alphas, alpha_max=s.scale.tbar.alpha_max)
 
 
 def coarse(cfg: TBARConfig, step: float = 0.1) -> TBARConfig:
@@ -168,7 +166,7 @@ def foundation_response(f: Foundation, attack: str = "badnet", seed: int = 0, sc
                         curve_alphas: Sequence[float] | None = None) -> dict:
     """The calibration protocol on one foundation model: the preset's clean and poisoned fine-tunes from
     ``f`` (cached), TBAR with the validation-chosen α, and ξ(αc, αt) of TBAR's own trigger vector on ``n``
-    test images. With ``curve_alphas`` it also reads "CA kept at ASR ≤ 3%" off the test α curve (a report;
+    test images. With ``curve_alphas`` it also reads "CA retained at ASR ≤ 3%" off the test α curve (a report;
     α is never chosen on the test split). Returns ``row`` (the numbers) and ``setup``, ``tbar``, ``grid``
     (the objects a study may reuse, e.g. for a second trigger vector)."""
     s = prepare(attack, None, seed, scale, progress=False, foundation=f)
@@ -182,7 +180,7 @@ def foundation_response(f: Foundation, attack: str = "badnet", seed: int = 0, sc
            "mean ξ (αc, αt ≤ 1)": float(np.mean(np.asarray(g["xi"])[np.ix_(inner, inner)]))}
     if curve_alphas is not None:
         ok = [p.ca / r["CA backdoored"] for p in test_curve(s, tau, curve_alphas) if p.asr <= 0.03]
-        row["CA kept at ASR ≤ 3%"] = max(ok) if ok else None
+        row["CA retained at ASR ≤ 3%"] = max(ok) if ok else None
     return {"row": row, "setup": s, "tbar": r, "grid": g}
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .config import TBARConfig, check_fraction
-from .metrics import accuracy, attack_success_rate
+from .metrics import EvalSet
 from .task_vectors import TaskVector
 from .training import finetune
 
@@ -90,14 +90,10 @@ def apply_tbar(clf_b: nn.Module, tau: TaskVector, alpha: float, alpha_max: float
     return out
 
 
-def alpha_curve(clf_b: nn.Module, tau: TaskVector, images: torch.Tensor, labels: torch.Tensor,
-                trigger: Callable, target: int, alphas: Sequence[float], *, alpha_max: float = 10.0,
-                batch_size: int = 500) -> list[AlphaPoint]:
-    """CA and ASR of θb − α·τt for each α (on validation images, or test images for a report)."""
-    def score(model: nn.Module) -> tuple[float, float]:
-        return (accuracy(model, images, labels, batch_size),
-                attack_success_rate(model, images, labels, trigger, target, batch_size))
-    return curve_along(clf_b, tau, score, alphas, alpha_max)
+def alpha_curve(clf_b: nn.Module, tau: TaskVector, data: EvalSet, alphas: Sequence[float], *,
+                alpha_max: float = 10.0) -> list[AlphaPoint]:
+    """CA and ASR of θb − α·τt on ``data`` for each α (validation images, or test images for a report)."""
+    return curve_along(clf_b, tau, data.scores, alphas, alpha_max)
 
 
 def curve_along(clf_b: nn.Module, tau: TaskVector, score: Callable[[nn.Module], tuple[float, float]],
@@ -112,15 +108,14 @@ def curve_along(clf_b: nn.Module, tau: TaskVector, score: Callable[[nn.Module], 
     return pts
 
 
-def coarse_to_fine(clf_b: nn.Module, tau: TaskVector, images: torch.Tensor, labels: torch.Tensor,
-                   trigger: Callable, target: int, grid: Sequence[float], ca_keep: float, *, every: int = 3,
-                   alpha_max: float = 10.0, batch_size: int = 500, ties: str = "smallest") -> list[AlphaPoint]:
+def coarse_to_fine(clf_b: nn.Module, tau: TaskVector, data: EvalSet, grid: Sequence[float], ca_keep: float, *,
+                   every: int = 3, alpha_max: float = 10.0, ties: str = "smallest") -> list[AlphaPoint]:
     """The α curve on every ``every``-th point of ``grid`` (and its first and last), in increasing order
     and stopping at the first whose CA falls below the floor, then on the grid points between the
     coarse neighbours of the α :func:`select_alpha` picks there: about a third of the evaluations of the
     full grid (see :func:`refine`). Returns all evaluated points, sorted by α."""
-    return refine(lambda alphas: alpha_curve(clf_b, tau, images, labels, trigger, target, alphas,
-                                             alpha_max=alpha_max, batch_size=batch_size), grid, ca_keep, every, ties)
+    return refine(lambda alphas: alpha_curve(clf_b, tau, data, alphas, alpha_max=alpha_max), grid, ca_keep,
+                  every, ties)
 
 
 def refine(curve_fn: Callable[[Sequence[float]], list[AlphaPoint]], grid: Sequence[float], ca_keep: float,
@@ -151,12 +146,10 @@ def refine(curve_fn: Callable[[Sequence[float]], list[AlphaPoint]], grid: Sequen
 SEARCHES = ("coarse-to-fine", "grid")
 
 
-def search_alpha(clf_b: nn.Module, tau: TaskVector, images: torch.Tensor, labels: torch.Tensor, trigger: Callable,
-                 target: int, cfg: TBARConfig, batch_size: int = 500) -> list[AlphaPoint]:
+def search_alpha(clf_b: nn.Module, tau: TaskVector, data: EvalSet, cfg: TBARConfig) -> list[AlphaPoint]:
     """The validation α curve ``cfg.search`` asks for: ``"grid"`` evaluates every α of ``cfg.alpha_grid``,
     ``"coarse-to-fine"`` about half of them (:func:`coarse_to_fine`)."""
-    return search_curve(lambda alphas: alpha_curve(clf_b, tau, images, labels, trigger, target, alphas,
-                                                   alpha_max=cfg.alpha_max, batch_size=batch_size), cfg)
+    return search_curve(lambda alphas: alpha_curve(clf_b, tau, data, alphas, alpha_max=cfg.alpha_max), cfg)
 
 
 def search_curve(curve_fn: Callable[[Sequence[float]], list[AlphaPoint]], cfg: TBARConfig) -> list[AlphaPoint]:
@@ -221,14 +214,12 @@ def select_recipe(results: Sequence[tuple[Sequence[AlphaPoint], float]]) -> int:
     return min(range(len(results)), key=lambda i: (*scores[i], i))
 
 
-def run_tbar(clf_b: nn.Module, forget_x: torch.Tensor, forget_y: torch.Tensor, val_x: torch.Tensor,
-             val_y: torch.Tensor, trigger: Callable, target: int, cfg: TBARConfig, seed: int,
-             progress: bool = True, device: str = "cpu", batch_size: int = 500) -> tuple[nn.Module, TBARResult]:
-    """Estimate τt, choose α on the validation set (evaluated in batches of ``batch_size``), and return
-    (cleaned classifier, result record)."""
+def run_tbar(clf_b: nn.Module, forget_x: torch.Tensor, forget_y: torch.Tensor, val: EvalSet, cfg: TBARConfig,
+             seed: int, *, progress: bool = True, device: str = "cpu") -> tuple[nn.Module, TBARResult]:
+    """Estimate τt, choose α on the validation set ``val``, and return (cleaned classifier, result record)."""
     t0 = time.time()
     tau = trigger_vector(clf_b, forget_x, forget_y, cfg, seed, progress, device)
-    curve = search_alpha(clf_b, tau, val_x, val_y, trigger, target, cfg, batch_size)
+    curve = search_alpha(clf_b, tau, val, cfg)
     alpha = choose_alpha(curve, cfg)
     cleaned = apply_tbar(clf_b, tau, alpha, cfg.alpha_max)
     return cleaned, TBARResult(alpha, curve, len(forget_x), time.time() - t0, tau.norm(), tau)

@@ -1,14 +1,16 @@
-"""Training loops: contrastive pretraining of the mini CLIP, and image-encoder fine-tuning.
+"""One training loop (:func:`fit`) and the fine-tunes built on it, each with its own loss.
 
-Both use AdamW with linear warmup and cosine decay, gradient clipping and tqdm progress bars.
-Fine-tuning trains the image encoder only; the zero-shot head stays frozen (as in the paper).
+Contrastive pretraining of the mini CLIP, the image encoder's fine-tunes through the frozen zero-shot
+head (as in the paper) and the whole CLIP's contrastive fine-tunes: AdamW (or SGD) with linear warmup
+and cosine decay, gradient clipping and a tqdm progress bar.
 """
 from __future__ import annotations
 
 import math
 import os
 import random
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -59,6 +61,52 @@ def make_optimizer(params, name: str, lr: float, weight_decay: float) -> torch.o
     raise ValueError(f"unknown optimizer {name!r}: choose 'adamw' or 'sgd'")
 
 
+def epoch_batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """Index batches that walk a fresh permutation of ``range(n)``, reshuffled when one would run short."""
+    order, pos = torch.randperm(n, generator=gen), 0
+    while True:
+        if pos + batch_size > n and pos > 0:
+            order, pos = torch.randperm(n, generator=gen), 0
+        yield order[pos:pos + batch_size]
+        pos += batch_size
+
+
+def random_batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """Index batches drawn afresh each step (the short forget fine-tunes, which see few epochs)."""
+    while True:
+        yield torch.randperm(n, generator=gen)[:batch_size]
+
+
+def fit(params: Iterable[nn.Parameter], loss_at: Callable[[int], torch.Tensor], steps: int,
+        opt: torch.optim.Optimizer, *, sched: torch.optim.lr_scheduler.LRScheduler | None = None,
+        grad_clip: float = 1.0, start: int = 0, losses: list[float] | None = None, desc: str = "train",
+        progress: bool = True, after_step: Callable[[int, list[float]], None] | None = None) -> list[float]:
+    """The one training loop: every fine-tune (task, poisoned, contrastive, forget, baselines) and the
+    pretraining call it with their own loss.
+
+    ``loss_at(step)`` draws its batch and returns the loss to minimise; the loop backpropagates it, clips
+    the gradient norm of ``params`` to ``grad_clip`` (0: no clipping), steps ``opt`` and ``sched``, and
+    calls ``after_step(steps_done, losses)`` (checkpoints). ``start`` and ``losses`` resume a run.
+    Returns the per-step losses."""
+    params = list(params)
+    losses = [] if losses is None else losses
+    bar = tqdm(range(start, steps), desc=desc, disable=not progress, leave=False, initial=start, total=steps)
+    for step in bar:
+        loss = loss_at(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        if sched is not None:
+            sched.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        if after_step is not None:
+            after_step(step + 1, losses)
+    return losses
+
+
 def finetune(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int, lr: float,
              batch_size: int, seed: int, weight_decay: float = 0.1, warmup: int = 0, grad_clip: float = 1.0,
              desc: str = "fine-tune", progress: bool = True, loss_sign: float = 1.0,
@@ -66,35 +114,25 @@ def finetune(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, step
     """Fine-tune ``clf.encoder`` in place with cross-entropy through the frozen head.
 
     ``loss_sign=-1`` gives gradient ascent (a baseline defense). ``optimizer`` is ``"adamw"`` or
-    ``"sgd"`` (momentum 0.9). Returns the per-step losses.
+    ``"sgd"`` (momentum 0.9). Returns the per-step cross-entropies.
     """
     _check_training_inputs(images, labels, desc)
     if steps <= 0:
         return []
-    gen = seed_everything(seed)
+    batches = epoch_batches(len(images), batch_size, seed_everything(seed))
     clf.train()
     params = [p for p in clf.encoder.parameters() if p.requires_grad]
     opt = make_optimizer(params, optimizer, lr, weight_decay)
-    sched = warmup_cosine(opt, warmup, steps)
-    n, losses, order, pos = len(images), [], torch.randperm(len(images), generator=gen), 0
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
-    for _ in bar:
-        if pos + batch_size > n and pos > 0:
-            order, pos = torch.randperm(n, generator=gen), 0
-        idx = order[pos:pos + batch_size]
-        pos += batch_size
-        x, y = images[idx].to(device), labels[idx].to(device)
-        loss = F.cross_entropy(clf(x), y)
-        opt.zero_grad(set_to_none=True)
-        (loss_sign * loss).backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+
+    def loss_at(_: int) -> torch.Tensor:
+        idx = next(batches)
+        loss = F.cross_entropy(clf(images[idx].to(device)), labels[idx].to(device))
+        return loss if loss_sign == 1.0 else loss_sign * loss
+
+    losses = fit(params, loss_at, steps, opt, sched=warmup_cosine(opt, warmup, steps), grad_clip=grad_clip,
+                 desc=desc, progress=progress)
     clf.eval()
-    return losses
+    return losses if loss_sign == 1.0 else [loss_sign * v for v in losses]
 
 
 def finetune_task(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: FinetuneConfig, seed: int,
@@ -113,6 +151,51 @@ def clip_loss(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor) -> t
     logits = model.logit_scale.exp().clamp(max=100) * img @ txt.t()
     target = torch.arange(len(images), device=images.device)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The budget and optimiser of a CLIP's contrastive fine-tune (poisoned, clean or a baseline)."""
+
+    epochs: float
+    lr: float
+    batch_size: int
+    weight_decay: float = 0.1
+    warmup_frac: float = 0.1
+
+
+def contrastive_finetune(model: nn.Module, tokenizer: Callable, images: torch.Tensor, caps: Sequence[str],
+                         recipe: Recipe, seed: int, *, normalize: Callable, loss_fn: Callable | None = None,
+                         desc: str = "contrastive fine-tune", progress: bool = True,
+                         device: str = "cpu") -> list[float]:
+    """Fine-tune all of ``model`` (a CLIP) in place on (image, caption) pairs; returns per-step losses.
+
+    ``loss_fn(model, images_normalised, captions, raw_images, generator)`` replaces the symmetric
+    InfoNCE (CleanCLIP and RoCLIP plug in here)."""
+    if len(images) != len(caps):
+        raise ValueError(f"{len(images)} images but {len(caps)} captions; pairs must match one to one")
+    if len(images) < 2:
+        raise ValueError("contrastive fine-tuning needs at least 2 pairs (the other pairs are the negatives)")
+    gen = seed_everything(seed)
+    bs = min(recipe.batch_size, len(images))
+    steps = max(1, math.ceil(recipe.epochs * len(images) / bs))
+    batches = epoch_batches(len(images), bs, gen)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+    def loss_at(_: int) -> torch.Tensor:
+        idx = next(batches)
+        raw = images[idx].to(device)
+        batch_caps = [caps[i] for i in idx.tolist()]
+        if loss_fn is None:
+            return clip_loss(model, normalize(raw), tokenizer(batch_caps).to(device))
+        return loss_fn(model, normalize(raw), batch_caps, raw, gen)
+
+    model.train()
+    losses = fit(params, loss_at, steps, opt, sched=warmup_cosine(opt, int(recipe.warmup_frac * steps), steps),
+                 desc=desc, progress=progress)
+    model.eval()
+    return losses
 
 
 def pretrain(model: nn.Module, tokenizer: Callable, cfg: PretrainConfig, batch_fn: Callable, *,
@@ -134,22 +217,21 @@ def pretrain(model: nn.Module, tokenizer: Callable, cfg: PretrainConfig, batch_f
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start, losses = state["step"], list(state["losses"])
-    model.train()
-    bar = tqdm(range(start, cfg.steps), desc="pretrain", disable=not progress, initial=start, total=cfg.steps)
-    for step in bar:
+
+    def snapshot(done: int, losses: list[float]) -> dict:
+        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "step": done, "losses": list(losses)}  # a copy: the loop keeps appending
+
+    def loss_at(step: int) -> torch.Tensor:
         x, caps = batch_fn(cfg.batch_size, cfg.seed, step)
-        loss = clip_loss(model, normalize(x.to(device)), tokenizer(caps).to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        done = step + 1
+        return clip_loss(model, normalize(x.to(device)), tokenizer(caps).to(device))
+
+    def checkpoint(done: int, losses: list[float]) -> None:
         if checkpoint_fn is not None and (done % checkpoint_every == 0 or done == cfg.steps):
-            checkpoint_fn({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                           "scheduler": sched.state_dict(), "step": done, "losses": losses})
+            checkpoint_fn(snapshot(done, losses))
+
+    model.train()
+    losses = fit(model.parameters(), loss_at, cfg.steps, opt, sched=sched, grad_clip=cfg.grad_clip, start=start,
+                 losses=losses, desc="pretrain", progress=progress, after_step=checkpoint)
     model.eval()
-    return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "step": cfg.steps, "losses": losses}
+    return snapshot(cfg.steps, losses)

@@ -13,9 +13,10 @@ from tbar_helpers.data import OBJECTS, TASK_PROMPTS
 from tbar_helpers.defenses import (augment_caption, augment_images, cleanclip_loss, cleanclip_terms,
                                    roclip_loss)
 from tbar_helpers.foundation import committed_checkpoint, load_foundation, normalizer
-from tbar_helpers.imagetext import (captioned_corpus, check_setting, contrastive_finetune, forget_pairs,
+from tbar_helpers.imagetext import (captioned_corpus, check_setting, forget_pairs,
                                     poison_corpus, target_captions, target_loss)
 from tbar_helpers.models import make_classifier
+from tbar_helpers.training import Recipe, contrastive_finetune
 from tbar_helpers.tbar import AlphaPoint, select_alpha
 
 HAS_CHECKPOINT = committed_checkpoint(MINI).exists()
@@ -103,14 +104,14 @@ def test_roclip_and_clean_finetune_run_and_move_the_model(foundation):
     pool = captioned_corpus(100, seed=2).captions
     for loss in (None, roclip_loss(foundation.tokenizer, pool)):
         model = copy.deepcopy(foundation.model)
-        losses = contrastive_finetune(model, foundation.tokenizer, c.images, c.captions, epochs=1, lr=1e-4,
-                                      batch_size=32, seed=0, normalize=normalizer(MINI), loss_fn=loss, progress=False)
+        losses = contrastive_finetune(model, foundation.tokenizer, c.images, c.captions, Recipe(1, 1e-4, 32), 0,
+                                      normalize=normalizer(MINI), loss_fn=loss, progress=False)
         assert len(losses) == 2 and all(np.isfinite(losses))
         moved = [k for k, v in model.state_dict().items() if not torch.equal(v, foundation.model.state_dict()[k])]
         assert any(k.startswith("visual.") for k in moved) and any(k.startswith("transformer.") for k in moved)
     with pytest.raises(ValueError, match="one to one"):
-        contrastive_finetune(model, foundation.tokenizer, c.images, c.captions[:3], epochs=1, lr=1e-4, batch_size=8,
-                             seed=0, normalize=normalizer(MINI))
+        contrastive_finetune(model, foundation.tokenizer, c.images, c.captions[:3], Recipe(1, 1e-4, 8), 0,
+                             normalize=normalizer(MINI))
 
 
 def test_target_loss_rewards_the_target_caption(foundation):

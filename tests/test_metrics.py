@@ -113,15 +113,15 @@ def test_coarse_to_fine_alpha_search_matches_the_full_grid(monkeypatch):
     from tbar_helpers import tbar
     calls = []
 
-    def fake_curve(clf, tau, x, y, trig, target, alphas, alpha_max=10.0, batch_size=500):
+    def fake_curve(clf, tau, data, alphas, alpha_max=10.0):
         calls.extend(alphas)
         return [tbar.AlphaPoint(a, 1 - 0.1 * a, max(0.0, 1 - a / 1.7)) for a in alphas]
 
     monkeypatch.setattr(tbar, "alpha_curve", fake_curve)
     grid = [round(0.1 * i, 1) for i in range(31)]
-    full = tbar.select_alpha(fake_curve(None, None, None, None, None, 0, grid), 0.8)
+    full = tbar.select_alpha(fake_curve(None, None, None, grid), 0.8)
     calls.clear()
-    pts = tbar.coarse_to_fine(None, None, None, None, None, 0, grid, 0.8)
+    pts = tbar.coarse_to_fine(None, None, None, grid, 0.8)
     assert tbar.select_alpha(pts, 0.8) == full == 1.7
     assert len(calls) < 0.5 * len(grid) and len(set(calls)) == len(calls)
     assert [p.alpha for p in pts] == sorted(p.alpha for p in pts)
@@ -133,20 +133,20 @@ def test_search_alpha_follows_the_config(monkeypatch):
     from tbar_helpers.config import TBARConfig, override
     calls = []
 
-    def fake_curve(clf, tau, x, y, trig, target, alphas, alpha_max=10.0, batch_size=500):
+    def fake_curve(clf, tau, data, alphas, alpha_max=10.0):
         calls.extend(alphas)
         return [tbar.AlphaPoint(a, 1 - 0.2 * a, max(0.0, 1 - a)) for a in alphas]
 
     monkeypatch.setattr(tbar, "alpha_curve", fake_curve)
     cfg = TBARConfig()
-    grid_pts = tbar.search_alpha(None, None, None, None, None, 0, override(cfg, search="grid"))
+    grid_pts = tbar.search_alpha(None, None, None, override(cfg, search="grid"))
     assert [p.alpha for p in grid_pts] == sorted(cfg.alpha_grid)
     calls.clear()
-    c2f = tbar.search_alpha(None, None, None, None, None, 0, cfg)
+    c2f = tbar.search_alpha(None, None, None, cfg)
     assert cfg.search == "coarse-to-fine" and len(calls) < len(cfg.alpha_grid) / 2
     assert tbar.select_alpha(c2f, cfg.ca_keep) == tbar.select_alpha(grid_pts, cfg.ca_keep)
     with pytest.raises(ValueError, match="tbar.search"):
-        tbar.search_alpha(None, None, None, None, None, 0, override(cfg, search="bisect"))
+        tbar.search_alpha(None, None, None, override(cfg, search="bisect"))
 
 
 def test_refine_replays_a_recorded_curve():
@@ -197,9 +197,9 @@ def test_proxy_tie_rule_spends_the_ca_budget(monkeypatch):
     assert tbar.select_alpha(curve, 0.9, ties="largest") == 1.2  # CA 0.92 at 1.2, 0.88 at 1.3
     assert tbar.select_alpha(curve, 0.82, ties="largest") == 1.4
     table = {p.alpha: p for p in curve}
-    monkeypatch.setattr(tbar, "alpha_curve", lambda *a, **k: [table[x] for x in a[6]])
+    monkeypatch.setattr(tbar, "alpha_curve", lambda *a, **k: [table[x] for x in a[3]])
     for ties, want in (("smallest", 0.8), ("largest", 1.2)):
-        pts = tbar.coarse_to_fine(None, None, None, None, None, 0, grid, 0.9, ties=ties)
+        pts = tbar.coarse_to_fine(None, None, None, grid, 0.9, ties=ties)
         assert tbar.select_alpha(pts, 0.9, ties=ties) == want
     with pytest.raises(ValueError, match="tie rule"):
         tbar.select_alpha(curve, 0.9, ties="median")

@@ -1,0 +1,53 @@
+"""The interface both settings implement, so that an experiment is written once for either.
+
+:class:`tbar_helpers.pipeline.Setup` (classification: the image encoder fine-tuned through a zero-shot
+head) and :class:`tbar_helpers.imagetext.ImageTextSetup` (image–text: the whole CLIP fine-tuned on a
+poisoned captioned corpus) both satisfy :class:`Setting`. The attack-unknown defense
+(:func:`tbar_helpers.imagetext_runs.run_attack_unknown`) is written against it alone.
+"""
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+
+from .attacks import Trigger
+from .config import ScaleConfig
+from .data import TaskData
+from .metrics import EvalSet
+from .models import ImageClassifier
+
+
+class Setting(Protocol):
+    """A backdoored model with its reference models, data splits and the TBAR that cleans it."""
+
+    scale: ScaleConfig
+    attack: str
+    seed: int
+    trigger: Trigger  # the attacker's real trigger: tests use it, a defender who knows the attack too
+    val: TaskData  # the defender's validation images (choose α)
+    test: TaskData  # the reported split
+    defender: object  # the defender's clean images (a TaskData, or a captioned Corpus for image–text)
+
+    @property
+    def target(self) -> int:
+        """The attacker's target class."""
+
+    def victim(self) -> ImageClassifier:
+        """The backdoored model as a zero-shot classifier of the evaluation task (shared: read-only)."""
+
+    def reference(self) -> ImageClassifier:
+        """θpre's zero-shot classifier of the evaluation task (shared: read-only)."""
+
+    def evalset(self, split: str = "test") -> EvalSet:
+        """``"val"`` or ``"test"`` images under the real trigger and target."""
+
+    def scores(self, clf: ImageClassifier) -> tuple[float, float]:
+        """(CA, ASR) of ``clf`` on the test split."""
+
+    def tbar(self, trigger: Callable[[torch.Tensor], torch.Tensor] | None = None, target: int | None = None, *,
+             forget_size: int | None = None, proxy: bool = False,
+             progress: bool = True) -> tuple[ImageClassifier, dict]:
+        """TBAR on :meth:`victim` with the forget set made of ``trigger`` (default: the real one) and labelled
+        ``target``; α chosen on validation under the same trigger. ``proxy=True`` marks a reverse-engineered
+        trigger (its α rule, :func:`tbar_helpers.tbar.for_proxy`). Returns (cleaned classifier, record)."""
