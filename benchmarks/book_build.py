@@ -1,6 +1,6 @@
 """Time ``make book``: cold (empty model and notebook caches; the foundation ships) and warm
-(again with nothing changed). Targets: cold ≤ 15 min, warm ≤ 3 min on 2 cores. Appends what it measured,
-with the commit and the CPU, to benchmarks/results/book-build-<date>.txt.
+(again with nothing changed). Targets: cold ≤ 15 min, warm ≤ 3 min on 2 cores. Appends one JSON line per
+build, with the commit and the CPU, to benchmarks/results/book-build.jsonl (the introduction quotes them).
 
     python benchmarks/book_build.py            # cold into a fresh cache dir, then warm
     python benchmarks/book_build.py --warm     # warm only, with the default cache
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_io import commit, cpu_flags, save
+from study import record
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"cold": 15 * 60, "warm": 3 * 60}
@@ -40,16 +40,15 @@ def main() -> None:
         results["cold"] = run(env)
         per_nb = json.loads((ROOT / "_build" / "build-times.json").read_text())
     results["warm"] = run(env)
-    lines = [f"# python benchmarks/book_build.py{' --warm' if a.warm else ''}   ({os.cpu_count()} cores, {started}, "
-             f"commit {commit()}; "
-             f"{'the current cache' if a.warm else 'cold = fresh TBAR_CACHE, foundation shipped'}; book profile)",
-             f"# CPU: {cpu_flags()}"]
-    for k, v in results.items():
-        lines.append(f"{k} build: {v / 60:.1f} min; ratio to the {TARGETS[k] / 60:.0f}-min target: {v / TARGETS[k]:.2f}")
-    if not a.warm:
-        lines += [f"  cold {r['notebook']}: {r['seconds']:.0f} s" for r in per_nb["notebooks"]]
-    save(f"book-build-{started[:10]}.txt", lines, append=True)
-
+    for build, seconds in results.items():
+        rec = {"build": build, "minutes": seconds / 60, "started": started, "cores": os.cpu_count(),
+               "command": "python benchmarks/book_build.py" + (" --warm" if a.warm else ""),
+               "cache": "the current cache" if a.warm else "a fresh TBAR_CACHE, the foundation shipped"}
+        if build == "cold":
+            rec["notebooks"] = {r["notebook"]: round(r["seconds"]) for r in per_nb["notebooks"]}
+        record("book-build", rec)
+        print(f"{build} build: {seconds / 60:.1f} min; ratio to the {TARGETS[build] / 60:.0f}-min target: "
+              f"{seconds / TARGETS[build]:.2f}")
 
 if __name__ == "__main__":
     main()

@@ -3,13 +3,13 @@
 For each (attack, seed) it estimates τt exactly as TBAR does, evaluates the *full* validation α curve
 once (timed), then replays the coarse-to-fine search on that recorded curve (its evaluations are a
 subset of the grid's, so the replay is exact) and compares the two picks. Results:
-benchmarks/results/alpha-search-<setting>.txt
+benchmarks/results/alpha-search.jsonl
 
     python benchmarks/check_alpha_search.py --setting classification --attacks badnet blended --seeds 0
 
 ``--replay`` trains nothing: it replays the search with and without its early stop (``refine``'s
 ``stop_below_floor``) on every validation curve recorded in ``benchmarks/results/*.jsonl``, and
-counts the evaluations saved and the chosen α that changed (benchmarks/results/alpha-search-replay.txt).
+counts the evaluations saved and the chosen α that changed (benchmarks/results/alpha-search-replay.jsonl).
 
     python benchmarks/check_alpha_search.py --replay
 """
@@ -19,10 +19,9 @@ import argparse
 import functools
 import json
 import time
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields
 
-from results_io import save
+from study import RESULTS, record
 from tbar_helpers.config import get_scale
 from tbar_helpers.tbar import AlphaPoint, alpha_curve, refine, select_alpha
 
@@ -39,20 +38,18 @@ def curve_and_setting(setting: str, attack: str, seed: int):
         clf = s.classifier()
         fx, fcaps = forget_pairs(s.defender, s.trigger, it.tbar.forget_size, seed)
         tau = imagetext_trigger_vector(s, clf, fx, fcaps, progress=False)
-        grid, keep, target, val = it.tbar.alpha_grid, it.tbar.ca_keep, s.target, s.val
+        grid, keep = it.tbar.alpha_grid, it.tbar.ca_keep
     else:
         from tbar_helpers.pipeline import prepare
         from tbar_helpers.studies import backdoor_vector
         s = prepare(attack, None, seed, scale, progress=False, with_clean=False)
         clf = s.backdoored
         tau = backdoor_vector(s, "forget")  # TBAR's own estimate, as run_tbar makes it
-        grid, keep, target, val = scale.tbar.alpha_grid, scale.tbar.ca_keep, scale.attack.target, s.val
+        grid, keep = scale.tbar.alpha_grid, scale.tbar.ca_keep
     t0 = time.time()
-    full = alpha_curve(clf, tau, val.images, val.labels, s.trigger, target, grid, alpha_max=scale.tbar.alpha_max)
+    full = alpha_curve(clf, tau, s.evalset("val"), grid, alpha_max=scale.tbar.alpha_max)
     return full, grid, keep, time.time() - t0
 
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def recorded_curves():
@@ -92,11 +89,10 @@ def _replay_one(table: dict, grid: list[float], keep: float, ties: str, stop: bo
     return select_alpha(pts, keep, ties=ties), len(asked)
 
 
-def replay(out: Path) -> None:
+def replay() -> None:
     """Early stop or not, on the recorded curves: the same α? how many evaluations fewer?"""
     rows: dict[str, Tally] = {}
-    lines = ["# python benchmarks/check_alpha_search.py --replay  "
-             f"({time.strftime('%Y-%m-%d')}; recorded coarse-to-fine curves, replayed without and with the early stop)"]
+    lines, changed = [], []
     for folder, name, r in recorded_curves():
         tally = rows.setdefault(folder, Tally())
         table = {round(p["alpha"], 3): AlphaPoint(**p) for p in r["val_curve"]}
@@ -117,6 +113,7 @@ def replay(out: Path) -> None:
         tally.evals_stop += n_stop
         tally.alpha_changed += a_full != a_stop
         if a_full != a_stop:
+            changed.append({"study": folder, "line": name, "alpha": a_full, "alpha_with_stop": a_stop})
             lines.append(f"  differs: {folder}/{name} ({r.get('attack')}, seed {r.get('seed')}): {a_full} -> {a_stop}")
     lines.append(f"{'runs folder':>28} {'curves':>6} {'evals':>6} {'with stop':>9} {'saved':>6} {'alpha changed':>13} "
                  f"{'not replayable':>14}")
@@ -124,7 +121,8 @@ def replay(out: Path) -> None:
     total = Tally(*(sum(getattr(t, f.name) for t in rows.values()) for f in fields(Tally)))
     lines.append(total.row("all"))
     print(*lines, sep="\n")
-    save(out.name, lines)
+    record("alpha-search-replay", {"studies": {k: asdict(t) for k, t in rows.items()}, "all": asdict(total),
+                                   "changed": changed})
 
 
 def main() -> None:
@@ -135,13 +133,9 @@ def main() -> None:
     p.add_argument("--replay", action="store_true", help="replay the recorded curves with and without the early stop")
     a = p.parse_args()
     if a.replay:
-        return replay(RESULTS / "alpha-search-replay.txt")
-    out = Path(__file__).parent / "results" / f"alpha-search-{a.setting}.txt"
-    lines = out.read_text().splitlines() if out.exists() else [
-        f"alpha search, {a.setting}: full grid vs coarse-to-fine replayed on the same validation curve",
-        f"{'attack':>10} {'seed':>4} {'grid pts':>8} {'c2f pts':>7} {'alpha grid':>10} {'alpha c2f':>9} "
-        f"{'same':>5} {'grid sec':>8} {'c2f sec (est)':>13}"]
-    print(*lines, sep="\n")
+        return replay()
+    print(f"{'attack':>10} {'seed':>4} {'grid pts':>8} {'c2f pts':>7} {'alpha grid':>10} {'alpha c2f':>9} "
+          f"{'same':>5} {'grid sec':>8} {'c2f sec (est)':>13}")
     for attack in a.attacks:
         for seed in a.seeds:
             full, grid, keep, secs = curve_and_setting(a.setting, attack, seed)
@@ -154,11 +148,11 @@ def main() -> None:
 
             c2f = refine(lookup, grid, keep, stop_below_floor=False)
             ag, ac = select_alpha(full, keep), select_alpha(c2f, keep)
-            line = (f"{attack:>10} {seed:>4} {len(full):>8} {len(asked):>7} {ag:>10.2f} {ac:>9.2f} {str(ag == ac):>5} "
-                    f"{secs:>8.1f} {secs * len(asked) / len(full):>13.1f}")
-            lines.append(line)
-            print(line)
-            out.write_text("\n".join(lines) + "\n")
+            print(f"{attack:>10} {seed:>4} {len(full):>8} {len(asked):>7} {ag:>10.2f} {ac:>9.2f} {str(ag == ac):>5} "
+                  f"{secs:>8.1f} {secs * len(asked) / len(full):>13.1f}")
+            record("alpha-search", {"setting": a.setting, "attack": attack, "seed": seed, "grid_points": len(full),
+                                    "coarse_to_fine_points": len(asked), "alpha_grid": ag, "alpha_coarse_to_fine": ac,
+                                    "grid_seconds": secs})
 
 
 if __name__ == "__main__":

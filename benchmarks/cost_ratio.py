@@ -12,35 +12,33 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from typing import Callable
 
 import torch
 from torch import nn
-from results_io import record
+from study import record
 
 from tbar_helpers.config import get_scale, override
 from tbar_helpers.data import load_task
-from tbar_helpers.metrics import accuracy, attack_success_rate
+from tbar_helpers.metrics import EvalSet
 from tbar_helpers.pipeline import evaluate, make_forget_set, prepare
 from tbar_helpers.tbar import point_at, run_tbar
 from tbar_helpers.training import finetune
 
 
-def clean_finetune_until(clf_b: nn.Module, images: torch.Tensor, labels: torch.Tensor, val_x: torch.Tensor,
-                         val_y: torch.Tensor, trigger: Callable, target: int, asr_goal: float, lr: float,
-                         batch_size: int = 64, max_steps: int = 2000, check_every: int = 25, seed: int = 0,
-                         progress: bool = False) -> dict:
+def clean_finetune_until(clf_b: nn.Module, images: torch.Tensor, labels: torch.Tensor, val: EvalSet,
+                         asr_goal: float, lr: float, *, batch_size: int = 64, max_steps: int = 2000,
+                         check_every: int = 25, seed: int = 0, progress: bool = False) -> dict:
     """Clean fine-tuning until validation ASR ≤ ``asr_goal``: how many steps, samples and seconds it took."""
     out = copy.deepcopy(clf_b)
-    t0, steps, asr = time.time(), 0, attack_success_rate(out, val_x, val_y, trigger, target)
+    t0, steps, asr = time.time(), 0, val.asr(out)
     while asr > asr_goal and steps < max_steps:
         finetune(out, images, labels, steps=check_every, lr=lr, batch_size=batch_size, seed=seed + steps,
                  warmup=0, desc="clean fine-tune defense", progress=progress)
         steps += check_every
-        asr = attack_success_rate(out, val_x, val_y, trigger, target)
+        asr = val.asr(out)
     return {"model": out, "steps": steps, "samples_seen": steps * batch_size,
             "unique_samples": min(len(images), steps * batch_size), "seconds": time.time() - t0,
-            "val_asr": asr, "val_ca": accuracy(out, val_x, val_y), "reached": asr <= asr_goal}
+            "val_asr": asr, "val_ca": val.ca(out), "reached": asr <= asr_goal}
 
 
 def main() -> None:
@@ -55,15 +53,13 @@ def main() -> None:
     s = prepare(a.attack, None, a.seed, scale, progress=False)
     fx, fy = make_forget_set(s, scale.tbar.forget_size)
     t0 = time.time()
-    cleaned, res = run_tbar(s.backdoored, fx, fy, s.val.images, s.val.labels, s.trigger, scale.attack.target,
-                            scale.tbar, a.seed, progress=False, batch_size=scale.eval_batch_size)
+    cleaned, res = run_tbar(s.backdoored, fx, fy, s.evalset("val"), scale.tbar, a.seed, progress=False)
     t_tbar = time.time() - t0
     ca_t, asr_t = evaluate(cleaned, s)
     val_asr_tbar = point_at(res.curve, res.alpha).asr
     pool = load_task(s.task, "val", a.clean_pool, a.seed, scale.model.image_size, stream="clean-defense")
-    ft = clean_finetune_until(s.backdoored, pool.images, pool.labels, s.val.images, s.val.labels, s.trigger,
-                              scale.attack.target, max(val_asr_tbar, 0.03), a.lr or scale.finetune.lr,
-                              batch_size=64, max_steps=3000, seed=a.seed)
+    ft = clean_finetune_until(s.backdoored, pool.images, pool.labels, s.evalset("val"), max(val_asr_tbar, 0.03),
+                              a.lr or scale.finetune.lr, batch_size=64, max_steps=3000, seed=a.seed)
     ca_f, asr_f = evaluate(ft["model"], s)
     rec = {"attack": a.attack, "seed": a.seed,
            "tbar": {"samples": res.forget_size, "seconds": t_tbar, "ca": ca_t, "asr": asr_t, "alpha": res.alpha},

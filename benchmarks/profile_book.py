@@ -4,8 +4,8 @@ Each notebook's code cells (its own defaults: the book profile) are written out 
 fresh process under ``cProfile`` with ``MPLBACKEND=Agg``, chapter after chapter into one cache, as ``make book``
 runs them. The summary splits each chapter's time into the training loops (model fine-tunes, TBAR's forget
 fine-tunes, baselines, trigger inversion and patch optimisation), the forward passes of every evaluation
-(``metrics.predict``), and the rest. Appends the table, with the commit and the CPU, to
-``benchmarks/results/book-profile.txt``.
+(``metrics.predict``), and the rest. Prints the table and appends the seconds by chapter and kind of work,
+with the commit and the CPU, as one JSON line to ``benchmarks/results/book-profile.jsonl``.
 
     python benchmarks/profile_book.py                        # cold: a fresh cache, every chapter
     python benchmarks/profile_book.py --only 08_paper_scale  # one chapter (the current cache)
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_io import commit, cpu_flags, save
+from study import record
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,10 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # but x) whose cumulative time it is. None of them runs inside another (checked by the summary: their sum
 # never exceeds a chapter's total).
 KINDS: dict[str, list[tuple[str, str, str]]] = {
-    "model fine-tunes": [("training.py", "finetune_task", ""), ("imagetext.py", "contrastive_finetune", "-baseline")],
+    "model fine-tunes": [("training.py", "finetune_task", ""), ("training.py", "contrastive_finetune", "-baseline")],
     "TBAR forget fine-tunes": [("tbar.py", "trigger_vector", ""), ("imagetext.py", "imagetext_trigger_vector", "")],
     "baselines": [("defenses.py", "clean_finetune", ""), ("defenses.py", "gradient_ascent", ""),
-                  ("imagetext.py", "contrastive_finetune", "baseline")],
+                  ("training.py", "contrastive_finetune", "baseline")],
     "inversion and patch optimisation": [("inversion.py", "invert_trigger", ""), ("attacks.py", "optimize_patch", "")],
     "evaluation forward passes": [("metrics.py", "predict", "")],
 }
@@ -122,11 +122,10 @@ def main() -> None:
     rows = {prof.stem: summarize(prof) for prof in sorted(out_dir.glob("*.prof"))}
     if not rows:
         raise SystemExit(f"no .prof files in {out_dir}: run without --summarize first")
-    lines = [f"# python benchmarks/profile_book.py {' '.join(sys.argv[1:])}   ({os.cpu_count()} cores, {started}, "
-             f"commit {commit()}; {how}; book profile)", f"# CPU: {cpu_flags()}"]
-    lines += ([f"# {a.note}"] if a.note else []) + table(rows)
-    save("book-profile.txt", lines, append=True)
-    print("\n".join(lines))
+    print("\n".join(table(rows)))
+    record("book-profile", {"command": f"python benchmarks/profile_book.py {' '.join(sys.argv[1:])}".strip(),
+                            "started": started, "cores": os.cpu_count(), "how": how, "note": a.note,
+                            "seconds": rows})
 
 
 if __name__ == "__main__":

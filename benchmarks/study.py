@@ -1,111 +1,364 @@
-"""The study runner: a study is data (what to measure, a grid of preset overrides, attacks or tasks, seeds).
+"""The study runner: a study is data (what to measure, on which attacks or tasks, under which named variants
+of the preset, for which seeds), and every run is one JSON line.
 
 Each run appends one JSON line, with the commit, date and CPU, to ``benchmarks/results/<study>.jsonl``;
 runs already recorded there are skipped, so an interrupted study resumes. The tables are rendered from the
-recorded lines, never from console output.
+recorded lines, never from console output. Studies that *choose* something (a learning rate, a recipe, a
+threshold) read the validation split only; the test split is read by the studies that report.
 
     python benchmarks/study.py --list
     python benchmarks/study.py classification                # run what is missing, then print the table
     python benchmarks/study.py classification --seeds 3 4    # more seeds
     python benchmarks/study.py image-text --table            # only the table, from the recorded lines
+    python benchmarks/study.py classification --verify badnet:0   # rerun one record from an empty cache
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
-from results_io import RESULTS, record
+from tbar_helpers.cache import replace_atomically
+from tbar_helpers.config import MINI, STAGE1_CHECKPOINT, STAGE2_CHECKPOINT, get_scale, override
+from tbar_helpers.report import CLASSIFICATION, DISPLAY, RESULTS, pct, records, summary_table, table
 
-from tbar_helpers.config import MINI, get_scale, override
-from tbar_helpers.report import CLASSIFICATION, records, summary_table
+ATTACKS = ("badnet", "blended", "wanet", "sig", "badclip", "badmerging")
 
 
 @dataclass(frozen=True)
 class Study:
-    """``measure`` names a function of (item, seed, scale) -> record; ``items`` are attacks or tasks."""
+    """A grid of ``variants`` (name → preset overrides; keys starting with "_" go to the measure) × ``items``
+    (attacks, or tasks for ``clean-task``) × ``seeds``, and the ``measure`` that turns one run into a record."""
 
     measure: str
     items: tuple[str, ...]
     seeds: tuple[int, ...] = (0, 1, 2)
-    overrides: dict = field(default_factory=dict)
+    overrides: dict = field(default_factory=dict)  # for every run
+    variants: dict = field(default_factory=lambda: {"": {}})
+    setting: str = "classification"
     task: str | None = None  # the classification task (None: the preset's default)
     about: str = ""
 
 
-def _classification(study: Study) -> Callable[[str, int, object], dict]:
+# -------------------------------------------------------------------------------------------- provenance
+def cpu_flags() -> str:
+    """The CPU's model name and the wide-vector and matrix extensions it reports (Linux)."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return "unknown CPU"
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16"]
+    return f"{model}; " + ", ".join(f"{w} {'yes' if w in flags else 'no'}" for w in wanted)
+
+
+def commit() -> str:
+    """The short hash of the checkout's HEAD ("?" outside a git checkout)."""
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=RESULTS.parent, capture_output=True, text=True)
+    return r.stdout.strip() or "?"
+
+
+def record(name: str, rec: dict, results: Path | None = None) -> Path:
+    """Append ``rec``, with the commit, date and CPU, as one JSON line to ``benchmarks/results/<name>.jsonl``
+    (the whole file rewritten to a temp file, then renamed: an interrupted write loses nothing)."""
+    path = (results or RESULTS) / f"{name}.jsonl"
+    rec = {**rec, "commit": commit(), "date": time.strftime("%Y-%m-%d"), "cpu": cpu_flags()}
+    old = path.read_bytes() if path.exists() else b""
+    replace_atomically(path, old + (json.dumps(rec, sort_keys=True, default=str) + "\n").encode())
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- measures
+def _setup(study: Study, attack: str, seed: int, scale, with_clean: bool = False):
+    """The backdoored model of ``study.setting`` (a :class:`tbar_helpers.setting.Setting`)."""
+    if study.setting == "image-text":
+        from tbar_helpers.imagetext import prepare_imagetext
+        return prepare_imagetext(attack, seed, scale, progress=False)
+    from tbar_helpers.pipeline import prepare
+    return prepare(attack, study.task, seed, scale, progress=False, with_clean=with_clean)
+
+
+def _classification(study, attack, seed, scale, extra):
     from tbar_helpers.pipeline import run
-    return lambda attack, seed, scale: run(attack, study.task, seed, scale, progress=False)
+    return run(attack, study.task, seed, scale, progress=False)
 
 
-def _image_text(study: Study) -> Callable[[str, int, object], dict]:
+def _image_text(study, attack, seed, scale, extra):
     from tbar_helpers.imagetext_runs import run_imagetext
-    return lambda attack, seed, scale: run_imagetext(attack, seed, scale, progress=False)
+    return run_imagetext(attack, seed, scale, progress=False)
 
 
-def _attack_unknown(study: Study) -> Callable[[str, int, object], dict]:
+def _attack_unknown(study, attack, seed, scale, extra):
     from tbar_helpers.imagetext_runs import run_attack_unknown
-    return lambda attack, seed, scale: run_attack_unknown(attack, seed, scale, progress=False)
+    return run_attack_unknown(attack, seed, scale, study.setting, progress=False)
 
 
-def _clean_task(study: Study) -> Callable[[str, int, object], dict]:
+def _clean_task(study, task, seed, scale, extra):
     from tbar_helpers.pipeline import clean_reference
-
-    def measure(task: str, seed: int, scale) -> dict:
-        r = clean_reference(task, seed, scale, progress=False)
-        seconds = r.pop("finetune_seconds")
-        return {**r, "chance": 1 / r["classes"], "seconds": seconds}
-    return measure
+    r = clean_reference(task, seed, scale, progress=False)
+    return {**r, "chance": 1 / r["classes"], "seconds": r.pop("finetune_seconds")}
 
 
-MEASURES = {"classification": _classification, "image-text": _image_text, "attack-unknown": _attack_unknown,
-            "clean-task": _clean_task}
+def _victim_val(study, attack, seed, scale, extra):
+    """How strongly the backdoor plants, on the validation split (chooses the victim's recipe)."""
+    s = _setup(study, attack, seed, scale, with_clean=True)
+    val = s.evalset("val")
+    ca, asr = val.scores(s.victim())
+    rec = {"attack": attack, "seed": seed, "ca_backdoored": ca, "asr_backdoored": asr, "ca_zeroshot": val.ca(s.reference())}
+    if hasattr(s, "clean"):
+        rec["ca_clean_ft"] = val.ca(s.clean)
+    return rec
+
+
+def _tbar_val(study, attack, seed, scale, extra):
+    """TBAR's α search as the defender sees it: the validation curve at the chosen α (chooses TBAR's recipe)."""
+    from tbar_helpers.tbar import AlphaPoint, point_at
+    s = _setup(study, attack, seed, scale)
+    t0 = time.time()
+    _, rec = s.tbar(progress=False)
+    curve = [AlphaPoint(**p) for p in rec["val_curve"]]
+    ref, at = min(curve, key=lambda p: p.alpha), point_at(curve, rec["alpha"])
+    return {"attack": attack, "seed": seed, **rec, "asr_backdoored": ref.asr, "ca_backdoored": ref.ca,
+            "asr_tbar": at.asr, "ca_tbar": at.ca, "ca_retained": at.ca / ref.ca, "tbar_seconds": time.time() - t0}
+
+
+def _unknown_val(study, attack, seed, scale, extra):
+    """Attack unknown, on validation: the proxy trigger's α against the real trigger's ASR there."""
+    from tbar_helpers.imagetext_runs import invert
+    from tbar_helpers.inversion import infer_target
+    s = _setup(study, attack, seed, scale)
+    proxy = invert(s.victim(), s.defender.images, scale, seed, progress=False).trigger()
+    target, share = infer_target(s.victim(), s.val.images, proxy, scale.eval_batch_size)
+    cleaned, rec = s.tbar(proxy, target, proxy=True, progress=False)
+    val = s.evalset("val")
+    ca0, asr0 = val.scores(s.victim())
+    ca, asr = val.scores(cleaned)
+    return {"attack": attack, "seed": seed, "inferred_target": target, "inferred_share": share, **rec,
+            "ca_backdoored": ca0, "asr_backdoored": asr0, "ca_tbar": ca, "asr_tbar": asr, "ca_retained": ca / ca0}
+
+
+def _decree(study, attack, seed, scale, extra):
+    """DECREE's inversion on the backdoored model and on θpre (their masks' share of the image)."""
+    from tbar_helpers.imagetext_runs import invert
+    from tbar_helpers.inversion import is_backdoored
+    s = _setup(study, attack, seed, scale)
+    inv = invert(s.victim(), s.defender.images, scale, seed, progress=False)
+    ref = invert(s.reference(), s.defender.images, scale, seed, progress=False)
+    thr = scale.imagetext.detect_threshold
+    return {"attack": attack, "seed": seed, "goal": scale.imagetext.invert_sim_goal, "mask_l1": inv.l1,
+            "similarity": inv.similarity, "mask_l1_pre": ref.l1, "similarity_pre": ref.similarity,
+            "mask_ratio": inv.l1 / ref.l1, "detected": is_backdoored(inv, thr), "pre_flagged": is_backdoored(ref, thr)}
+
+
+def _response(f, attack, seed, scale, curve_alphas=None) -> dict:
+    """The calibration protocol on one foundation (fine-tunes, TBAR, ξ of TBAR's τt and of θb − θclean)."""
+    import numpy as np
+
+    from tbar_helpers.pipeline import xi_heatmap
+    from tbar_helpers.studies import backdoor_vector, foundation_response
+    out = foundation_response(f, attack, seed, scale, XI_ALPHAS, 500, curve_alphas)
+    r, s = out["row"], out["setup"]
+    rec = {"attack": attack, "seed": seed, "ca_zeroshot": r["zero-shot CA"], "ca_backdoored": r["CA backdoored"],
+           "asr_backdoored": r["ASR backdoored"], "ca_tbar": r["CA TBAR"], "asr_tbar": r["ASR TBAR"],
+           "ca_retained": r["CA retained"], "alpha": r["alpha"], "alphas": XI_ALPHAS, "n": 500}
+    if curve_alphas is not None:
+        rec["ca_retained_at_asr3"] = r["CA retained at ASR ≤ 3%"]
+    for kind, g in (("difference", xi_heatmap(s, backdoor_vector(s, "difference"), XI_ALPHAS, 500)),
+                    ("forget", out["grid"])):
+        xi = np.asarray(g["xi"])
+        rec |= {f"xi_{kind}": xi.tolist(), f"mean_xi_{kind}": float(xi.mean()),
+                f"mean_xi_{kind}_inner": float(xi[:-1, :-1].mean())}  # αc, αt ≤ 1
+    return rec
+
+
+def _xi(study, attack, seed, scale, extra):
+    """ξ(αc, αt) and TBAR on one foundation checkpoint (``_foundation``: a path; None: the preset's)."""
+    from tbar_helpers.foundation import load_foundation
+    f = load_foundation(scale, path=extra.get("_foundation"), progress=False)
+    return {**_response(f, attack, seed, scale), "checkpoint": str(extra.get("_foundation") or "preset"),
+            "pretrain_steps": extra.get("_steps")}
+
+
+def _architecture(study, attack, seed, scale, extra):
+    """A variant of the mini model pretrained from scratch at the study's budget, then the protocol."""
+    import numpy as np
+
+    from tbar_helpers.foundation import pretrain_foundation, zeroshot_accuracy
+    t0 = time.time()
+    f = pretrain_foundation(scale, progress=False)
+    rec = _response(f, attack, seed, scale, [round(0.1 * i, 1) for i in range(16)])
+    return {**rec, "ca_zeroshot": zeroshot_accuracy(f, scale.default_task), "steps": scale.pretrain.steps,
+            "tokens": (scale.model.image_size // scale.model.patch_size) ** 2,
+            "final_loss": float(np.mean(f.losses[-50:])), "pretrain_seconds": time.time() - t0}
+
+
+MEASURES: dict[str, Callable] = {
+    "classification": _classification, "image-text": _image_text, "attack-unknown": _attack_unknown,
+    "clean-task": _clean_task, "victim-val": _victim_val, "tbar-val": _tbar_val, "unknown-val": _unknown_val,
+    "decree": _decree, "xi": _xi, "architecture": _architecture}
 # what each measure's table shows (record fields; report.DISPLAY names them)
 COLUMNS = {"classification": CLASSIFICATION,
            "image-text": ("ca_zeroshot", "asr_zeroshot", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar",
                           "ca_retained", "knowledge_kept"),
            "attack-unknown": ("ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar", "ca_retained"),
-           "clean-task": ("ca_zeroshot", "ca_clean_ft")}
-ATTACKS = ("badnet", "blended", "wanet", "sig", "badclip", "badmerging")
+           "clean-task": ("ca_zeroshot", "ca_clean_ft"),
+           "victim-val": ("ca_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored"),
+           "tbar-val": ("asr_backdoored", "asr_tbar", "ca_retained", "alpha"),
+           "unknown-val": ("asr_backdoored", "asr_tbar", "ca_retained", "alpha"),
+           "decree": ("mask_l1", "mask_l1_pre", "mask_ratio"),
+           "xi": ("ca_zeroshot", "asr_tbar", "ca_retained", "mean_xi_forget", "mean_xi_difference"),
+           "architecture": ("ca_zeroshot", "asr_backdoored", "ca_retained_at_asr3", "mean_xi_forget")}
+XI_ALPHAS = (0.0, 0.5, 1.0, 1.5)
+ARCHITECTURES = {"preset": {}, "narrow": {"model.vision_width": 96}, "shallow": {"model.vision_layers": 3},
+                 "wide": {"model.vision_width": 256}, "res48": {"model.image_size": 48},
+                 "patch4": {"model.patch_size": 4},
+                 "res64p16": {"model.image_size": 64, "model.patch_size": 16}}  # 4x the pixels, 16 tokens
+WANET_VISIBLE = {"attack.wanet_s": 16, "attack.wanet_noise_ratio": 0}  # warps of about 8 pixels: it plants
 
 STUDIES = {
+    # reports (test split)
     "classification": Study("classification", ATTACKS, about="every attack on the default task, the mini preset"),
     "sig-digits": Study("classification", ("sig",), task="digits", overrides={"attack.sig_delta": 0.4706},
                         about="SIG where it plants: the handwritten digits, a wave of 120/255"),
-    "image-text": Study("image-text", ("badnet", "blended"), about="poisoned captions, TBAR and the baselines"),
-    "attack-unknown": Study("attack-unknown", ("badnet", "badclip"),
+    "image-text": Study("image-text", ("badnet", "blended"), setting="image-text",
+                        about="poisoned captions, TBAR and the baselines"),
+    "attack-unknown": Study("attack-unknown", ("badnet", "badclip"), setting="image-text",
                             about="image-text with the trigger reverse-engineered (DECREE-style)"),
     "clean-tasks": Study("clean-task", MINI.tasks, seeds=(0,), about="θpre's zero-shot CA against a clean fine-tune"),
+    "xi-pretraining": Study("xi", ("badnet", "blended"), seeds=(0,), variants={
+        "stage 1 (1500 steps)": {"_foundation": STAGE1_CHECKPOINT, "_steps": 1500},
+        "stage 2 (2500 steps)": {"_foundation": STAGE2_CHECKPOINT, "_steps": 2500},
+        "stage 3 (3500 steps, preset)": {"_steps": 3500}},
+        about="ξ(αc, αt) and TBAR against the pretraining budget (the shipped checkpoints)"),
+    "architecture": Study("architecture", ("badnet",), seeds=(0,), overrides={"pretrain.steps": 500,
+                                                                               "pretrain.init_from": ""},
+                          variants=ARCHITECTURES, about="width, depth, resolution and patch at 500 pretraining steps"),
+    # choices (validation split)
+    "victim-lr": Study("victim-val", ("badnet",), variants={
+        f"lr {lr:g}": {"finetune.lr": lr} for lr in (1e-4, 1.25e-4, 1.5e-4, 2e-4, 3e-4)},
+        about="the victim's fine-tune lr: the smallest whose validation ASR plants the backdoor"),
+    "wanet-strength": Study("victim-val", ("wanet",), seeds=(0,), variants={
+        f"s {s:g}, noise {n:g}": {"attack.wanet_s": s, "attack.wanet_noise_ratio": n}
+        for s, n in ((0.5, 2), (4, 0), (8, 0), (16, 0))}, about="does WaNet plant, by warp strength"),
+    "forget-recipe": Study("tbar-val", ("badnet", "blended"), variants={
+        f"lr {lr:g}, {n} steps": {"tbar.lr": lr, "tbar.steps": n} for lr in (3e-5, 1e-4, 3e-4) for n in (10, 30)},
+        about="the classification forget fine-tune's lr and steps, read on validation"),
+    "image-text-recipes": Study("tbar-val", ("badnet", "blended"), setting="image-text", variants={
+        "preset": {}, "AdamW only": {"imagetext.forget_alternatives": ()},
+        "1500 pairs only": {"imagetext.forget_size_alternatives": ()},
+        "20 steps": {"imagetext.tbar.steps": 20}},
+        about="the image-text forget recipes the α search chooses among, read on validation"),
+    "unknown-alpha": Study("unknown-val", ("badnet", "badclip"), setting="image-text",
+                           about="attack unknown: the proxy's α rule against the real trigger, on validation"),
+    "decree-goals": Study("decree", ("wanet",), setting="image-text", overrides=WANET_VISIBLE, variants={
+        f"goal {g:g}": {"imagetext.invert_sim_goal": g} for g in (0.8, 0.9, 0.95)},
+        about="DECREE's similarity goal on the 8-pixel WaNet CLIP: its mask against θpre's (no split chooses)"),
 }
 
 
+# ------------------------------------------------------------------------------------------------ running
 def _key(rec: dict) -> tuple:
-    return rec.get("attack") or rec.get("task"), rec["seed"]
+    return rec.get("variant", ""), rec.get("attack") or rec.get("task"), rec["seed"]
 
 
-def run_study(name: str, seeds: tuple[int, ...] | None = None, threads: int = 0) -> None:
+def _scale(study: Study, variant: str, threads: int):
+    sets = study.variants[variant]
+    plain = {k: v for k, v in sets.items() if not k.startswith("_")}
+    extra = {k: v for k, v in sets.items() if k.startswith("_")}
+    return override(get_scale("mini"), threads=threads, **study.overrides, **plain), extra
+
+
+def run_study(name: str, seeds: tuple[int, ...] | None = None, threads: int = 0, results: Path | None = None) -> None:
+    study, results = STUDIES[name], results or RESULTS
+    done = {_key(r) for r in (records(name, results=results) if (results / f"{name}.jsonl").exists() else [])}
+    for variant in study.variants:
+        scale, extra = _scale(study, variant, threads)
+        for item in study.items:
+            for seed in seeds or study.seeds:
+                what = " ".join(filter(None, (variant, item, f"seed {seed}")))
+                if (variant, item, seed) in done:
+                    print(f"{name}: {what} is recorded; skipped", flush=True)
+                    continue
+                t0 = time.time()
+                rec = MEASURES[study.measure](study, item, seed, scale, extra)
+                rec |= {"study": name, "overrides": {**study.overrides, **study.variants[variant]},
+                        "wall_seconds": time.time() - t0, **({"variant": variant} if variant else {})}
+                record(name, rec, results)
+                print(f"{name}: {what} recorded ({rec['wall_seconds']:.0f} s)", flush=True)
+
+
+# what may differ between two runs of the same code: timings and provenance
+VOLATILE = {"seconds", "tbar_seconds", "stage_seconds", "wall_seconds", "pretrain_seconds", "commit", "date", "cpu",
+            "study", "overrides"}
+
+
+def differences(old, new, path: str = "") -> list[str]:
+    """Where ``new`` differs from the recorded ``old`` (timings and provenance aside); a list of ``new``
+    shorter than the recorded one is compared on its own length (e.g. fewer baseline budgets)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted((set(old) | set(new)) - VOLATILE)
+                for d in (differences(old.get(k), new.get(k), f"{path}.{k}") if k in old and k in new
+                          else [f"{path}.{k}: only in the {'record' if k in old else 'rerun'}"])]
+    if isinstance(old, list) and isinstance(new, list) and new:
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in differences(a, b, f"{path}[{i}]")]
+    return [] if old == new else [f"{path}: recorded {old!r}, rerun {new!r}"]
+
+
+def verify(name: str, item: str, seed: int, variant: str = "", threads: int = 0,
+           budgets: tuple[int, ...] | None = None) -> int:
+    """Rerun one recorded run of a study with an empty cache (everything retrained) and compare it with its
+    record to the digit. ``budgets`` limits the image–text baselines rerun. Returns the number of
+    differences (0: reproduced)."""
     study = STUDIES[name]
-    scale = override(get_scale("mini"), threads=threads, **study.overrides)
-    done = {_key(r) for r in (records(name) if (RESULTS / f"{name}.jsonl").exists() else [])}
-    measure = MEASURES[study.measure](study)
-    for item in study.items:
-        for seed in seeds or study.seeds:
-            if (item, seed) in done:
-                print(f"{name}: {item} seed {seed} is recorded; skipped", flush=True)
-                continue
-            t0 = time.time()
-            rec = measure(item, seed, scale)
-            rec |= {"study": name, "overrides": study.overrides, "wall_seconds": time.time() - t0}
-            record(name, rec)
-            print(f"{name}: {item} seed {seed} recorded ({rec['wall_seconds']:.0f} s)", flush=True)
+    old = next((r for r in records(name) if _key(r) == (variant, item, seed)), None)
+    if old is None:
+        raise SystemExit(f"{name}: no record of {variant or ''} {item} seed {seed} to verify; run the study first")
+    scale, extra = _scale(study, variant, threads)
+    if budgets is not None:
+        scale = override(scale, **{"imagetext.defense_budgets": budgets})
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["TBAR_CACHE"] = cache
+        new = MEASURES[study.measure](study, item, seed, scale, extra)
+    diffs = differences(old, new)
+    print(f"{name}: {item} seed {seed}: " + ("reproduced to the digit" if not diffs else f"{len(diffs)} differences"))
+    print(*diffs[:40], sep="\n")
+    return len(diffs)
 
 
-def render(name: str) -> str:
+def render(name: str, results: Path | None = None) -> str:
     study = STUDIES[name]
-    recs = records(name)
+    recs = records(name, results=results or RESULTS)
     by = "task" if study.measure == "clean-task" else "attack"
-    return summary_table(recs, COLUMNS[study.measure], by=by)
+    keys = COLUMNS[study.measure]
+    if len(study.variants) == 1:
+        return summary_table(recs, keys, by=by)
+    rows = []
+    for (variant, item), rs in _groups(recs, by).items():
+        rows.append([variant, item, ",".join(str(r["seed"]) for r in rs),
+                     *(_cell([r.get(k) for r in rs], k) for k in keys)])
+    return table(["variant", by, "seeds", *(DISPLAY.get(k, k) for k in keys)], rows)
+
+
+def _groups(recs: list[dict], by: str) -> dict:
+    out: dict = {}
+    for r in recs:
+        out.setdefault((r.get("variant", ""), r.get(by)), []).append(r)
+    return out
+
+
+def _cell(values: list, key: str) -> str:
+    vals = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not vals:
+        return "–"
+    mean = sum(vals) / len(vals)
+    return f"{mean:g}" if key == "alpha" else pct(mean)
 
 
 def main() -> None:
@@ -115,11 +368,20 @@ def main() -> None:
     p.add_argument("--table", action="store_true", help="only print the table from the recorded lines")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds to run (default: the study's)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
+    p.add_argument("--verify", metavar="ITEM:SEED", help="rerun one record with an empty cache and compare")
+    p.add_argument("--variant", default="", help="with --verify: the variant of the record")
+    p.add_argument("--budgets", nargs="+", type=int, default=None,
+                   help="with --verify: the image-text baseline budgets to rerun (default: all)")
     a = p.parse_args()
     if a.list or not a.study:
         for name, s in STUDIES.items():
-            print(f"{name:16} {s.measure:15} {', '.join(s.items)}; seeds {s.seeds}: {s.about}")
+            print(f"{name:20} {s.measure:15} {', '.join(s.items)}; {len(s.variants)} variant(s), seeds {s.seeds}: "
+                  f"{s.about}")
         return
+    if a.verify:
+        item, _, seed = a.verify.partition(":")
+        raise SystemExit(1 if verify(a.study, item, int(seed or 0), a.variant, a.threads,
+                                     tuple(a.budgets) if a.budgets else None) else 0)
     if not a.table:
         run_study(a.study, tuple(a.seeds) if a.seeds else None, a.threads)
     print(render(a.study))

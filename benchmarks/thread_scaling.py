@@ -5,7 +5,8 @@ threads, with 1 thread, and as two 1-thread processes side by side, and prints i
 the ratios. If two single-thread processes together beat one 2-thread process, executing notebooks
 in parallel would shorten a cold ``make book``. It also says whether a 1-thread and a 2-thread
 fine-tune give the same weights (if not, a build with 1-thread notebooks would change every recorded
-number), and which vector instructions the CPU offers. Results: benchmarks/results/thread-scaling.txt
+number), and which vector instructions the CPU offers. Results: one JSON line per run in
+benchmarks/results/thread-scaling.jsonl
 
     python benchmarks/thread_scaling.py
 
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from results_io import cpu_flags, save
+from study import record
 
 STEPS = 30
 
@@ -79,16 +80,13 @@ def main() -> None:
         p.stdin.flush()
     side = [result(p)[0] for p in pair]
     same = "the same weights" if w1 == w2 else f"different weights ({w1} against {w2})"
-    lines = [f"# python benchmarks/thread_scaling.py   ({time.strftime('%Y-%m-%d %H:%M')}, {STEPS} fine-tune steps, "
-             f"preset batch; threads set after loading, side-by-side workers start together)",
-             f"# CPU: {cpu_flags()}",
-             f"one process, 2 threads: {two:.0f} img/s",
-             f"one process, 1 thread:  {single:.0f} img/s  (ratio to 2 threads: {single / two:.2f})",
-             f"two 1-thread processes side by side: {side[0]:.0f} + {side[1]:.0f} = {sum(side):.0f} img/s "
-             f"(ratio to one 2-thread process: {sum(side) / two:.2f})",
-             f"1 thread and 2 threads reach {same} after {STEPS} steps"]
-    save("thread-scaling.txt", lines, append=True)
-
+    print(f"one process, 2 threads: {two:.0f} img/s\n"
+          f"one process, 1 thread:  {single:.0f} img/s  (ratio to 2 threads: {single / two:.2f})\n"
+          f"two 1-thread processes side by side: {side[0]:.0f} + {side[1]:.0f} = {sum(side):.0f} img/s "
+          f"(ratio to one 2-thread process: {sum(side) / two:.2f})\n1 thread and 2 threads reach {same} after {STEPS} steps")
+    record("thread-scaling", {"steps": STEPS, "img_per_s_2_threads": two, "img_per_s_1_thread": single,
+                              "img_per_s_two_1_thread_processes": side, "ratio_1_to_2_threads": single / two,
+                              "ratio_side_by_side_to_2_threads": sum(side) / two, "same_weights": w1 == w2})
 
 if __name__ == "__main__":
     main()

@@ -2,18 +2,18 @@
 
 One update = θb − α·τt loaded into the encoder, predictions for the probe's clean and triggered
 images, and the widget's HTML redrawn. Each α is new (no memo hit), the worst case for a reader.
-Appends what it measured, with the commit and the CPU, to ``benchmarks/results/widget_latency.txt``.
+Appends what it measured, with the commit and the CPU, as a JSON line to
+``benchmarks/results/widget-latency.jsonl``.
 
     python benchmarks/widget_latency.py [--attack badnet] [--n 128] [--updates 10]
 """
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
-from results_io import commit, cpu_flags, save
+from study import record
 
 from tbar_helpers.pipeline import make_forget_set, prepare
 from tbar_helpers.tbar import trigger_vector
@@ -43,16 +43,12 @@ def main() -> None:
     slider.value = round(0.1 + 0.05, 2)
     memo = time.perf_counter() - t0
     mean, worst = statistics.mean(times), max(times)
-    lines = [
-        f"# python benchmarks/widget_latency.py --attack {a.attack} --n {a.n} --updates {a.updates}  "
-        f"({os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, commit {commit()})",
-        f"# CPU: {cpu_flags()}",
-        f"alpha widget, {a.attack}, {len(probe.x)} clean + {len(probe.xt)} triggered images per update",
-        f"new alpha: mean {mean:.3f} s, max {worst:.3f} s over {len(times)} updates; repeated alpha: {memo * 1000:.1f} ms",
-        f"ratio to the {TARGET_S} s target: mean {mean / TARGET_S:.2f}, max {worst / TARGET_S:.2f}"]
-    print(*lines, sep="\n")
-    save("widget_latency.txt", lines, append=True)
-
+    print(f"alpha widget, {a.attack}, {len(probe.x)} clean + {len(probe.xt)} triggered images per update\n"
+          f"new alpha: mean {mean:.3f} s, max {worst:.3f} s over {len(times)} updates; repeated alpha: "
+          f"{memo * 1000:.1f} ms\nratio to the {TARGET_S} s target: mean {mean / TARGET_S:.2f}, max {worst / TARGET_S:.2f}")
+    record("widget-latency", {"attack": a.attack, "clean_images": len(probe.x), "triggered_images": len(probe.xt),
+                              "update_seconds": times, "mean_seconds": mean, "max_seconds": worst,
+                              "repeated_seconds": memo, "ratio_to_target": mean / TARGET_S})
 
 if __name__ == "__main__":
     main()

@@ -70,10 +70,10 @@ def print_table(rows: list[dict]) -> None:
 
 def print_defense(rec: dict) -> None:
     """The baselines' rows of an image–text record."""
-    print(f"{'defense':>13}  {'budget':>8}  {'CA':>6}  {'ASR':>6}  {'kept':>6}  {'sec':>5}")
+    print(f"{'defense':>13}  {'budget':>8}  {'CA':>6}  {'ASR':>6}  {'CA ret.':>7}  {'sec':>5}")
     for r in rec.get("defense", []):
         print(f"{r['defense']:>13}  {r['budget']:>8}  {100 * r['ca']:6.1f}  {100 * r['asr']:6.1f}  "
-              f"{100 * r['ca_retained']:6.1f}  {r['seconds']:5.0f}")
+              f"{100 * r['ca_retained']:7.1f}  {r['seconds']:5.0f}")
 
 
 def check_run(args: argparse.Namespace) -> None:
@@ -98,8 +98,8 @@ def check_run(args: argparse.Namespace) -> None:
         check_output(args.out, "--out")
 
 
-# images a fine-tune step processes per second on 2 cores, as benchmarks/train_speed.py measured it (377-441 img/s);
-# a contrastive step also runs the text tower: about half that
+# images a fine-tune step processes per second on 2 cores (benchmarks/train_speed.py measures it; the plan line
+# only needs its order of magnitude); a contrastive step also runs the text tower: about half that
 IMAGES_PER_SECOND = 400
 
 

@@ -56,8 +56,8 @@ class FinetuneConfig:
     n_test: int = 2000
     epochs: int = 3
     batch_size: int = 128
-    # the smallest lr of benchmarks/study_victim.py whose validation ASR for BadNet reaches the paper's
-    # planted level; stronger recipes plant harder and TBAR then leaves more
+    # the smallest lr whose validation ASR for BadNet reaches the paper's planted level (study victim-lr);
+    # stronger recipes plant harder and TBAR then leaves more
     lr: float = 1.25e-4
     weight_decay: float = 0.1
     warmup_frac: float = 0.1
@@ -80,7 +80,7 @@ class TBARConfig:
     ca_keep: float = 0.90  # validation CA must stay >= ca_keep * CA(alpha=0)
     # among the α within 1 point of the lowest validation ASR: "smallest" (the paper's, no overshoot) or
     # "largest" (spend the CA budget). proxy_ties replaces ties when the trigger is reverse-engineered (attack
-    # unknown): the proxy's ASR reaches zero before the real trigger's does (benchmarks/study_unknown_alpha.py)
+    # unknown): the proxy's ASR reaches zero before the real trigger's does (study unknown-alpha)
     ties: str = "smallest"
     proxy_ties: str = "largest"
     alpha_max: float = 10.0
@@ -145,12 +145,12 @@ class ImageTextConfig:
     n_val: int = 500
     n_test: int = 2000
     # TBAR for CLIP: the paper's 1.5k forget pairs (fewer left more of Blended on validation,
-    # benchmarks/study_imagetext_forget.py), the contrastive forget fine-tune (AdamW, text tower frozen)
+    # study image-text-recipes), the contrastive forget fine-tune (AdamW, text tower frozen)
     # and the α search over 0, 0.1, ..., 3
     tbar: TBARConfig = field(default_factory=lambda: IMAGETEXT_TBAR)
     forget_negatives: str = "classes"  # the eval task's class prompts ("captions": the images' own captions)
     # other (optimizer, lr) for the forget fine-tune: each gets its own α search on validation, and the recipe
-    # whose α reaches the lowest validation ASR is kept (benchmarks/study_imagetext_val.py; () = tbar's only)
+    # whose α reaches the lowest validation ASR is kept (study image-text-recipes; () = tbar's only)
     forget_alternatives: tuple[tuple[str, float], ...] = (("sgd", 0.05),)
     # other forget-set sizes tried the same way, each with every optimiser above (500: what a proxy trigger
     # needs in the attack-unknown case, () = tbar.forget_size only)
@@ -183,7 +183,7 @@ class ScaleConfig:
     default_task: str = "objects"
     device: str = "cpu"
     threads: int = 0  # 0: one per core; set deliberately (busy machines slow two threads a lot)
-    eval_batch_size: int = 256  # faster than larger batches on 2 cores (benchmarks/eval_batch.py)
+    eval_batch_size: int = 256  # faster than larger batches on 2 cores (benchmarks/train_speed.py)
 
 
 # The mini foundation is pretrained in three stages: 1,500 steps from scratch (seed 0, the defaults

@@ -57,10 +57,12 @@ def knowledge_kept(rec: dict) -> float | None:
     return None if gain < 0.01 else (rec["ca_tbar"] - rec["ca_zeroshot"]) / gain
 
 
-def timings(pattern: str, label: str) -> list[float]:
-    """The minutes recorded on lines ``<label>: N min`` of the result files matching ``pattern``."""
-    line = re.compile(rf"^{re.escape(label)}: ([\d.]+) min", re.M)
-    return [float(m) for p in sorted(RESULTS.glob(pattern)) for m in line.findall(p.read_text())]
+def build_minutes(build: str, results: Path | None = None) -> list[float]:
+    """The minutes of every recorded ``"cold"`` or ``"warm"`` book build (``benchmarks/book_build.py``)."""
+    path = (results or RESULTS) / "book-build.jsonl"
+    if not path.exists():
+        return []
+    return [r["minutes"] for r in records("book-build", results=results) if r["build"] == build]
 
 
 # ------------------------------------------------------------------------------------------- writing
@@ -137,8 +139,8 @@ def _unknown(results: Path) -> str:
 
 
 # ------------------------------------------------------------------------------- the appendix's studies
-XI_COMMAND = "python benchmarks/study_xi.py --attack badnet"
-ARCH_COMMAND = "python benchmarks/study_architecture.py --steps 500"
+XI_COMMAND = "python benchmarks/study.py xi-pretraining"
+ARCH_COMMAND = "python benchmarks/study.py architecture"
 
 
 def points(x: float | None) -> str:
@@ -180,25 +182,26 @@ def _clean_tasks(results: Path) -> str:
 @generator("xi-pretraining")
 def _xi_pretraining(results: Path) -> str:
     rows = [[r["attack"], r["pretrain_steps"], pct(r["ca_backdoored"]), pct(r["asr_backdoored"]), pct(r["ca_tbar"]),
-             pct(r["asr_tbar"]), pct(r["ca_kept"]), f"{r['alpha']:g}", pct(r["mean_xi_forget"]),
+             pct(r["asr_tbar"]), pct(r["ca_retained"]), f"{r['alpha']:g}", pct(r["mean_xi_forget"]),
              pct(r["mean_xi_forget_inner"])]
-            for attack in ("badnet", "blended") for r in records(f"xi-pretraining-{attack}-s0", XI_COMMAND, results)]
+            for r in sorted(records("xi-pretraining", XI_COMMAND, results), key=lambda r: r["attack"] != "badnet")]
     return (table(["attack", "pretraining steps", "backdoored CA %", "backdoored ASR %", "TBAR CA %", "TBAR ASR %",
                    "CA retained %", "α", "mean ξ %", "mean ξ, α ≤ 1 %"], rows) +
             "\nSeed 0, test split; ξ of TBAR's own vector θ(b+t) − θb on αc, αt ∈ {0, 0.5, 1, 1.5}. Records: "
-            "`benchmarks/results/xi-pretraining-*.jsonl`.\n")
+            "`benchmarks/results/xi-pretraining.jsonl`.\n")
 
 
 @generator("architecture")
 def _architecture(results: Path) -> str:
-    recs = records("architecture-badnet-500", ARCH_COMMAND, results)
+    recs = records("architecture", ARCH_COMMAND, results)
     rows = [[r["variant"], changed(r["overrides"]) or "–",
-             r["tokens"], pct(r["zeroshot"]), pct(r["ca_backdoored"]), pct(r["asr_backdoored"]),
-             pct(r["ca_kept_at_asr3"]), pct(r["mean_xi"]), f"{r['pretrain_seconds'] / 60:.0f}"] for r in recs]
+             r["tokens"], pct(r["ca_zeroshot"]), pct(r["ca_backdoored"]), pct(r["asr_backdoored"]),
+             pct(r["ca_retained_at_asr3"]), pct(r["mean_xi_forget"]), f"{r['pretrain_seconds'] / 60:.0f}"]
+            for r in recs]
     return (table(["variant", "changed", "tokens", "θpre CA %", "backdoored CA %", "backdoored ASR %",
-                   "CA kept at ASR ≤ 3 %", "mean ξ %", "pretraining min"], rows) +
+                   "CA retained at ASR ≤ 3 %", "mean ξ %", "pretraining min"], rows) +
             f"\nEach variant pretrained from scratch for {recs[0]['steps']} steps, then BadNet on objects, seed 0. "
-            "Records: `benchmarks/results/architecture-badnet-500.jsonl`.\n")
+            "Records: `benchmarks/results/architecture.jsonl`.\n")
 
 
 @generator("attack-strength")
@@ -217,42 +220,40 @@ def recorded_pretraining(attack: str = "badnet", seed: int = 0):
     """TBAR and ξ of TBAR's vector against the pretraining budget of the preset's ViT, from the recorded
     studies (the 500-step architecture run and the three shipped foundations); nothing is recomputed."""
     import pandas as pd
-    arch = [r for r in records(f"architecture-{attack}-500", ARCH_COMMAND) if r["variant"] == "preset"]
-    xi = records(f"xi-pretraining-{attack}-s{seed}", XI_COMMAND)
-    rows = [{"pretraining steps": r["steps"], "CA backdoored": r["ca_backdoored"], "ASR backdoored": r["asr_backdoored"],
-             "CA TBAR": r["ca_tbar"], "ASR TBAR": r["asr_tbar"], "CA retained": r["ca_kept"],
-             "mean ξ": r["mean_xi"], "source": "architecture"} for r in arch]
-    rows += [{"pretraining steps": r["pretrain_steps"], "CA backdoored": r["ca_backdoored"],
-              "ASR backdoored": r["asr_backdoored"], "CA TBAR": r["ca_tbar"], "ASR TBAR": r["asr_tbar"],
-              "CA retained": r["ca_kept"], "mean ξ": r["mean_xi_forget"], "source": "xi-pretraining"} for r in xi]
+    arch = [r for r in records("architecture", ARCH_COMMAND)
+            if r["variant"] == "preset" and r["attack"] == attack and r["seed"] == seed]
+    xi = [r for r in records("xi-pretraining", XI_COMMAND) if r["attack"] == attack and r["seed"] == seed]
+    rows = [{"pretraining steps": r.get("steps") or r["pretrain_steps"], "CA backdoored": r["ca_backdoored"],
+             "ASR backdoored": r["asr_backdoored"], "CA TBAR": r["ca_tbar"], "ASR TBAR": r["asr_tbar"],
+             "CA retained": r["ca_retained"], "mean ξ": r["mean_xi_forget"], "source": r["study"]} for r in arch + xi]
     return pd.DataFrame(rows).sort_values("pretraining steps", ignore_index=True)
 
 
 def recorded_architecture(attack: str = "badnet", steps: int = 500):
     """The width / depth / resolution / patch-size variants at an equal pretraining budget, from
-    ``benchmarks/results/architecture-<attack>-<steps>.jsonl`` (nothing is recomputed here)."""
+    ``benchmarks/results/architecture.jsonl`` (nothing is recomputed here)."""
     import pandas as pd
-    runs = records(f"architecture-{attack}-{steps}", ARCH_COMMAND)
+    runs = [r for r in records("architecture", ARCH_COMMAND) if r["attack"] == attack and r["steps"] == steps]
     return pd.DataFrame([{"variant": r["variant"], "changed": changed(r["overrides"], "=") or "-",
-                          "tokens": r["tokens"], "zero-shot CA": r["zeroshot"], "CA backdoored": r["ca_backdoored"],
-                          "ASR backdoored": r["asr_backdoored"], "CA kept at ASR ≤ 3%": r["ca_kept_at_asr3"],
-                          "mean ξ": r["mean_xi"], "pretraining s": r["pretrain_seconds"]} for r in runs])
+                          "tokens": r["tokens"], "zero-shot CA": r["ca_zeroshot"], "CA backdoored": r["ca_backdoored"],
+                          "ASR backdoored": r["asr_backdoored"], "CA retained at ASR ≤ 3%": r["ca_retained_at_asr3"],
+                          "mean ξ": r["mean_xi_forget"], "pretraining s": r["pretrain_seconds"]} for r in runs])
 
 
 def first_build() -> str:
     """The range of cold book builds on record, e.g. ``32–55 min``, or ``not measured yet``."""
-    cold = timings("book-build-*.txt", "cold build")
+    cold = build_minutes("cold")
     return f"{min(cold):.0f}–{max(cold):.0f} min" if cold else "not measured yet"
 
 
 @generator("cost")
 def _cost(results: Path) -> str:
-    cold, warm = timings("book-build-*.txt", "cold build"), timings("book-build-*.txt", "warm build")
+    cold, warm = build_minutes("cold", results), build_minutes("warm", results)
     lines = [f"- the first `make book`, which trains every model the chapters use: {first_build()} on 2 cores "
              f"({len(cold)} builds measured);"]
     if warm:
         lines.append(f"- a rebuild with nothing changed: {max(warm):.1f} min at most;")
-    lines.append("- measured with `benchmarks/book_build.py` (`benchmarks/results/book-build-*.txt`).")
+    lines.append("- measured with `benchmarks/book_build.py` (`benchmarks/results/book-build.jsonl`).")
     return "\n".join(lines) + "\n"
 
 

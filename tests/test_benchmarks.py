@@ -23,7 +23,7 @@ def _load(name: str, path: Path):
 
 @pytest.fixture()
 def profile_book():
-    sys.path.insert(0, str(BENCH))  # for its `results_io` import
+    sys.path.insert(0, str(BENCH))  # for its `study` import
     try:
         yield _load("profile_book", BENCH / "profile_book.py")
     finally:
@@ -32,8 +32,8 @@ def profile_book():
 
 # Stand-ins named like the package's functions, in files named like its modules, each busy for a known time.
 FAKES = {
-    "imagetext.py": "import time\ndef contrastive_finetune(s):\n    time.sleep(s)\n",
-    "imagetext_runs.py": ("from imagetext import contrastive_finetune\n"
+    "training.py": "import time\ndef contrastive_finetune(s):\n    time.sleep(s)\n",
+    "imagetext_runs.py": ("from training import contrastive_finetune\n"
                           "def baseline():\n    contrastive_finetune(0.30)\n"
                           "def clean_reference():\n    contrastive_finetune(0.20)\n"),
     "metrics.py": "import time\ndef predict():\n    time.sleep(0.10)\n",
@@ -44,7 +44,7 @@ def test_profile_summary_splits_by_kind_and_caller(tmp_path, profile_book, monke
     for name, src in FAKES.items():
         (tmp_path / name).write_text(src)
     monkeypatch.syspath_prepend(str(tmp_path))
-    for mod in ("imagetext", "imagetext_runs", "metrics"):
+    for mod in ("training", "imagetext_runs", "metrics"):
         sys.modules.pop(mod, None)
     import imagetext_runs
     import metrics
@@ -86,7 +86,6 @@ def study(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(BENCH))
     mod = _load("study", BENCH / "study.py")
     monkeypatch.setattr(mod, "RESULTS", tmp_path)
-    monkeypatch.setattr(sys.modules["results_io"], "RESULTS", tmp_path)
     from tbar_helpers import report
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     return mod
@@ -96,12 +95,10 @@ def test_the_study_runner_writes_one_line_per_run_and_resumes(study, tmp_path):
     """Each run is one JSON line with its provenance; a rerun skips what is recorded; the table comes from the lines."""
     calls = []
 
-    def fake(s):
-        def measure(attack, seed, scale):
-            calls.append((attack, seed))
-            return {"attack": attack, "seed": seed, "ca_zeroshot": 0.9, "ca_clean_ft": 0.95, "ca_backdoored": 0.94,
-                    "asr_backdoored": 0.9 + seed / 100, "ca_tbar": 0.92, "asr_tbar": 0.02, "ca_retained": 0.92 / 0.94}
-        return measure
+    def fake(s, attack, seed, scale, extra):
+        calls.append((attack, seed))
+        return {"attack": attack, "seed": seed, "ca_zeroshot": 0.9, "ca_clean_ft": 0.95, "ca_backdoored": 0.94,
+                "asr_backdoored": 0.9 + seed / 100, "ca_tbar": 0.92, "asr_tbar": 0.02, "ca_retained": 0.92 / 0.94}
 
     study.MEASURES["fake"] = fake
     study.COLUMNS["fake"] = ("asr_backdoored", "knowledge_kept")
@@ -116,3 +113,33 @@ def test_the_study_runner_writes_one_line_per_run_and_resumes(study, tmp_path):
     assert calls[4:] == [("badnet", 2), ("blended", 2)]
     table = study.render("toy")
     assert "| badnet | 0,1,2 | 91.0 | 50.0 |" in table  # mean ASR over three seeds; knowledge kept (0.92-0.9)/(0.94-0.9)
+
+
+def test_a_study_runs_each_variant_under_its_own_overrides(study, tmp_path):
+    """Variants are named preset overrides; "_" keys go to the measure; a rerun skips recorded (variant, item, seed)."""
+    seen = []
+
+    def fake(s, attack, seed, scale, extra):
+        seen.append((scale.finetune.lr, extra.get("_tag"), attack, seed))
+        return {"attack": attack, "seed": seed, "asr_backdoored": scale.finetune.lr * 1000, "alpha": 1.0}
+
+    study.MEASURES["fake2"] = fake
+    study.COLUMNS["fake2"] = ("asr_backdoored", "alpha")
+    study.STUDIES["grid"] = study.Study("fake2", ("badnet",), seeds=(0,), variants={
+        "slow": {"finetune.lr": 1e-4, "_tag": "a"}, "fast": {"finetune.lr": 3e-4}})
+    study.run_study("grid")
+    study.run_study("grid")
+    assert seen == [(1e-4, "a", "badnet", 0), (3e-4, None, "badnet", 0)]
+    recs = [json.loads(x) for x in (tmp_path / "grid.jsonl").read_text().splitlines()]
+    assert [r["variant"] for r in recs] == ["slow", "fast"] and recs[0]["overrides"]["finetune.lr"] == 1e-4
+    table = study.render("grid")
+    assert "| slow | badnet | 0 | 10.0 | 1 |" in table and "| fast | badnet | 0 | 30.0 | 1 |" in table
+
+
+def test_verify_compares_records_to_the_digit_except_timings(study):
+    old = {"ca_tbar": 0.9375, "seconds": 10.0, "val_curve": [{"alpha": 0.0, "asr": 0.9}], "defense": [1, 2],
+           "commit": "abc"}
+    assert study.differences(old, {**old, "seconds": 99.0, "commit": "def", "defense": [1]}) == []
+    diffs = study.differences(old, {**old, "ca_tbar": 0.9376, "val_curve": [{"alpha": 0.0, "asr": 0.8}]})
+    assert diffs == [".ca_tbar: recorded 0.9375, rerun 0.9376", ".val_curve[0].asr: recorded 0.9, rerun 0.8"]
+    assert study.differences(old, {k: v for k, v in old.items() if k != "defense"}) == [".defense: only in the record"]

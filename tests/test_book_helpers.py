@@ -172,5 +172,5 @@ def test_recorded_studies_read_the_committed_logs(monkeypatch, tmp_path):
     arch = report.recorded_architecture("badnet", 500)
     assert "preset" in set(arch["variant"]) and (arch["tokens"] > 0).all()
     monkeypatch.setattr(report, "RESULTS", tmp_path)  # a checkout without the logs: a named error
-    with pytest.raises(FileNotFoundError, match="study_architecture.py"):
+    with pytest.raises(FileNotFoundError, match="study.py architecture"):
         report.recorded_architecture("badnet", 500)
