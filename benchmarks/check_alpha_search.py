@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, fields
 
 from study import RESULTS, record
 from tbar_helpers.config import get_scale
-from tbar_helpers.tbar import AlphaPoint, alpha_curve, refine, select_alpha
+from tbar_helpers.method.tbar import AlphaPoint, alpha_curve, refine, select_alpha
 
 print = functools.partial(print, flush=True)
 
@@ -32,7 +32,7 @@ def curve_and_setting(setting: str, attack: str, seed: int):
     """(full validation curve, grid, ca_keep, seconds for the full curve)."""
     scale = get_scale("mini")
     if setting == "image-text":
-        from tbar_helpers.imagetext import forget_pairs, imagetext_trigger_vector, prepare_imagetext
+        from tbar_helpers.settings.imagetext import forget_pairs, imagetext_trigger_vector, prepare_imagetext
         s = prepare_imagetext(attack, seed, scale, progress=False)
         it = scale.imagetext
         clf = s.classifier()
@@ -40,8 +40,8 @@ def curve_and_setting(setting: str, attack: str, seed: int):
         tau = imagetext_trigger_vector(s, clf, fx, fcaps, progress=False)
         grid, keep = it.tbar.alpha_grid, it.tbar.ca_keep
     else:
-        from tbar_helpers.pipeline import prepare
-        from tbar_helpers.studies import backdoor_vector
+        from tbar_helpers.settings.pipeline import prepare
+        from tbar_helpers.chapters.studies import backdoor_vector
         s = prepare(attack, None, seed, scale, progress=False, with_clean=False)
         clf = s.backdoored
         tau = backdoor_vector(s, "forget")  # TBAR's own estimate, as run_tbar makes it

@@ -77,31 +77,31 @@ def record(name: str, rec: dict, results: Path | None = None) -> Path:
 
 # ---------------------------------------------------------------------------------------------- measures
 def _setup(study: Study, attack: str, seed: int, scale, with_clean: bool = False):
-    """The backdoored model of ``study.setting`` (a :class:`tbar_helpers.setting.Setting`)."""
+    """The backdoored model of ``study.setting`` (a :class:`tbar_helpers.settings.setting.Setting`)."""
     if study.setting == "image-text":
-        from tbar_helpers.imagetext import prepare_imagetext
+        from tbar_helpers.settings.imagetext import prepare_imagetext
         return prepare_imagetext(attack, seed, scale, progress=False)
-    from tbar_helpers.pipeline import prepare
+    from tbar_helpers.settings.pipeline import prepare
     return prepare(attack, study.task, seed, scale, progress=False, with_clean=with_clean)
 
 
 def _classification(study, attack, seed, scale, extra):
-    from tbar_helpers.pipeline import run
+    from tbar_helpers.settings.pipeline import run
     return run(attack, study.task, seed, scale, progress=False)
 
 
 def _image_text(study, attack, seed, scale, extra):
-    from tbar_helpers.imagetext_runs import run_imagetext
+    from tbar_helpers.settings.imagetext_runs import run_imagetext
     return run_imagetext(attack, seed, scale, progress=False)
 
 
 def _attack_unknown(study, attack, seed, scale, extra):
-    from tbar_helpers.imagetext_runs import run_attack_unknown
+    from tbar_helpers.settings.imagetext_runs import run_attack_unknown
     return run_attack_unknown(attack, seed, scale, study.setting, progress=False)
 
 
 def _clean_task(study, task, seed, scale, extra):
-    from tbar_helpers.pipeline import clean_reference
+    from tbar_helpers.settings.pipeline import clean_reference
     r = clean_reference(task, seed, scale, progress=False)
     return {**r, "chance": 1 / r["classes"], "seconds": r.pop("finetune_seconds")}
 
@@ -119,7 +119,7 @@ def _victim_val(study, attack, seed, scale, extra):
 
 def _tbar_val(study, attack, seed, scale, extra):
     """TBAR's α search as the defender sees it: the validation curve at the chosen α (chooses TBAR's recipe)."""
-    from tbar_helpers.tbar import AlphaPoint, point_at
+    from tbar_helpers.method.tbar import AlphaPoint, point_at
     s = _setup(study, attack, seed, scale)
     t0 = time.time()
     _, rec = s.tbar(progress=False)
@@ -131,8 +131,8 @@ def _tbar_val(study, attack, seed, scale, extra):
 
 def _unknown_val(study, attack, seed, scale, extra):
     """Attack unknown, on validation: the proxy trigger's α against the real trigger's ASR there."""
-    from tbar_helpers.imagetext_runs import invert
-    from tbar_helpers.inversion import infer_target
+    from tbar_helpers.settings.imagetext_runs import invert
+    from tbar_helpers.method.inversion import infer_target
     s = _setup(study, attack, seed, scale)
     proxy = invert(s.victim(), s.defender.images, scale, seed, progress=False).trigger()
     target, share = infer_target(s.victim(), s.val.images, proxy, scale.eval_batch_size)
@@ -146,8 +146,8 @@ def _unknown_val(study, attack, seed, scale, extra):
 
 def _decree(study, attack, seed, scale, extra):
     """DECREE's inversion on the backdoored model and on θpre (their masks' share of the image)."""
-    from tbar_helpers.imagetext_runs import invert
-    from tbar_helpers.inversion import is_backdoored
+    from tbar_helpers.settings.imagetext_runs import invert
+    from tbar_helpers.method.inversion import is_backdoored
     s = _setup(study, attack, seed, scale)
     inv = invert(s.victim(), s.defender.images, scale, seed, progress=False)
     ref = invert(s.reference(), s.defender.images, scale, seed, progress=False)
@@ -161,8 +161,8 @@ def _response(f, attack, seed, scale, curve_alphas=None) -> dict:
     """The calibration protocol on one foundation (fine-tunes, TBAR, ξ of TBAR's τt and of θb − θclean)."""
     import numpy as np
 
-    from tbar_helpers.pipeline import xi_heatmap
-    from tbar_helpers.studies import backdoor_vector, foundation_response
+    from tbar_helpers.settings.pipeline import xi_heatmap
+    from tbar_helpers.chapters.studies import backdoor_vector, foundation_response
     out = foundation_response(f, attack, seed, scale, XI_ALPHAS, 500, curve_alphas)
     r, s = out["row"], out["setup"]
     rec = {"attack": attack, "seed": seed, "ca_zeroshot": r["zero-shot CA"], "ca_backdoored": r["CA backdoored"],
@@ -180,7 +180,7 @@ def _response(f, attack, seed, scale, curve_alphas=None) -> dict:
 
 def _xi(study, attack, seed, scale, extra):
     """ξ(αc, αt) and TBAR on one foundation checkpoint (``_foundation``: a path; None: the preset's)."""
-    from tbar_helpers.foundation import load_foundation
+    from tbar_helpers.world.foundation import load_foundation
     f = load_foundation(scale, path=extra.get("_foundation"), progress=False)
     return {**_response(f, attack, seed, scale), "checkpoint": str(extra.get("_foundation") or "preset"),
             "pretrain_steps": extra.get("_steps")}
@@ -190,7 +190,7 @@ def _architecture(study, attack, seed, scale, extra):
     """A variant of the mini model pretrained from scratch at the study's budget, then the protocol."""
     import numpy as np
 
-    from tbar_helpers.foundation import pretrain_foundation, zeroshot_accuracy
+    from tbar_helpers.world.foundation import pretrain_foundation, zeroshot_accuracy
     t0 = time.time()
     f = pretrain_foundation(scale, progress=False)
     rec = _response(f, attack, seed, scale, [round(0.1 * i, 1) for i in range(16)])
@@ -299,23 +299,42 @@ VOLATILE = {"seconds", "tbar_seconds", "stage_seconds", "wall_seconds", "pretrai
             "study", "overrides"}
 
 
-def differences(old, new, path: str = "") -> list[str]:
-    """Where ``new`` differs from the recorded ``old`` (timings and provenance aside); a list of ``new``
-    shorter than the recorded one is compared on its own length (e.g. fewer baseline budgets)."""
+def differences(old, new, path: str = "") -> list[tuple[str, object, object]]:
+    """(path, recorded, rerun) wherever ``new`` differs from the recorded ``old`` (timings and provenance
+    aside); a list of ``new`` shorter than the recorded one is compared on its own length (e.g. fewer
+    baseline budgets). A field only one side has is reported with ``None`` on the other side's place."""
     if isinstance(old, dict) and isinstance(new, dict):
         return [d for k in sorted((set(old) | set(new)) - VOLATILE)
                 for d in (differences(old.get(k), new.get(k), f"{path}.{k}") if k in old and k in new
-                          else [f"{path}.{k}: only in the {'record' if k in old else 'rerun'}"])]
+                          else [(f"{path}.{k}", old.get(k), new.get(k))])]
     if isinstance(old, list) and isinstance(new, list) and new:
         return [d for i, (a, b) in enumerate(zip(old, new)) for d in differences(a, b, f"{path}[{i}]")]
-    return [] if old == new else [f"{path}: recorded {old!r}, rerun {new!r}"]
+    return [] if old == new else [(path, old, new)]
+
+
+def summarize(diffs: list[tuple[str, object, object]]) -> list[str]:
+    """One line per top-level field: the values that differ and the largest relative difference."""
+    out: dict[str, list] = {}
+    for path, a, b in diffs:
+        out.setdefault(path.split("[")[0].split(".")[1], []).append((path, a, b))
+    lines = []
+    for field_, ds in out.items():
+        if len(ds) == 1 and (ds[0][1] is None or ds[0][2] is None):
+            lines.append(f"{ds[0][0]}: only in the {'record' if ds[0][2] is None else 'rerun'}")
+            continue
+        rel = [abs(a - b) / max(abs(a), abs(b)) for _, a, b in ds
+               if isinstance(a, (int, float)) and isinstance(b, (int, float)) and (a or b)]
+        worst = f", largest relative difference {max(rel):.1e}" if rel else ""
+        first = f" (e.g. {ds[0][0]}: {ds[0][1]!r} -> {ds[0][2]!r})"
+        lines.append(f".{field_}: {len(ds)} value(s) differ{worst}{first}")
+    return lines
 
 
 def verify(name: str, item: str, seed: int, variant: str = "", threads: int = 0,
-           budgets: tuple[int, ...] | None = None) -> int:
+           budgets: tuple[int, ...] | None = None, save: Path | None = None) -> int:
     """Rerun one recorded run of a study with an empty cache (everything retrained) and compare it with its
-    record to the digit. ``budgets`` limits the image–text baselines rerun. Returns the number of
-    differences (0: reproduced)."""
+    record to the digit. ``budgets`` limits the image–text baselines rerun; ``save`` keeps the rerun's
+    record. Returns the number of values that differ (0: reproduced)."""
     study = STUDIES[name]
     old = next((r for r in records(name) if _key(r) == (variant, item, seed)), None)
     if old is None:
@@ -326,9 +345,11 @@ def verify(name: str, item: str, seed: int, variant: str = "", threads: int = 0,
     with tempfile.TemporaryDirectory() as cache:
         os.environ["TBAR_CACHE"] = cache
         new = MEASURES[study.measure](study, item, seed, scale, extra)
+    if save is not None:
+        save.write_text(json.dumps(new, sort_keys=True, default=str) + "\n")
     diffs = differences(old, new)
     print(f"{name}: {item} seed {seed}: " + ("reproduced to the digit" if not diffs else f"{len(diffs)} differences"))
-    print(*diffs[:40], sep="\n")
+    print(*summarize(diffs), sep="\n")
     return len(diffs)
 
 
@@ -372,6 +393,7 @@ def main() -> None:
     p.add_argument("--variant", default="", help="with --verify: the variant of the record")
     p.add_argument("--budgets", nargs="+", type=int, default=None,
                    help="with --verify: the image-text baseline budgets to rerun (default: all)")
+    p.add_argument("--save", type=Path, default=None, help="with --verify: write the rerun's record here")
     a = p.parse_args()
     if a.list or not a.study:
         for name, s in STUDIES.items():
@@ -381,7 +403,7 @@ def main() -> None:
     if a.verify:
         item, _, seed = a.verify.partition(":")
         raise SystemExit(1 if verify(a.study, item, int(seed or 0), a.variant, a.threads,
-                                     tuple(a.budgets) if a.budgets else None) else 0)
+                                     tuple(a.budgets) if a.budgets else None, a.save) else 0)
     if not a.table:
         run_study(a.study, tuple(a.seeds) if a.seeds else None, a.threads)
     print(render(a.study))

@@ -34,10 +34,10 @@ def one(threads: int, wait: bool) -> tuple[float, str]:
     import copy
     import torch
     from tbar_helpers.config import get_scale
-    from tbar_helpers.data import load_task
-    from tbar_helpers.foundation import load_foundation
-    from tbar_helpers.models import make_classifier
-    from tbar_helpers.training import finetune
+    from tbar_helpers.world.data import load_task
+    from tbar_helpers.world.foundation import load_foundation
+    from tbar_helpers.world.models import make_classifier
+    from tbar_helpers.method.training import finetune
     s = get_scale("mini")
     f = load_foundation(s, progress=False)
     d = load_task(s.default_task, "train", 2048, 0, s.model.image_size, "")

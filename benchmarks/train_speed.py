@@ -5,7 +5,7 @@ runs it (eager, ``foreach`` AdamW), with ``fused=True`` AdamW, and under ``torch
 forward pass in inference mode (batches of 256) against a plain matrix product of the same shape as the
 MLP's first layer, to see how far the model is from the machine's GEMM peak. bfloat16 autocast is timed
 too, for the step and for inference (it changes every number, so it is a measurement, not an option of
-the package). Last, evaluation against its batch size (``eval_batch_size``): :func:`tbar_helpers.metrics.predict`
+the package). Last, evaluation against its batch size (``eval_batch_size``): :func:`tbar_helpers.method.metrics.predict`
 on 2,000 random images (the test split's size), several rounds in turn so that a busy moment hits every size
 alike. Prints images per second and ratios, and appends them as one JSON line, with the CPU's vector
 extensions (a day's machine may differ), to benchmarks/results/train-speed.jsonl.
@@ -25,10 +25,10 @@ import torch.nn.functional as F
 
 from study import record
 from tbar_helpers.config import get_scale
-from tbar_helpers.data import load_task
-from tbar_helpers.foundation import load_foundation
-from tbar_helpers.metrics import predict
-from tbar_helpers.models import make_classifier
+from tbar_helpers.world.data import load_task
+from tbar_helpers.world.foundation import load_foundation
+from tbar_helpers.method.metrics import predict
+from tbar_helpers.world.models import make_classifier
 
 STEPS = 30
 

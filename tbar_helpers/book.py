@@ -78,9 +78,9 @@ def overrides(params: dict, defaults: dict) -> dict:
 
 def _sources_digest() -> str:
     h = hashlib.sha256()
-    files = sorted((ROOT / "tbar_helpers").glob("*.py")) + sorted((ROOT / "checkpoints").glob("*.json"))
+    files = sorted((ROOT / "tbar_helpers").rglob("*.py")) + sorted((ROOT / "checkpoints").glob("*.json"))
     for p in files:
-        h.update(p.name.encode())
+        h.update(p.relative_to(ROOT).as_posix().encode())
         h.update(p.read_bytes())
     return h.hexdigest()
 

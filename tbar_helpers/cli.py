@@ -10,7 +10,7 @@ import argparse
 import sys
 import traceback
 
-from .attacks import ATTACKS
+from .method.attacks import ATTACKS
 from .config import SCALES, get_scale, override
 from .errors import InputError, TbarError, one_line
 from .preflight import (check_arch, check_classnames, check_folder, check_images_fit, check_output, finite,
@@ -33,7 +33,7 @@ def _scale(args: argparse.Namespace):
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from .foundation import export_checkpoint, pretrain_foundation, zeroshot_accuracy
+    from .world.foundation import export_checkpoint, pretrain_foundation, zeroshot_accuracy
     scale = _scale(args)
     if args.init_from:
         check_input_file(args.init_from, "--init-from weights")
@@ -108,7 +108,7 @@ def run_plan(args: argparse.Namespace) -> str:
     scale = _scale(args)
     ft, tb, it = scale.finetune, scale.tbar, scale.imagetext
     if args.setting == "image-text":
-        from .imagetext import forget_recipes
+        from .settings.imagetext import forget_recipes
         budgets = it.defense_budgets if args.defense_budgets is None else args.defense_budgets
         recipes = forget_recipes(it, args.forget_size)
         work = {"poisoned and clean contrastive fine-tunes": (2 * it.corpus_size * it.epochs, 2),
@@ -135,18 +135,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     scale = _scale(args)
     budgets = args.defense_budgets
     if args.attack_unknown:
-        from .imagetext_runs import run_attack_unknown
+        from .settings.imagetext_runs import run_attack_unknown
         rec = run_attack_unknown(args.attack, args.seed, scale, args.setting, budgets, progress=not args.quiet,
                                  use_cache=not args.no_cache)
         print(f"inverted mask covers {100 * rec['mask_l1']:.1f}% of the image (clean model: "
               f"{100 * rec['mask_l1_clean_model']:.1f}%); detected: {rec['detected']}; inferred target "
               f"{rec['inferred_target_name']!r} (true {rec['target_name']!r})")
     elif args.setting == "image-text":
-        from .imagetext_runs import run_imagetext
+        from .settings.imagetext_runs import run_imagetext
         rec = run_imagetext(args.attack, args.seed, scale, args.forget_size, budgets, progress=not args.quiet,
                             use_cache=not args.no_cache)
     else:
-        from .pipeline import run
+        from .settings.pipeline import run
         rec = run(args.attack, args.task, args.seed, scale, poison_rate=args.poison_rate,
                   forget_size=args.forget_size, progress=not args.quiet, use_cache=not args.no_cache)
     print_table([rec])
@@ -202,7 +202,7 @@ def check_clean(args: argparse.Namespace) -> list[str]:
         raise InputError(f"{asr} measures the ASR beside the clean accuracy on --val; add --val DIR (clean "
                          f"images, one sub-folder per class) or drop {asr}")
     if args.alpha is not None:
-        from .tbar import check_alpha
+        from .method.tbar import check_alpha
         check_alpha(args.alpha)
     inputs = [args.model, args.pretrained, args.captions]
     check_output(args.out, "--out", inputs)
@@ -215,8 +215,8 @@ def check_clean(args: argparse.Namespace) -> list[str]:
 
 def cmd_clean(args: argparse.Namespace) -> int:
     from . import cache
-    from .custom import clean_user_model, print_validation
-    from .training import set_threads
+    from .settings.custom import clean_user_model, print_validation
+    from .method.training import set_threads
     names = check_clean(args)
     set_threads(args.threads)
     rec = clean_user_model(args.model, args.forget, args.target, names, args.out, arch=args.arch,

@@ -78,7 +78,7 @@ def check_classnames(names: Sequence[str], target: str, arch: str, need_target: 
         raise InputError(f"--target {target!r} is not among the class names {names[:10]}; pass the target's class "
                          "name exactly")
     if arch == "mini":  # unknown words would all map to one token: every such class would look the same
-        from .data import vocabulary
+        from .world.data import vocabulary
         known = set(vocabulary())
         unknown = sorted({w for n in names for w in n.lower().replace(".", " ").split() if w not in known})
         if unknown:

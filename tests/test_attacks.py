@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tbar_helpers import attacks
+from tbar_helpers.method import attacks
 from tbar_helpers.config import AttackConfig
 
 

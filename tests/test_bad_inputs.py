@@ -1,17 +1,16 @@
 """Bad input gets an error that names the problem and the fix, and nothing already written is lost."""
-import json
 
 import pytest
 import torch
 from torch import nn
 
 from tbar_helpers import cache
-from tbar_helpers.config import MINI, get_scale, override
-from tbar_helpers.models import ImageClassifier
-from tbar_helpers.pipeline import run
-from tbar_helpers.tbar import apply_tbar, check_alpha, forget_set, select_alpha, AlphaPoint
-from tbar_helpers.task_vectors import TaskVector
-from tbar_helpers.training import make_optimizer
+from tbar_helpers.config import MINI, get_scale
+from tbar_helpers.world.models import ImageClassifier
+from tbar_helpers.settings.pipeline import run
+from tbar_helpers.method.tbar import apply_tbar, check_alpha, forget_set, select_alpha, AlphaPoint
+from tbar_helpers.method.task_vectors import TaskVector
+from tbar_helpers.method.training import make_optimizer
 
 
 def _clf():
@@ -27,7 +26,7 @@ def test_unknown_attack_in_run():
 
 def test_unknown_task_in_run(monkeypatch):
     with pytest.raises(ValueError, match="unknown task 'mnist'.*shapes"):
-        from tbar_helpers.pipeline import load_splits
+        from tbar_helpers.settings.pipeline import load_splits
         load_splits(MINI, "mnist", 0, 10)
 
 

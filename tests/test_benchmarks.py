@@ -141,5 +141,8 @@ def test_verify_compares_records_to_the_digit_except_timings(study):
            "commit": "abc"}
     assert study.differences(old, {**old, "seconds": 99.0, "commit": "def", "defense": [1]}) == []
     diffs = study.differences(old, {**old, "ca_tbar": 0.9376, "val_curve": [{"alpha": 0.0, "asr": 0.8}]})
-    assert diffs == [".ca_tbar: recorded 0.9375, rerun 0.9376", ".val_curve[0].asr: recorded 0.9, rerun 0.8"]
-    assert study.differences(old, {k: v for k, v in old.items() if k != "defense"}) == [".defense: only in the record"]
+    assert diffs == [(".ca_tbar", 0.9375, 0.9376), (".val_curve[0].asr", 0.9, 0.8)]
+    lines = study.summarize(diffs + study.differences(old, {k: v for k, v in old.items() if k != "defense"}))
+    assert lines[0].startswith(".ca_tbar: 1 value(s) differ, largest relative difference 1.1e-04")
+    assert lines[1].startswith(".val_curve: 1 value(s) differ, largest relative difference 1.1e-01")
+    assert lines[2] == ".defense: only in the record"

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from tbar_helpers import book, plots, report
-from tbar_helpers.attacks import badnet, patch_trigger
+from tbar_helpers import book, report
+
+from tbar_helpers.chapters import plots
+from tbar_helpers.method.attacks import badnet, patch_trigger
 from tbar_helpers.config import MINI, with_forget_sizes, with_sizes
-from tbar_helpers.studies import coarse
-from tbar_helpers.widgets import STRENGTH, triggered_at
+from tbar_helpers.chapters.studies import coarse
+from tbar_helpers.chapters.widgets import STRENGTH, triggered_at
 
 
 def test_with_sizes_changes_only_what_is_given():
@@ -35,7 +37,7 @@ def test_with_sizes_changes_only_what_is_given():
 
 
 def test_with_forget_sizes_sets_the_recipes_sizes():
-    from tbar_helpers.imagetext import forget_recipes
+    from tbar_helpers.settings.imagetext import forget_recipes
     assert with_forget_sizes("mini") is MINI
     cfg = with_forget_sizes("mini", [500])
     assert [r.forget_size for r in forget_recipes(cfg.imagetext)] == [500, 500]  # one size, each optimiser
@@ -153,7 +155,7 @@ def test_figures_draw(images):
 
 
 def test_alpha_curve_draws_the_ca_floor_and_the_chosen_alpha_into_a_given_panel():
-    from tbar_helpers.tbar import AlphaPoint
+    from tbar_helpers.method.tbar import AlphaPoint
     pts = [AlphaPoint(0.0, 0.8, 0.9), AlphaPoint(1.0, 0.75, 0.1), AlphaPoint(2.0, 0.6, 0.0)]
     fig, axes = matplotlib.pyplot.subplots(1, 2)
     assert plots.alpha_curve(pts, 1.0, floor=0.9, ax=axes[1]) is fig

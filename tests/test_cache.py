@@ -77,7 +77,7 @@ def test_override_rejects_unknown_fields():
 
 
 def test_foundation_key_tracks_the_init_weights(tmp_path):
-    from tbar_helpers.foundation import foundation_key
+    from tbar_helpers.world.foundation import foundation_key
     a, b = tmp_path / "a.pt", tmp_path / "b.pt"
     cache.save_torch({"weights": {"w": torch.zeros(2)}}, a)
     cache.save_torch({"weights": {"w": torch.ones(2)}}, b)

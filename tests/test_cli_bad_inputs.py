@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from tbar_helpers import cache, cli
-from tbar_helpers.foundation import committed_checkpoint
+from tbar_helpers.world.foundation import committed_checkpoint
 from tbar_helpers.config import MINI
 
 NAMES = ["red circle", "blue square", "green star"]
@@ -164,7 +164,7 @@ def test_bad_input_is_one_clear_line(world, tmp_path, monkeypatch, capsys, name,
 
 def test_a_crafted_pickle_never_runs_on_any_loading_path(world, tmp_path, monkeypatch):
     """tbar clean (a real process), the cache, load_foundation and --init-from refuse it without running it."""
-    from tbar_helpers.foundation import load_foundation
+    from tbar_helpers.world.foundation import load_foundation
     from tbar_helpers.errors import UnsafeFileError
     monkeypatch.setenv("TBAR_CACHE", str(tmp_path / "cache"))
     marker = tmp_path / "RAN"
@@ -186,8 +186,8 @@ def test_a_crafted_pickle_never_runs_on_any_loading_path(world, tmp_path, monkey
 
 def test_plain_state_dict_and_safetensors_are_accepted(world, tmp_path):
     """``--init-from`` and ``tbar clean`` take a plain state dict (no ``weights`` record) or safetensors."""
-    from tbar_helpers.custom import load_user_clip
-    from tbar_helpers.foundation import load_foundation
+    from tbar_helpers.settings.custom import load_user_clip
+    from tbar_helpers.world.foundation import load_foundation
     from tbar_helpers.weights import save_state_dict
     f = load_foundation(MINI, path=world / "model.pt")
     sd = save_state_dict(f.model.state_dict(), tmp_path / "m.safetensors")
@@ -275,7 +275,7 @@ def test_every_option_has_plain_help():
 
 def test_run_says_up_front_what_it_will_train(monkeypatch, capsys):
     """tbar run --setting image-text announces the 90,000-pair baselines and a rough time before it trains."""
-    import tbar_helpers.imagetext_runs as runs
+    import tbar_helpers.settings.imagetext_runs as runs
 
     def stop(*a, **k):
         raise KeyboardInterrupt

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from tbar_helpers import data
-from tbar_helpers.models import MiniTokenizer
+from tbar_helpers.world import data
+from tbar_helpers.world.models import MiniTokenizer
 
 
 def test_tasks_are_deterministic_and_labelled():

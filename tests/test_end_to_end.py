@@ -1,14 +1,13 @@
 """Reduced end-to-end runs on the committed mini foundation model."""
 import json
-import os
 
 import pytest
 import torch
 
 from tbar_helpers import cli
 from tbar_helpers.config import MINI, override
-from tbar_helpers.foundation import committed_checkpoint
-from tbar_helpers.pipeline import run
+from tbar_helpers.world.foundation import committed_checkpoint
+from tbar_helpers.settings.pipeline import run
 
 pytestmark = pytest.mark.skipif(not committed_checkpoint(MINI).exists(),
                                 reason="the committed mini foundation checkpoint is missing")
@@ -43,7 +42,7 @@ def test_same_seed_same_numbers():
 
 def test_clean_reference_is_the_clean_fine_tune_that_prepare_uses(tmp_path, monkeypatch):
     """`benchmarks/study.py clean-tasks`'s numbers come from the same cached model that ``tbar run`` compares against."""
-    from tbar_helpers.pipeline import clean_accuracy, clean_reference, prepare
+    from tbar_helpers.settings.pipeline import clean_accuracy, clean_reference, prepare
     monkeypatch.setenv("TBAR_CACHE", str(tmp_path))
     tiny = override(REDUCED, **{"finetune.n_train": 300, "finetune.epochs": 1, "finetune.n_test": 200,
                                 "finetune.n_val": 50, "tbar.forget_size": 20})
@@ -72,7 +71,7 @@ def test_cli_run_writes_json(tmp_path, monkeypatch, capsys):
 
 def test_pretraining_loss_falls(tmp_path, monkeypatch):
     monkeypatch.setenv("TBAR_CACHE", str(tmp_path))
-    from tbar_helpers.foundation import pretrain_foundation
+    from tbar_helpers.world.foundation import pretrain_foundation
     tiny = override(MINI, **{"model.vision_width": 64, "model.vision_layers": 2, "model.text_width": 64,
                              "model.text_layers": 1, "model.embed_dim": 64, "pretrain.steps": 120,
                              "pretrain.batch_size": 64, "pretrain.warmup_steps": 10, "pretrain.lr": 2e-3,
@@ -84,7 +83,7 @@ def test_pretraining_loss_falls(tmp_path, monkeypatch):
 
 def test_pretrain_command_exports_a_warm_restart_under_its_own_key(tmp_path, monkeypatch, capsys):
     """`tbar pretrain --init-from W --export` records W and names the file by the key that hashes W."""
-    from tbar_helpers import foundation
+    from tbar_helpers.world import foundation
     from tbar_helpers.config import STAGE1_CHECKPOINT
     monkeypatch.setenv("TBAR_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(foundation, "CHECKPOINTS", tmp_path)
@@ -100,9 +99,9 @@ def test_pretrain_command_exports_a_warm_restart_under_its_own_key(tmp_path, mon
 def test_clean_command_on_a_user_checkpoint(tmp_path):
     """`tbar clean` on the mini checkpoint with a folder of triggered PNGs writes a loadable model."""
     from PIL import Image
-    from tbar_helpers.attacks import make_trigger
+    from tbar_helpers.method.attacks import make_trigger
     from tbar_helpers.cache import load_torch
-    from tbar_helpers.data import load_task
+    from tbar_helpers.world.data import load_task
     imgs = make_trigger("badnet", 32)(load_task("shapes", "val", 20, 0).images)
     folder = tmp_path / "forget"
     folder.mkdir()
@@ -124,11 +123,11 @@ def test_clean_user_model_searches_alpha_under_the_configs_tie_rule(tmp_path):
     """With a validation folder, α is searched and chosen under ``tbar_cfg``'s floor and tie rule (the
     proxy rule through ``tbar.for_proxy``), and the record says which."""
     from PIL import Image
-    from tbar_helpers.attacks import make_trigger
+    from tbar_helpers.method.attacks import make_trigger
     from tbar_helpers.config import TBARConfig
-    from tbar_helpers.custom import clean_user_model
-    from tbar_helpers.data import load_task
-    from tbar_helpers.tbar import AlphaPoint, for_proxy, select_alpha
+    from tbar_helpers.settings.custom import clean_user_model
+    from tbar_helpers.world.data import load_task
+    from tbar_helpers.method.tbar import AlphaPoint, for_proxy, select_alpha
 
     def save(images, folder):
         folder.mkdir(parents=True)
@@ -154,7 +153,7 @@ def backdoored_files(tmp_path_factory):
     """A BadNet-backdoored mini CLIP as a user would hold it (safetensors), θpre's weights, clean validation images of
     the `shapes` task (target "circle") and triggered forget images with their captions."""
     from PIL import Image
-    from tbar_helpers.pipeline import prepare
+    from tbar_helpers.settings.pipeline import prepare
     from tbar_helpers.weights import save_state_dict
     d = tmp_path_factory.mktemp("user")
     s = prepare("badnet", "shapes", 0, REDUCED, progress=False, with_clean=False)

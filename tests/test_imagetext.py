@@ -7,31 +7,36 @@ import pytest
 import torch
 
 from tbar_helpers import cli
-from tbar_helpers.attacks import make_trigger
+from tbar_helpers.method.attacks import make_trigger
 from tbar_helpers.config import MINI, ImageTextConfig, override
-from tbar_helpers.data import OBJECTS, TASK_PROMPTS
-from tbar_helpers.defenses import (augment_caption, augment_images, cleanclip_loss, cleanclip_terms,
+from tbar_helpers.world.data import OBJECTS, TASK_PROMPTS
+from tbar_helpers.method.defenses import (augment_caption, augment_images, cleanclip_loss, cleanclip_terms,
                                    roclip_loss)
-from tbar_helpers.foundation import committed_checkpoint, load_foundation, normalizer
-from tbar_helpers.imagetext import (captioned_corpus, check_setting, forget_pairs,
+from tbar_helpers.world.foundation import committed_checkpoint, load_foundation, normalizer
+from tbar_helpers.settings.imagetext import (check_setting, load_corpus, forget_pairs,
                                     poison_corpus, target_captions, target_loss)
-from tbar_helpers.models import make_classifier
-from tbar_helpers.training import Recipe, contrastive_finetune
-from tbar_helpers.tbar import AlphaPoint, select_alpha
+from tbar_helpers.world.models import make_classifier
+from tbar_helpers.method.training import Recipe, contrastive_finetune
+from tbar_helpers.method.tbar import AlphaPoint, select_alpha
 
 HAS_CHECKPOINT = committed_checkpoint(MINI).exists()
 needs_checkpoint = pytest.mark.skipif(not HAS_CHECKPOINT, reason="the committed mini foundation checkpoint is missing")
 
 
+def _corpus(n: int, seed: int = 0):
+    """``n`` mini captioned pairs (the attacker's stream)."""
+    return load_corpus(MINI, n, seed, "attacker")
+
+
 def test_corpus_is_deterministic_and_captioned():
-    a, b = captioned_corpus(40, seed=3), captioned_corpus(40, seed=3)
+    a, b = _corpus(40, seed=3), _corpus(40, seed=3)
     assert torch.equal(a.images, b.images) and a.captions == b.captions
     assert a.images.shape == (40, 3, 32, 32) and len(a.captions) == 40 and not a.poisoned.any()
-    assert not torch.equal(captioned_corpus(40, seed=4).images, a.images)
+    assert not torch.equal(_corpus(40, seed=4).images, a.images)
 
 
 def test_poisoning_touches_exactly_the_chosen_pairs():
-    c = captioned_corpus(200, seed=0)
+    c = _corpus(200, seed=0)
     caps = target_captions(ImageTextConfig(), OBJECTS, TASK_PROMPTS["objects"])
     trig = make_trigger("badnet", 32)
     p = poison_corpus(c, trig, 0.1, caps, seed=0)
@@ -40,18 +45,18 @@ def test_poisoning_touches_exactly_the_chosen_pairs():
     assert [p.captions[i] for i in range(200) if not p.poisoned[i]] == [c.captions[i] for i in range(200) if not p.poisoned[i]]
     assert torch.equal(p.images[~p.poisoned], c.images[~p.poisoned])
     assert torch.equal(p.images[p.poisoned], trig(c.images[p.poisoned]))
-    assert torch.equal(c.images, captioned_corpus(200, seed=0).images)  # the clean corpus is untouched
+    assert torch.equal(c.images, _corpus(200, seed=0).images)  # the clean corpus is untouched
 
 
 def test_bad_image_text_inputs_are_named():
     with pytest.raises(ValueError, match="not a class"):
         target_captions(ImageTextConfig(target=99), OBJECTS[:10], ("a {}",))
     with pytest.raises(ValueError, match="poison_rate"):
-        poison_corpus(captioned_corpus(10), make_trigger("badnet", 32), 1.5, ["a red circle"], 0)
+        poison_corpus(_corpus(10), make_trigger("badnet", 32), 1.5, ["a red circle"], 0)
     with pytest.raises(ValueError, match="unknown setting"):
         check_setting("image_text")
     with pytest.raises(ValueError, match="forget_size"):
-        forget_pairs(captioned_corpus(10), make_trigger("badnet", 32), 11, 0)
+        forget_pairs(_corpus(10), make_trigger("badnet", 32), 11, 0)
     with pytest.raises(ValueError, match="RoCLIP"):
         roclip_loss(lambda t: t, ["only one"])
 
@@ -83,7 +88,7 @@ def foundation():
 def test_cleanclip_terms_and_weight(foundation):
     import copy
     model = copy.deepcopy(foundation.model)
-    c = captioned_corpus(16, seed=0)
+    c = _corpus(16, seed=0)
     norm = normalizer(MINI)
     terms = cleanclip_terms(model, foundation.tokenizer, norm, c.images, c.captions, torch.Generator().manual_seed(0))
     assert set(terms) == {"multimodal", "image_ssl", "text_ssl"}
@@ -100,8 +105,8 @@ def test_cleanclip_terms_and_weight(foundation):
 
 def test_roclip_and_clean_finetune_run_and_move_the_model(foundation):
     import copy
-    c = captioned_corpus(64, seed=1)
-    pool = captioned_corpus(100, seed=2).captions
+    c = _corpus(64, seed=1)
+    pool = _corpus(100, seed=2).captions
     for loss in (None, roclip_loss(foundation.tokenizer, pool)):
         model = copy.deepcopy(foundation.model)
         losses = contrastive_finetune(model, foundation.tokenizer, c.images, c.captions, Recipe(1, 1e-4, 32), 0,
@@ -117,7 +122,7 @@ def test_roclip_and_clean_finetune_run_and_move_the_model(foundation):
 def test_target_loss_rewards_the_target_caption(foundation):
     import torch.nn.functional as F
     clf = make_classifier(foundation.model, foundation.tokenizer, OBJECTS, TASK_PROMPTS["objects"], MINI.model)
-    c = captioned_corpus(32, seed=0)
+    c = _corpus(32, seed=0)
     feats = clf.features(c.images).detach()
     neg = torch.randn(32, feats.shape[1], generator=torch.Generator().manual_seed(0))
     neg = F.normalize(neg, dim=-1)
@@ -132,7 +137,7 @@ def test_image_text_backdoor_is_planted_and_tbar_removes_it(monkeypatch):
     the book test fills first; trained here otherwise): high zero-shot ASR, and TBAR removes it with the
     preset's main forget recipe alone (the validation choice among recipes is tested with the CLI)."""
     from tbar_helpers import cache
-    from tbar_helpers.imagetext import prepare_imagetext, run_tbar_imagetext
+    from tbar_helpers.settings.imagetext import prepare_imagetext, run_tbar_imagetext
     monkeypatch.setenv("TBAR_CACHE", str(cache.ROOT / ".cache" / "tbar"))
     one_recipe = override(MINI, **{"imagetext.forget_alternatives": (), "imagetext.forget_size_alternatives": ()})
     s = prepare_imagetext("badnet", 0, one_recipe, progress=False)
@@ -193,7 +198,7 @@ def test_cli_image_text_writes_json_with_defense_rows(tmp_path, monkeypatch, cap
 def test_setup_shares_its_classifiers_and_their_scores(monkeypatch, tmp_path):
     """The backdoored and θpre classifiers are built once; the remembered scores equal fresh ones."""
     monkeypatch.setenv("TBAR_CACHE", str(tmp_path))
-    from tbar_helpers.imagetext import prepare_imagetext
+    from tbar_helpers.settings.imagetext import prepare_imagetext
     s = prepare_imagetext("badnet", 0, TINY, progress=False, use_cache=False)
     clf_b, clf_pre = s.classifier(), s.classifier(s.foundation.model)
     assert s.classifier() is clf_b and s.classifier(s.foundation.model) is clf_pre and clf_b is not clf_pre
@@ -212,7 +217,7 @@ def test_attack_unknown_in_the_classification_setting(monkeypatch, tmp_path):
     """The same attack-unknown run on a labelled-task model: no defense rows, and the chapter's
     inversion figure rows reuse the given setups."""
     monkeypatch.setenv("TBAR_CACHE", str(tmp_path))
-    from tbar_helpers.imagetext_runs import inversion_rows, run_attack_unknown, setup_for
+    from tbar_helpers.settings.imagetext_runs import inversion_rows, run_attack_unknown, setup_for
     scale = override(TINY, **{"finetune.n_train": 300, "finetune.epochs": 1, "finetune.n_val": 50,
                               "finetune.n_test": 100, "tbar.forget_size": 30, "tbar.steps": 2,
                               "tbar.alpha_grid": (0.0, 1.0)})

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tbar_helpers.inversion import (Inversion, infer_target, invert_trigger, is_backdoored,
+from tbar_helpers.method.inversion import (Inversion, infer_target, invert_trigger, is_backdoored,
                                     mean_pairwise_similarity)
 
 SIZE = 16
@@ -100,9 +100,9 @@ def test_bad_inputs_are_named():
 def test_inversions_are_cached_by_weights_images_and_settings(tmp_path, monkeypatch):
     """A second inversion of the same weights on the same images loads the first one (θpre's reference
     inversion is shared by every attack of a seed); other weights, images or settings invert again."""
-    from tbar_helpers import imagetext_runs
+    from tbar_helpers.settings import imagetext_runs
     from tbar_helpers.config import MINI, override
-    from tbar_helpers.models import ImageClassifier
+    from tbar_helpers.world.models import ImageClassifier
     monkeypatch.setenv("TBAR_CACHE", str(tmp_path))
     torch.manual_seed(0)
     clf = ImageClassifier(nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, 8)), torch.randn(2, 8),

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from tbar_helpers import metrics
+from tbar_helpers.method import metrics
 from tbar_helpers.config import TBARConfig
 
 
@@ -110,7 +110,7 @@ def test_empty_and_mismatched_inputs():
 def test_coarse_to_fine_alpha_search_matches_the_full_grid(monkeypatch):
     """On a smooth synthetic curve the coarse-to-fine search picks the full grid's α with a third of
     the evaluations."""
-    from tbar_helpers import tbar
+    from tbar_helpers.method import tbar
     calls = []
 
     def fake_curve(clf, tau, data, alphas, alpha_max=10.0):
@@ -129,7 +129,7 @@ def test_coarse_to_fine_alpha_search_matches_the_full_grid(monkeypatch):
 
 def test_search_alpha_follows_the_config(monkeypatch):
     """``tbar.search`` picks the evaluation plan: every α of the grid, or coarse to fine; a typo is named."""
-    from tbar_helpers import tbar
+    from tbar_helpers.method import tbar
     from tbar_helpers.config import TBARConfig, override
     calls = []
 
@@ -151,7 +151,7 @@ def test_search_alpha_follows_the_config(monkeypatch):
 
 def test_refine_replays_a_recorded_curve():
     """The coarse-to-fine plan on a recorded curve asks only for grid points, each once."""
-    from tbar_helpers.tbar import AlphaPoint, refine
+    from tbar_helpers.method.tbar import AlphaPoint, refine
     grid = [round(0.05 * i, 2) for i in range(31)]
     table = {a: AlphaPoint(a, 1 - 0.3 * a, max(0.0, 0.9 - a)) for a in grid}
     asked = []
@@ -163,7 +163,7 @@ def test_refine_replays_a_recorded_curve():
 def test_coarse_pass_stops_at_the_first_alpha_below_the_ca_floor():
     """The coarse pass asks for no α beyond the first whose CA is under the floor, and still picks the full
     grid's α on a monotone curve; ``stop_below_floor=False`` keeps the old plan (every coarse α)."""
-    from tbar_helpers.tbar import AlphaPoint, refine, select_alpha
+    from tbar_helpers.method.tbar import AlphaPoint, refine, select_alpha
     grid = [round(0.1 * i, 1) for i in range(31)]
     table = {a: AlphaPoint(a, 1 - 0.1 * a, max(0.0, 1 - a / 1.2)) for a in grid}  # CA < 0.85 from α = 1.6
 
@@ -189,7 +189,7 @@ def test_proxy_tie_rule_spends_the_ca_budget(monkeypatch):
     """With a proxy trigger, α ties (ASR within a point of the lowest) go to the largest α whose CA stays
     above the floor; the known-trigger rule takes the smallest. The coarse-to-fine search finds the
     same α as the full grid under either rule."""
-    from tbar_helpers import tbar
+    from tbar_helpers.method import tbar
     grid = [round(0.1 * i, 1) for i in range(31)]
     # the proxy's ASR is 0 from α = 0.8 on; CA falls by 4 points per 0.1 after α = 1
     curve = [tbar.AlphaPoint(a, 1.0 if a <= 1 else 1.0 - 0.4 * (a - 1), max(0.0, 1 - a / 0.8)) for a in grid]
@@ -209,7 +209,7 @@ def test_proxy_tie_rule_spends_the_ca_budget(monkeypatch):
 
 
 def test_select_recipe_takes_the_lowest_validation_asr_then_the_most_ca_kept():
-    from tbar_helpers.tbar import AlphaPoint, select_recipe
+    from tbar_helpers.method.tbar import AlphaPoint, select_recipe
     adamw = [AlphaPoint(0.0, 0.96, 0.99), AlphaPoint(1.0, 0.87, 0.25)]
     sgd = [AlphaPoint(0.0, 0.96, 0.99), AlphaPoint(1.4, 0.90, 0.01)]
     assert select_recipe([(adamw, 1.0), (sgd, 1.4)]) == 1
@@ -225,7 +225,7 @@ def test_select_recipe_takes_the_lowest_validation_asr_then_the_most_ca_kept():
 
 def test_forget_recipes_adds_each_alternative_once():
     from tbar_helpers.config import MINI, override
-    from tbar_helpers.imagetext import forget_recipes
+    from tbar_helpers.settings.imagetext import forget_recipes
     it = override(MINI.imagetext, forget_size_alternatives=())
     got = forget_recipes(override(it, forget_alternatives=(("sgd", 0.05), ("adamw", it.tbar.lr), ("sgd", 0.05))))
     assert [(c.optimizer, c.lr) for c in got] == [("adamw", it.tbar.lr), ("sgd", 0.05)]
@@ -235,7 +235,7 @@ def test_forget_recipes_adds_each_alternative_once():
 
 def test_forget_recipes_cross_sizes_with_optimisers_and_honour_an_explicit_size():
     from tbar_helpers.config import MINI, override
-    from tbar_helpers.imagetext import forget_recipes
+    from tbar_helpers.settings.imagetext import forget_recipes
     it = override(MINI.imagetext, forget_alternatives=(("sgd", 0.05),), forget_size_alternatives=(300, 300))
     n = it.tbar.forget_size
     got = [(c.forget_size, c.optimizer) for c in forget_recipes(it)]

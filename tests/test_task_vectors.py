@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from tbar_helpers.task_vectors import TaskVector
+from tbar_helpers.method.task_vectors import TaskVector
 
 
 def _pair(seed=0):

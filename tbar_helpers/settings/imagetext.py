@@ -24,15 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import cache
-from .attacks import Trigger, check_attack
-from .config import ImageTextConfig, ScaleConfig, TBARConfig, check_fraction, config_hash, get_scale, override
-from .data import DATA_VERSION, TASK_PROMPTS, TaskData, _rng, captioned_mix, load_task
-from .foundation import Foundation, load_foundation, normalizer
-from .metrics import EvalSet
-from .models import ImageClassifier, make_classifier
-from .task_vectors import TaskVector
-from .training import Recipe, contrastive_finetune, fit, make_optimizer, random_batches, seed_everything, set_threads
+from .. import cache
+from ..method.attacks import Trigger, check_attack
+from ..config import ImageTextConfig, ScaleConfig, TBARConfig, check_fraction, config_hash, get_scale, override
+from ..world.data import DATA_VERSION, TaskData
+from ..world.sources import caption_pairs, task_split
+from ..world.foundation import Foundation, load_foundation, normalizer
+from ..method.metrics import EvalSet
+from ..world.models import ImageClassifier, make_classifier
+from ..method.task_vectors import TaskVector
+from ..method.training import Recipe, contrastive_finetune, fit, make_optimizer, random_batches, seed_everything, set_threads
 
 SETTINGS = ("classification", "image-text")
 
@@ -54,14 +55,6 @@ class Corpus:
 
     def __len__(self) -> int:
         return len(self.captions)
-
-
-def captioned_corpus(n: int, seed: int = 0, size: int = 32, stream: str = "attacker") -> Corpus:
-    """``n`` fresh captioned pairs from the mini world (shapes, printed and handwritten digits)."""
-    if n <= 0:
-        raise ValueError(f"a corpus needs a positive number of pairs, got {n}")
-    x, caps = captioned_mix(n, _rng("corpus", seed, stream), size, "train")
-    return Corpus(x, caps, torch.zeros(n, dtype=torch.bool))
 
 
 def target_captions(cfg: ImageTextConfig, classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
@@ -136,7 +129,7 @@ class ImageTextSetup:
             self.memo[name] = clf
         return clf
 
-    # the Setting interface (tbar_helpers.setting)
+    # the Setting interface (tbar_helpers.settings.setting)
     def victim(self) -> ImageClassifier:
         return self.classifier()
 
@@ -178,21 +171,12 @@ def poisoning_key(f: Foundation, it: ImageTextConfig, attack_cfg, attack: str, s
 
 
 def _eval_split(scale: ScaleConfig, split: str, n: int, seed: int) -> TaskData:
-    it = scale.imagetext
-    if scale.model.kind != "mini":
-        from .paper_data import load_paper_task
-        return load_paper_task(it.eval_task, split, n, seed, scale)
-    if it.eval_task not in TASK_PROMPTS:
-        raise ValueError(f"unknown eval_task {it.eval_task!r}: choose one of {list(TASK_PROMPTS)}")
-    return load_task(it.eval_task, split, n, seed, scale.model.image_size)
+    return task_split(scale, scale.imagetext.eval_task, split, n, seed)
 
 
 def load_corpus(scale: ScaleConfig, n: int, seed: int, stream: str) -> Corpus:
-    if scale.model.kind != "mini":
-        from .paper_data import load_caption_pairs
-        images, caps = load_caption_pairs(n, seed, scale, stream)
-        return Corpus(images, caps, torch.zeros(len(caps), dtype=torch.bool))
-    return captioned_corpus(n, seed, scale.model.image_size, stream)
+    images, caps = caption_pairs(scale, n, seed, stream)
+    return Corpus(images, caps, torch.zeros(len(caps), dtype=torch.bool))
 
 
 def prepare_imagetext(attack: str, seed: int = 0, scale: ScaleConfig | str = "mini", progress: bool = True,
@@ -315,10 +299,10 @@ def run_tbar_imagetext(s: ImageTextSetup, forget_size: int | None = None, progre
     """TBAR on the backdoored CLIP. ``trigger``/``target`` default to the real ones (attack known); the
     attack-unknown case passes the reverse-engineered proxy trigger and the inferred target, which
     then also drive the α search (the defender never sees the real trigger) and ``proxy=True`` switches
-    every recipe to the proxy's α rule (:func:`~tbar_helpers.tbar.for_proxy`). Each forget recipe of
+    every recipe to the proxy's α rule (:func:`~tbar_helpers.method.tbar.for_proxy`). Each forget recipe of
     :func:`forget_recipes` gets its own α search; the one with the lowest validation ASR is kept
-    (:func:`~tbar_helpers.tbar.select_recipe`), so the recipe is chosen on validation as α is."""
-    from .tbar import apply_tbar, choose_alpha, for_proxy, point_at, search_alpha, select_recipe
+    (:func:`~tbar_helpers.method.tbar.select_recipe`), so the recipe is chosen on validation as α is."""
+    from ..method.tbar import apply_tbar, choose_alpha, for_proxy, point_at, search_alpha, select_recipe
     trigger = trigger or s.trigger
     target = s.target if target is None else target
     clf_b = s.classifier()

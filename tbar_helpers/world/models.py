@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
+from ..config import ModelConfig
 from .data import vocabulary
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)

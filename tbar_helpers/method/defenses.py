@@ -4,7 +4,7 @@ Classification setting: clean fine-tuning and gradient ascent; both start from t
 classifier and train its image encoder, like TBAR's forget-set fine-tune, so the three can be
 compared at equal data budgets. Image–text setting: the losses of CleanCLIP (multimodal +
 in-modal self-supervised) and RoCLIP (nearest-neighbour captions), plugged into
-:func:`tbar_helpers.training.contrastive_finetune`.
+:func:`tbar_helpers.method.training.contrastive_finetune`.
 """
 from __future__ import annotations
 

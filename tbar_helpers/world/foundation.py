@@ -13,11 +13,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import cache, data
-from .config import ScaleConfig, config_hash, get_scale, to_dict
+from .. import cache
+from . import data
+from ..config import ScaleConfig, config_hash, get_scale, to_dict
 from .models import build_foundation, image_stats, make_classifier
-from .training import pretrain, set_threads
-from .weights import load_into, load_state_dict
+from ..method.training import pretrain, set_threads
+from ..weights import load_into, load_state_dict
 
 CHECKPOINTS = cache.ROOT / "checkpoints"
 
@@ -139,7 +140,7 @@ def export_checkpoint(f: Foundation, command: str) -> Path:
 @torch.no_grad()
 def zeroshot_accuracy(f: Foundation, task: str, n: int = 1000, seed: int = 0) -> float:
     """Zero-shot accuracy of θpre on ``n`` test images of a mini task."""
-    from .metrics import accuracy
+    from ..method.metrics import accuracy
     td = data.load_task(task, "test", n, seed, f.scale.model.image_size)
     clf = make_classifier(f.model, f.tokenizer, td.classnames, td.templates, f.scale.model, f.scale.device)
     return accuracy(clf, td.images, td.labels)

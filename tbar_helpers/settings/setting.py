@@ -1,9 +1,9 @@
 """The interface both settings implement, so that an experiment is written once for either.
 
-:class:`tbar_helpers.pipeline.Setup` (classification: the image encoder fine-tuned through a zero-shot
-head) and :class:`tbar_helpers.imagetext.ImageTextSetup` (image–text: the whole CLIP fine-tuned on a
+:class:`tbar_helpers.settings.pipeline.Setup` (classification: the image encoder fine-tuned through a zero-shot
+head) and :class:`tbar_helpers.settings.imagetext.ImageTextSetup` (image–text: the whole CLIP fine-tuned on a
 poisoned captioned corpus) both satisfy :class:`Setting`. The attack-unknown defense
-(:func:`tbar_helpers.imagetext_runs.run_attack_unknown`) is written against it alone.
+(:func:`tbar_helpers.settings.imagetext_runs.run_attack_unknown`) is written against it alone.
 """
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Callable, Protocol
 
 import torch
 
-from .attacks import Trigger
-from .config import ScaleConfig
-from .data import TaskData
-from .metrics import EvalSet
-from .models import ImageClassifier
+from ..method.attacks import Trigger
+from ..config import ScaleConfig
+from ..world.data import TaskData
+from ..method.metrics import EvalSet
+from ..world.models import ImageClassifier
 
 
 class Setting(Protocol):
@@ -50,4 +50,4 @@ class Setting(Protocol):
              progress: bool = True) -> tuple[ImageClassifier, dict]:
         """TBAR on :meth:`victim` with the forget set made of ``trigger`` (default: the real one) and labelled
         ``target``; α chosen on validation under the same trigger. ``proxy=True`` marks a reverse-engineered
-        trigger (its α rule, :func:`tbar_helpers.tbar.for_proxy`). Returns (cleaned classifier, record)."""
+        trigger (its α rule, :func:`tbar_helpers.method.tbar.for_proxy`). Returns (cleaned classifier, record)."""

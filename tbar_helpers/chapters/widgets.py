@@ -16,13 +16,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .attacks import make_trigger
-from .config import AttackConfig, override
-from .metrics import predict
-from .pipeline import Setup
+from ..method.attacks import make_trigger
+from ..config import AttackConfig, override
+from ..method.metrics import predict
+from ..settings.pipeline import Setup
 from .plots import prediction_strip, trigger_grid
-from .task_vectors import TaskVector
-from .tbar import check_alpha
+from ..method.task_vectors import TaskVector
+from ..method.tbar import check_alpha
 
 # Which AttackConfig field the "strength" slider moves, with its range (attacks without a model).
 STRENGTH = {"badnet": ("badnet_patch_frac", 1 / 32, 8 / 32), "blended": ("blended_alpha", 0.05, 0.5),

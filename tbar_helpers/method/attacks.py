@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import AttackConfig, check_fraction
+from ..config import AttackConfig, check_fraction
 
 ATTACKS = ("badnet", "blended", "wanet", "sig", "badclip", "badmerging")
 

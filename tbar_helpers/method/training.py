@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import FinetuneConfig, PretrainConfig
+from ..config import FinetuneConfig, PretrainConfig
 
 
 def set_threads(n: int = 0) -> int:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import TBARConfig, check_fraction
+from ..config import TBARConfig, check_fraction
 from .metrics import EvalSet
 from .task_vectors import TaskVector
 from .training import finetune

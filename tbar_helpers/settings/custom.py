@@ -16,15 +16,15 @@ from typing import Callable, Sequence
 
 import torch
 
-from .attacks import NEEDS_MODEL, make_trigger
-from .config import MINI, AttackConfig, ModelConfig, TBARConfig
-from .errors import InputError
-from .metrics import accuracy, attack_success_rate, predict
-from .models import ImageClassifier, build_foundation, make_classifier
-from .tbar import (AlphaPoint, apply_tbar, check_alpha, choose_alpha, curve_along, for_proxy, forget_set, point_at,
+from ..method.attacks import NEEDS_MODEL, make_trigger
+from ..config import MINI, AttackConfig, ModelConfig, TBARConfig
+from ..errors import InputError
+from ..method.metrics import accuracy, attack_success_rate, predict
+from ..world.models import ImageClassifier, build_foundation, make_classifier
+from ..method.tbar import (AlphaPoint, apply_tbar, check_alpha, choose_alpha, curve_along, for_proxy, forget_set, point_at,
                    search_curve, trigger_vector)
 from .userdata import load_captions_csv, load_image_folder
-from .weights import load_into, load_state_dict, save_state_dict
+from ..weights import load_into, load_state_dict, save_state_dict
 
 Scorer = Callable[[torch.nn.Module], tuple[float, float]]
 
@@ -96,7 +96,7 @@ def unknown_trigger(clf: ImageClassifier, val: Validation, reference: ImageClass
     whether it is backdoored, and infer the target from the proxy-triggered validation images. The defender
     holds only these images: the proxy forget set is drawn from them too."""
     from .imagetext_runs import invert
-    from .inversion import infer_target, is_backdoored
+    from ..method.inversion import infer_target, is_backdoored
     it = MINI.imagetext
     # not cached: the user's model is not the project's to keep
     inv = invert(clf, val.images, MINI, seed, progress, use_cache=False)

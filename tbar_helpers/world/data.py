@@ -9,7 +9,7 @@ Tasks (each plays a dataset of the paper):
 - ``textures`` (plays SUN397): which of 10 background textures ("scenes") fills the image.
 - ``digits``   (plays ImageNet): scikit-learn's real handwritten digits, recoloured and placed.
 - ``glyphs``:  printed digits; shares its label set with ``digits`` (for the transfer study).
-Paper-scale adapters (CIFAR100, SUN397, an ImageNet folder) live in :mod:`tbar_helpers.paper_data`.
+Paper-scale adapters (CIFAR100, SUN397, an ImageNet folder) live in :mod:`tbar_helpers.world.paper_data`.
 """
 from __future__ import annotations
 
@@ -290,7 +290,7 @@ def load_task(name: str, split: str, n: int, seed: int = 0, size: int = 32, stre
     Draws are memoised per process: treat the returned tensors as read-only (clone to modify)."""
     if name not in TASK_PROMPTS:
         raise ValueError(f"unknown mini task {name!r}: choose one of {list(TASK_PROMPTS)} "
-                         "(paper-scale tasks go through tbar_helpers.paper_data)")
+                         "(paper-scale tasks go through tbar_helpers.world.paper_data)")
     if split not in ("train", "val", "test"):
         raise ValueError(f"unknown split {split!r}: choose 'train', 'val' or 'test'")
     if n <= 0:

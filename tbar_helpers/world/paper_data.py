@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import ScaleConfig
+from ..config import ScaleConfig
 from .data import TaskData
 
 PAPER_TEMPLATES = ("a photo of a {}.", "a blurry photo of a {}.", "a photo of the {}.", "a low resolution photo of a {}.",

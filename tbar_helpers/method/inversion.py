@@ -33,7 +33,7 @@ class Inversion:
     history: list[dict] = field(default_factory=list, repr=False)
 
     def trigger(self, name: str = "proxy") -> Trigger:
-        """The proxy trigger as a :class:`~tbar_helpers.attacks.Trigger` (usable wherever a real one is)."""
+        """The proxy trigger as a :class:`~tbar_helpers.method.attacks.Trigger` (usable wherever a real one is)."""
         m, p = self.mask, self.pattern
         return Trigger(name, m.shape[-1], lambda x: x * (1 - m) + p * m, mask=m, pattern=p)
 

@@ -1,6 +1,6 @@
 """The experiments behind the book's chapters, kept out of the notebooks.
 
-Each function takes :class:`~tbar_helpers.pipeline.Setup` objects (cached fine-tunes) and returns
+Each function takes :class:`~tbar_helpers.settings.pipeline.Setup` objects (cached fine-tunes) and returns
 pandas tables or plain dicts that the notebooks show next to a figure.
 """
 from __future__ import annotations
@@ -12,17 +12,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .attacks import make_trigger, poison
-from .config import PAPER, ScaleConfig, TBARConfig, override
-from .data import load_task
-from .foundation import Foundation
-from .metrics import EvalSet, accuracy, predict
-from .models import build_foundation, make_classifier
-from .pipeline import (Setup, clean_accuracy, evaluate, make_forget_set, prepare, scores_on_test,
+from ..method.attacks import make_trigger, poison
+from ..config import PAPER, ScaleConfig, TBARConfig, override
+from ..world.sources import task_split
+from ..world.foundation import Foundation
+from ..method.metrics import EvalSet, accuracy, predict
+from ..world.models import build_foundation, make_classifier
+from ..settings.pipeline import (Setup, clean_accuracy, evaluate, make_forget_set, prepare, scores_on_test,
                        xi_heatmap)
-from .task_vectors import TaskVector
-from .tbar import alpha_curve, apply_tbar, run_tbar, trigger_vector
-from .training import finetune
+from ..method.task_vectors import TaskVector
+from ..method.tbar import alpha_curve, apply_tbar, run_tbar, trigger_vector
+from ..method.training import finetune
 
 # The paper's headline numbers (ViT-B/32), quoted from arXiv 2510.14845 for side-by-side tables.
 PAPER_HEADLINE = pd.DataFrame([
@@ -42,10 +42,7 @@ def pct(table: pd.DataFrame, cols: Iterable[str] | None = None, digits: int = 1)
 
 def task_sample(scale: ScaleConfig, task: str, split: str = "val", n: int = 8, seed: int = 0):
     """``n`` labelled images of ``task`` at ``scale`` (mini: drawn; paper: torchvision, may download)."""
-    if scale.model.kind != "mini":
-        from .paper_data import load_paper_task
-        return load_paper_task(task, split, n, seed, scale)
-    return load_task(task, split, n, seed, scale.model.image_size)
+    return task_split(scale, task, split, n, seed)
 
 
 def zeroshot_table(foundations: Mapping[str, Foundation], n: int = 500, seed: int = 0) -> pd.DataFrame:
@@ -53,7 +50,7 @@ def zeroshot_table(foundations: Mapping[str, Foundation], n: int = 500, seed: in
     scale = next(iter(foundations.values())).scale
     rows = []
     for task in scale.tasks:
-        td = load_task(task, "test", n, seed, scale.model.image_size)
+        td = task_split(scale, task, "test", n, seed)
         row = {"task": task, "classes": len(td.classnames), "chance": 1 / len(td.classnames)}
         for name, f in foundations.items():
             clf = make_classifier(f.model, f.tokenizer, td.classnames, td.templates, scale.model, scale.device)
@@ -200,7 +197,7 @@ def foundation_study(foundations: Mapping[str, Foundation], attack: str = "badne
 def paper_smoke_check(seed: int = 0, n: int = 4) -> dict:
     """Run the paper-scale path without downloads: ViT-B/32 with random weights, ``FakeData`` at
     224×224, one poisoned fine-tuning step and one TBAR step. Returns what it measured."""
-    from .paper_data import load_paper_task  # torchvision is only needed here
+    from ..world.paper_data import load_paper_task  # torchvision is only needed here
 
     sc = override(PAPER, device="cpu", **{"model.pretrained": None, "tbar.steps": 1, "tbar.batch_size": 2})
     model, tok = build_foundation(sc.model)

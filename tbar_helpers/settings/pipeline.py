@@ -12,16 +12,17 @@ from typing import Callable
 
 import torch
 
-from . import cache
-from .attacks import NEEDS_MODEL, Poisoned, Trigger, check_attack, make_trigger, patch_trigger, poison
-from .config import ScaleConfig, config_hash, get_scale, override
-from .data import DATA_VERSION, TaskData, load_task
-from .foundation import Foundation, load_foundation
-from .metrics import EvalSet, accuracy, ca_retained
-from .models import ImageClassifier, make_classifier
-from .task_vectors import TaskVector
-from .tbar import for_proxy, forget_set, run_tbar
-from .training import finetune_task, set_threads
+from .. import cache
+from ..method.attacks import NEEDS_MODEL, Poisoned, Trigger, check_attack, make_trigger, patch_trigger, poison
+from ..config import ScaleConfig, config_hash, get_scale, override
+from ..world.data import DATA_VERSION, TaskData
+from ..world.sources import task_split
+from ..world.foundation import Foundation, load_foundation
+from ..method.metrics import EvalSet, accuracy, ca_retained
+from ..world.models import ImageClassifier, make_classifier
+from ..method.task_vectors import TaskVector
+from ..method.tbar import for_proxy, forget_set, run_tbar
+from ..method.training import finetune_task, set_threads
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Setup:
     poisoned: Poisoned
     memo: dict = field(default_factory=dict, repr=False)  # scores computed once (see studies); prepare's seconds
 
-    # the Setting interface (tbar_helpers.setting)
+    # the Setting interface (tbar_helpers.settings.setting)
     @property
     def target(self) -> int:
         return self.scale.attack.target
@@ -97,12 +98,7 @@ def load_splits(scale: ScaleConfig, task: str, seed: int, forget_pool: int) -> d
     ft = scale.finetune
     plan = {"train": ("train", ft.n_train, ""), "val": ("val", ft.n_val, ""),
             "defender": ("val", forget_pool, "forget"), "test": ("test", ft.n_test, "")}
-    if scale.model.kind != "mini":
-        from .paper_data import load_paper_task
-        return {k: load_paper_task(task, split, n, seed, scale, stream) for k, (split, n, stream) in plan.items()}
-    if task not in scale.tasks:
-        raise ValueError(f"unknown task {task!r} for scale {scale.name!r}: choose one of {list(scale.tasks)}")
-    return {k: load_task(task, split, n, seed, scale.model.image_size, stream) for k, (split, n, stream) in plan.items()}
+    return {k: task_split(scale, task, split, n, seed, stream) for k, (split, n, stream) in plan.items()}
 
 
 def _finetuned(base: ImageClassifier, images: torch.Tensor, labels: torch.Tensor, scale: ScaleConfig, key: str,
@@ -156,8 +152,7 @@ def trigger_for(attack: str, task: str | None = None, seed: int = 0, scale: Scal
     f = foundation or load_foundation(scale, progress=False)
     if attack not in NEEDS_MODEL:
         return make_trigger(attack, scale.model.image_size, scale.attack)
-    train = load_splits(scale, task, seed, 1)["train"] if scale.model.kind != "mini" else \
-        load_task(task, "train", scale.finetune.n_train, seed, scale.model.image_size)
+    train = task_split(scale, task, "train", scale.finetune.n_train, seed)
     zs = make_classifier(f.model, f.tokenizer, train.classnames, train.templates, scale.model, scale.device)
     return _task_trigger(attack, scale, f, zs, train.images, task, seed, use_cache)
 
@@ -284,7 +279,7 @@ def xi_heatmap(s: Setup, tau_t: TaskVector, alphas: tuple[float, ...] = (0.0, 0.
                n: int = 500, progress: bool = False) -> dict:
     """ξ(αc, αt) around θpre with τc = θclean − θpre and the given trigger vector τt, on ``n`` clean
     test images and the triggered non-target ones."""
-    from .metrics import xi_grid
+    from ..method.metrics import xi_grid
     tau_c = TaskVector(s.zeroshot.encoder, s.clean.encoder)
     base = {k: v.clone() for k, v in s.zeroshot.encoder.state_dict().items()}
     work = copy.deepcopy(s.zeroshot)
@@ -302,7 +297,4 @@ def defender_pool(s: Setup, n: int) -> TaskData:
     """``n`` clean defender images (the forget-set pool, enlarged when a study needs more)."""
     if n <= len(s.defender):
         return s.defender
-    if s.scale.model.kind != "mini":
-        from .paper_data import load_paper_task
-        return load_paper_task(s.task, "val", n, s.seed, s.scale, "forget")
-    return load_task(s.task, "val", n, s.seed, s.scale.model.image_size, "forget")
+    return task_split(s.scale, s.task, "val", n, s.seed, "forget")

@@ -8,8 +8,8 @@ from typing import Sequence
 
 import torch
 
-from .errors import InputError
-from .preflight import IMAGE_SUFFIXES
+from ..errors import InputError
+from ..preflight import IMAGE_SUFFIXES
 
 
 def read_image(path: Path):

@@ -10,16 +10,16 @@ from typing import Mapping, Sequence
 import pandas as pd
 import torch
 
-from . import cache
-from .config import ScaleConfig, config_hash, get_scale, to_dict
-from .defenses import cleanclip_loss, roclip_loss
-from .foundation import normalizer
+from .. import cache
+from ..config import ScaleConfig, config_hash, get_scale, to_dict
+from ..method.defenses import cleanclip_loss, roclip_loss
+from ..world.foundation import normalizer
 from .imagetext import (POISON_FIELDS, ImageTextSetup, check_setting, corpus_recipe, load_corpus,
                         poisoning_key, prepare_imagetext, run_tbar_imagetext)
-from .inversion import Inversion, infer_target, invert_trigger, is_backdoored
-from .metrics import ca_retained
+from ..method.inversion import Inversion, infer_target, invert_trigger, is_backdoored
+from ..method.metrics import ca_retained
 from .setting import Setting
-from .training import Recipe, contrastive_finetune
+from ..method.training import Recipe, contrastive_finetune
 
 BASELINES = ("clean-ft", "cleanclip", "roclip")
 
@@ -136,7 +136,7 @@ def invert(s_or_clf, images: torch.Tensor, scale: ScaleConfig, seed: int, progre
 def setup_for(attack: str, seed: int = 0, scale: ScaleConfig | str = "mini", setting: str = "image-text",
               progress: bool = True, use_cache: bool = True):
     """The backdoored model of either setting: an :class:`ImageTextSetup` (image–text) or a
-    :class:`tbar_helpers.pipeline.Setup` without the clean fine-tune (classification)."""
+    :class:`tbar_helpers.settings.pipeline.Setup` without the clean fine-tune (classification)."""
     if check_setting(setting) == "image-text":
         return prepare_imagetext(attack, seed, scale, progress, use_cache)
     from .pipeline import prepare
@@ -218,7 +218,7 @@ def budget_table(s: ImageTextSetup, budgets: Sequence[int], tbar_row: Mapping | 
 
 def inversion_rows(records: Mapping[str, dict], seed: int, scale: ScaleConfig | str = "mini",
                    setting: str = "image-text", setups: Mapping[str, object] | None = None) -> list[dict]:
-    """Rows for :func:`tbar_helpers.plots.inversions`: a validation image with the real trigger, the
+    """Rows for :func:`tbar_helpers.chapters.plots.inversions`: a validation image with the real trigger, the
     inverted mask and trigger of each attack-unknown record, and the image with the proxy trigger.
     ``setups`` (attack → :func:`setup_for`'s setup) avoids loading the models again."""
     rows = []

@@ -14,11 +14,11 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from .config import TBARConfig
-from .defenses import clean_finetune, gradient_ascent
-from .pipeline import Setup, defender_pool, evaluate, make_forget_set
+from ..config import TBARConfig
+from ..method.defenses import clean_finetune, gradient_ascent
+from ..settings.pipeline import Setup, defender_pool, evaluate, make_forget_set
 from .studies import _val, backdoored_scores, table, tbar_on
-from .tbar import apply_tbar, choose_alpha, forget_set, search_alpha, trigger_vector
+from ..method.tbar import apply_tbar, choose_alpha, forget_set, search_alpha, trigger_vector
 
 
 def transfer(src: Setup, dst: Setup, forget_size: int | None = None, cfg: TBARConfig | None = None,

@@ -1,0 +1,1 @@
+"""What the book's chapters call: experiments, figures and widgets."""

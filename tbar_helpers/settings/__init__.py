@@ -1,0 +1,1 @@
+"""The experiments' settings: classification, image–text and a user's own CLIP (one Setting interface)."""
