@@ -18,11 +18,11 @@ from torch import nn
 from study import record
 
 from tbar_helpers.config import get_scale, override
-from tbar_helpers.world.data import load_task
 from tbar_helpers.method.metrics import EvalSet
-from tbar_helpers.settings.pipeline import evaluate, make_forget_set, prepare
 from tbar_helpers.method.tbar import point_at, run_tbar
 from tbar_helpers.method.training import finetune
+from tbar_helpers.settings.pipeline import evaluate, make_forget_set, prepare
+from tbar_helpers.world.data import load_task
 
 
 def clean_finetune_until(clf_b: nn.Module, images: torch.Tensor, labels: torch.Tensor, val: EvalSet,

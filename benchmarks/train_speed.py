@@ -25,9 +25,9 @@ import torch.nn.functional as F
 
 from study import record
 from tbar_helpers.config import get_scale
+from tbar_helpers.method.metrics import predict
 from tbar_helpers.world.data import load_task
 from tbar_helpers.world.foundation import load_foundation
-from tbar_helpers.method.metrics import predict
 from tbar_helpers.world.models import make_classifier
 
 STEPS = 30

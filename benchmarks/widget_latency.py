@@ -15,9 +15,9 @@ import time
 
 from study import record
 
-from tbar_helpers.settings.pipeline import make_forget_set, prepare
-from tbar_helpers.method.tbar import trigger_vector
 from tbar_helpers.chapters.widgets import AlphaProbe, alpha_widget
+from tbar_helpers.method.tbar import trigger_vector
+from tbar_helpers.settings.pipeline import make_forget_set, prepare
 
 TARGET_S = 0.5
 

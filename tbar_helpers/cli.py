@@ -10,9 +10,9 @@ import argparse
 import sys
 import traceback
 
-from .method.attacks import ATTACKS
 from .config import SCALES, get_scale, override
 from .errors import InputError, TbarError, one_line
+from .method.attacks import ATTACKS
 from .preflight import (check_arch, check_classnames, check_folder, check_images_fit, check_output, finite,
                         nonneg_int, positive_int, rate, read_classnames)
 from .weights import check_input_file

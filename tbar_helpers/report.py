@@ -25,11 +25,23 @@ PAGES = ("README.md", "book/*.md")
 BLOCK = re.compile(r"<!-- generated: (?P<name>[\w.-]+) -->\n(?P<body>.*?)<!-- end generated -->", re.S)
 GENERATORS: dict[str, Callable[[Path], str]] = {}
 
-# One display name per record field, used by every table of the book and the CLI.
-DISPLAY = {"ca_zeroshot": "θpre CA", "asr_zeroshot": "θpre ASR", "ca_clean_ft": "clean fine-tune CA",
-           "ca_backdoored": "backdoored CA", "asr_backdoored": "backdoored ASR", "ca_tbar": "TBAR CA",
-           "asr_tbar": "TBAR ASR", "ca_retained": "CA retained", "knowledge_kept": "knowledge kept",
-           "alpha": "α", "forget_size": "forget set"}
+# One display name per record field: every table of the book, its chapters and the studies names its
+# columns from here (records and rows are built with the snake_case fields; :func:`named` renames them).
+DISPLAY = {"ca_zeroshot": "CA θpre", "asr_zeroshot": "ASR θpre", "ca_clean_ft": "CA clean FT",
+           "asr_clean_ft": "ASR clean FT", "ca_backdoored": "CA backdoored", "asr_backdoored": "ASR backdoored",
+           "ca_tbar": "CA TBAR", "asr_tbar": "ASR TBAR", "ca_after": "CA after", "asr_after": "ASR after",
+           "ca_retained": "CA retained", "ca_retained_at_asr3": "CA retained at ASR ≤ 3%",
+           "knowledge_kept": "knowledge kept", "backdoor_removed": "backdoor removed",
+           "triggered_acc_tbar": "triggered acc TBAR", "alpha": "α", "forget_size": "forget size",
+           "forget_recipe": "forget recipe", "clean_fraction": "clean share", "poisoned_images": "poisoned images",
+           "ca_drop_points": "CA drop (points)", "mean_xi": "mean ξ", "mean_xi_inner": "mean ξ (αc, αt ≤ 1)",
+           "mean_xi_forget": "mean ξ", "mean_xi_difference": "mean ξ (θb − θclean)", "mask_l1": "mask",
+           "mask_l1_pre": "mask θpre", "mask_ratio": "mask / mask θpre", "pretrain_steps": "pretraining steps"}
+
+
+def named(row: dict) -> dict:
+    """``row`` with its record fields renamed to their display names (other keys kept as they are)."""
+    return {DISPLAY.get(k, k): v for k, v in row.items()}
 
 
 def generator(name: str) -> Callable[[Callable[[Path], str]], Callable[[Path], str]]:
@@ -102,7 +114,12 @@ def summary_table(recs: list[dict], keys: Sequence[str], by: str = "attack") -> 
     for name, rs in grouped(recs, by).items():
         seeds = ",".join(str(r["seed"]) for r in rs)
         rows.append([name, seeds, *(pct(_mean([r.get(k) for r in rs])) for k in keys)])
-    return table([by, "seeds", *(DISPLAY[k] + " %" if k != "knowledge_kept" else DISPLAY[k] for k in keys)], rows)
+    return table([by, "seeds", *headers(*keys)], rows)
+
+
+def headers(*keys: str) -> list[str]:
+    """Column headers of record fields: their display names, with " %" for the percentages."""
+    return [DISPLAY[k] if k in ("knowledge_kept", "alpha") else DISPLAY[k] + " %" for k in keys]
 
 
 CLASSIFICATION = ("ca_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar",
@@ -132,8 +149,8 @@ def _unknown(results: Path) -> str:
     rows = [[r["attack"], r["seed"], "yes" if r["detected"] else "no",
              "yes" if r["target_correct"] else "no", pct(r["asr_backdoored"]), pct(r["asr_tbar"]),
              pct(r["ca_retained"])] for r in recs]
-    return (table(["attack", "seed", "detected", "target inferred", "backdoored ASR %", "TBAR ASR %",
-                   "CA retained %"], rows) +
+    return (table(["attack", "seed", "detected", "target inferred",
+                   *headers("asr_backdoored", "asr_tbar", "ca_retained")], rows) +
             "\nImage–text, the proxy trigger from DECREE-style inversion. Records: "
             "`benchmarks/results/attack-unknown.jsonl`.\n")
 
@@ -175,7 +192,7 @@ def _clean_tasks(results: Path) -> str:
     recs = records("clean-tasks", "python benchmarks/study.py clean-tasks", results)
     rows = [[r["task"], r["classes"], pct(r["chance"]), pct(r["ca_zeroshot"]), pct(r["ca_clean_ft"]),
              points(r["ca_clean_ft"] - r["ca_zeroshot"])] for r in recs]
-    return (table(["task", "classes", "chance %", "θpre CA %", "clean fine-tune CA %", "fine-tuning adds, points"],
+    return (table(["task", "classes", "chance %", *headers("ca_zeroshot", "ca_clean_ft"), "fine-tuning adds, points"],
                   rows) + f"\nTest split, seed {recs[0]['seed']}. Records: `benchmarks/results/clean-tasks.jsonl`.\n")
 
 
@@ -185,8 +202,9 @@ def _xi_pretraining(results: Path) -> str:
              pct(r["asr_tbar"]), pct(r["ca_retained"]), f"{r['alpha']:g}", pct(r["mean_xi_forget"]),
              pct(r["mean_xi_forget_inner"])]
             for r in sorted(records("xi-pretraining", XI_COMMAND, results), key=lambda r: r["attack"] != "badnet")]
-    return (table(["attack", "pretraining steps", "backdoored CA %", "backdoored ASR %", "TBAR CA %", "TBAR ASR %",
-                   "CA retained %", "α", "mean ξ %", "mean ξ, α ≤ 1 %"], rows) +
+    return (table(["attack", DISPLAY["pretrain_steps"], *headers("ca_backdoored", "asr_backdoored", "ca_tbar",
+                                                                  "asr_tbar", "ca_retained", "alpha", "mean_xi_forget"),
+                   "mean ξ, α ≤ 1 %"], rows) +
             "\nSeed 0, test split; ξ of TBAR's own vector θ(b+t) − θb on αc, αt ∈ {0, 0.5, 1, 1.5}. Records: "
             "`benchmarks/results/xi-pretraining.jsonl`.\n")
 
@@ -198,8 +216,9 @@ def _architecture(results: Path) -> str:
              r["tokens"], pct(r["ca_zeroshot"]), pct(r["ca_backdoored"]), pct(r["asr_backdoored"]),
              pct(r["ca_retained_at_asr3"]), pct(r["mean_xi_forget"]), f"{r['pretrain_seconds'] / 60:.0f}"]
             for r in recs]
-    return (table(["variant", "changed", "tokens", "θpre CA %", "backdoored CA %", "backdoored ASR %",
-                   "CA retained at ASR ≤ 3 %", "mean ξ %", "pretraining min"], rows) +
+    return (table(["variant", "changed", "tokens", *headers("ca_zeroshot", "ca_backdoored", "asr_backdoored",
+                                                             "ca_retained_at_asr3", "mean_xi_forget"),
+                   "pretraining min"], rows) +
             f"\nEach variant pretrained from scratch for {recs[0]['steps']} steps, then BadNet on objects, seed 0. "
             "Records: `benchmarks/results/architecture.jsonl`.\n")
 
@@ -211,7 +230,8 @@ def _attack_strength(results: Path) -> str:
         asr = [r["asr_backdoored"] for r in rs]
         rows.append([attack, ",".join(str(r["seed"]) for r in rs), f"{pct(min(asr))}–{pct(max(asr))}",
                      points(_mean([r["ca_backdoored"] - r["ca_clean_ft"] for r in rs]))])
-    return (table(["attack", "seeds", "backdoored ASR %, range", "backdoored − clean fine-tune CA, points"], rows) +
+    return (table(["attack", "seeds", f"{DISPLAY['asr_backdoored']} %, range",
+                   f"{DISPLAY['ca_backdoored']} − {DISPLAY['ca_clean_ft']}, points"], rows) +
             "\nObjects task, test split. "
             "Records: `benchmarks/results/classification.jsonl`.\n")
 
@@ -223,10 +243,10 @@ def recorded_pretraining(attack: str = "badnet", seed: int = 0):
     arch = [r for r in records("architecture", ARCH_COMMAND)
             if r["variant"] == "preset" and r["attack"] == attack and r["seed"] == seed]
     xi = [r for r in records("xi-pretraining", XI_COMMAND) if r["attack"] == attack and r["seed"] == seed]
-    rows = [{"pretraining steps": r.get("steps") or r["pretrain_steps"], "CA backdoored": r["ca_backdoored"],
-             "ASR backdoored": r["asr_backdoored"], "CA TBAR": r["ca_tbar"], "ASR TBAR": r["asr_tbar"],
-             "CA retained": r["ca_retained"], "mean ξ": r["mean_xi_forget"], "source": r["study"]} for r in arch + xi]
-    return pd.DataFrame(rows).sort_values("pretraining steps", ignore_index=True)
+    keys = ("ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar", "ca_retained", "mean_xi_forget")
+    rows = [named({"pretrain_steps": r.get("steps") or r["pretrain_steps"], **{k: r[k] for k in keys},
+                   "source": r["study"]}) for r in arch + xi]
+    return pd.DataFrame(rows).sort_values(DISPLAY["pretrain_steps"], ignore_index=True)
 
 
 def recorded_architecture(attack: str = "badnet", steps: int = 500):
@@ -234,10 +254,10 @@ def recorded_architecture(attack: str = "badnet", steps: int = 500):
     ``benchmarks/results/architecture.jsonl`` (nothing is recomputed here)."""
     import pandas as pd
     runs = [r for r in records("architecture", ARCH_COMMAND) if r["attack"] == attack and r["steps"] == steps]
-    return pd.DataFrame([{"variant": r["variant"], "changed": changed(r["overrides"], "=") or "-",
-                          "tokens": r["tokens"], "zero-shot CA": r["ca_zeroshot"], "CA backdoored": r["ca_backdoored"],
-                          "ASR backdoored": r["asr_backdoored"], "CA retained at ASR ≤ 3%": r["ca_retained_at_asr3"],
-                          "mean ξ": r["mean_xi_forget"], "pretraining s": r["pretrain_seconds"]} for r in runs])
+    keys = ("ca_zeroshot", "ca_backdoored", "asr_backdoored", "ca_retained_at_asr3", "mean_xi_forget")
+    return pd.DataFrame([named({"variant": r["variant"], "changed": changed(r["overrides"], "=") or "-",
+                                "tokens": r["tokens"], **{k: r[k] for k in keys},
+                                "pretraining s": r["pretrain_seconds"]}) for r in runs])
 
 
 def first_build() -> str:

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from tbar_helpers.method import attacks
 from tbar_helpers.config import AttackConfig
+from tbar_helpers.method import attacks
 
 
 def test_badnet_changes_only_patch_pixels(images):

@@ -6,11 +6,11 @@ from torch import nn
 
 from tbar_helpers import cache
 from tbar_helpers.config import MINI, get_scale
-from tbar_helpers.world.models import ImageClassifier
-from tbar_helpers.settings.pipeline import run
-from tbar_helpers.method.tbar import apply_tbar, check_alpha, forget_set, select_alpha, AlphaPoint
 from tbar_helpers.method.task_vectors import TaskVector
+from tbar_helpers.method.tbar import apply_tbar, check_alpha, forget_set, select_alpha, AlphaPoint
 from tbar_helpers.method.training import make_optimizer
+from tbar_helpers.settings.pipeline import run
+from tbar_helpers.world.models import ImageClassifier
 
 
 def _clf():

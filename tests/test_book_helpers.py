@@ -13,10 +13,10 @@ import torch
 from tbar_helpers import book, report
 
 from tbar_helpers.chapters import plots
-from tbar_helpers.method.attacks import badnet, patch_trigger
-from tbar_helpers.config import MINI, with_forget_sizes, with_sizes
 from tbar_helpers.chapters.studies import coarse
 from tbar_helpers.chapters.widgets import STRENGTH, triggered_at
+from tbar_helpers.config import MINI, with_forget_sizes, with_sizes
+from tbar_helpers.method.attacks import badnet, patch_trigger
 
 
 def test_with_sizes_changes_only_what_is_given():

@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 from tbar_helpers import cache, cli
-from tbar_helpers.world.foundation import committed_checkpoint
 from tbar_helpers.config import MINI
+from tbar_helpers.world.foundation import committed_checkpoint
 
 NAMES = ["red circle", "blue square", "green star"]
 

@@ -6,8 +6,8 @@ import torch
 
 from tbar_helpers import cli
 from tbar_helpers.config import MINI, override
-from tbar_helpers.world.foundation import committed_checkpoint
 from tbar_helpers.settings.pipeline import run
+from tbar_helpers.world.foundation import committed_checkpoint
 
 pytestmark = pytest.mark.skipif(not committed_checkpoint(MINI).exists(),
                                 reason="the committed mini foundation checkpoint is missing")

@@ -7,17 +7,17 @@ import pytest
 import torch
 
 from tbar_helpers import cli
-from tbar_helpers.method.attacks import make_trigger
 from tbar_helpers.config import MINI, ImageTextConfig, override
-from tbar_helpers.world.data import OBJECTS, TASK_PROMPTS
+from tbar_helpers.method.attacks import make_trigger
 from tbar_helpers.method.defenses import (augment_caption, augment_images, cleanclip_loss, cleanclip_terms,
-                                   roclip_loss)
-from tbar_helpers.world.foundation import committed_checkpoint, load_foundation, normalizer
-from tbar_helpers.settings.imagetext import (check_setting, load_corpus, forget_pairs,
-                                    poison_corpus, target_captions, target_loss)
-from tbar_helpers.world.models import make_classifier
-from tbar_helpers.method.training import Recipe, contrastive_finetune
+                                          roclip_loss)
 from tbar_helpers.method.tbar import AlphaPoint, select_alpha
+from tbar_helpers.method.training import Recipe, contrastive_finetune
+from tbar_helpers.settings.imagetext import (check_setting, load_corpus, forget_pairs,
+                                             poison_corpus, target_captions, target_loss)
+from tbar_helpers.world.data import OBJECTS, TASK_PROMPTS
+from tbar_helpers.world.foundation import committed_checkpoint, load_foundation, normalizer
+from tbar_helpers.world.models import make_classifier
 
 HAS_CHECKPOINT = committed_checkpoint(MINI).exists()
 needs_checkpoint = pytest.mark.skipif(not HAS_CHECKPOINT, reason="the committed mini foundation checkpoint is missing")

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tbar_helpers.method.inversion import (Inversion, infer_target, invert_trigger, is_backdoored,
-                                    mean_pairwise_similarity)
+                                           mean_pairwise_similarity)
 
 SIZE = 16
 

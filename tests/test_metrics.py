@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from tbar_helpers.method import metrics
 from tbar_helpers.config import TBARConfig
+from tbar_helpers.method import metrics
 
 
 class Fixed(nn.Module):

@@ -1,12 +1,12 @@
 """The paper-scale code path (ViT-B/32, torchvision data) runs without downloads."""
 import torch
 
-from tbar_helpers.method.attacks import make_trigger, poison
 from tbar_helpers.config import PAPER, override
-from tbar_helpers.world.models import build_foundation, make_classifier
-from tbar_helpers.world.paper_data import load_paper_task
+from tbar_helpers.method.attacks import make_trigger, poison
 from tbar_helpers.method.tbar import apply_tbar, trigger_vector
 from tbar_helpers.method.training import finetune
+from tbar_helpers.world.models import build_foundation, make_classifier
+from tbar_helpers.world.paper_data import load_paper_task
 
 
 def test_vit_b32_fakedata_poison_step_and_tbar_step():

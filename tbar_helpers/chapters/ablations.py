@@ -16,9 +16,10 @@ import torch
 
 from ..config import TBARConfig
 from ..method.defenses import clean_finetune, gradient_ascent
+from ..method.tbar import apply_tbar, choose_alpha, forget_set, search_alpha, trigger_vector
+from ..report import named
 from ..settings.pipeline import Setup, defender_pool, evaluate, make_forget_set
 from .studies import _val, backdoored_scores, table, tbar_on
-from ..method.tbar import apply_tbar, choose_alpha, forget_set, search_alpha, trigger_vector
 
 
 def transfer(src: Setup, dst: Setup, forget_size: int | None = None, cfg: TBARConfig | None = None,
@@ -33,9 +34,10 @@ def transfer(src: Setup, dst: Setup, forget_size: int | None = None, cfg: TBARCo
     cleaned = apply_tbar(dst.backdoored, tau, alpha, cfg.alpha_max)
     ca_b, asr_b = backdoored_scores(dst)
     ca, asr = evaluate(cleaned, dst)
-    return {"from": src.task, "to": dst.task, "alpha": alpha, "CA backdoored": ca_b, "ASR backdoored": asr_b,
-            "CA after": ca, "ASR after": asr, "CA retained": ca / ca_b,
-            "backdoor removed": (asr_b - asr) / asr_b if asr_b > 0 else float("nan"), "seconds": time.time() - t0}
+    return named({"from": src.task, "to": dst.task, "alpha": alpha, "ca_backdoored": ca_b, "asr_backdoored": asr_b,
+                  "ca_after": ca, "asr_after": asr, "ca_retained": ca / ca_b,
+                  "backdoor_removed": (asr_b - asr) / asr_b if asr_b > 0 else float("nan"),
+                  "seconds": time.time() - t0})
 
 
 def forget_size_sweep(s: Setup, sizes: Sequence[int], cfg: TBARConfig | None = None,

@@ -12,17 +12,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..method.attacks import make_trigger, poison
 from ..config import PAPER, ScaleConfig, TBARConfig, override
-from ..world.sources import task_split
-from ..world.foundation import Foundation
+from ..method.attacks import make_trigger, poison
 from ..method.metrics import EvalSet, accuracy, predict
-from ..world.models import build_foundation, make_classifier
-from ..settings.pipeline import (Setup, clean_accuracy, evaluate, make_forget_set, prepare, scores_on_test,
-                       xi_heatmap)
 from ..method.task_vectors import TaskVector
 from ..method.tbar import alpha_curve, apply_tbar, run_tbar, trigger_vector
 from ..method.training import finetune
+from ..report import DISPLAY, named
+from ..settings.pipeline import (Setup, clean_accuracy, evaluate, make_forget_set, prepare, scores_on_test,
+                                 xi_heatmap)
+from ..world.foundation import Foundation
+from ..world.models import build_foundation, make_classifier
+from ..world.sources import task_split
 
 # The paper's headline numbers (ViT-B/32), quoted from arXiv 2510.14845 for side-by-side tables.
 PAPER_HEADLINE = pd.DataFrame([
@@ -70,9 +71,9 @@ def inject(attacks: Sequence[str], task: str | None = None, seed: int = 0, scale
             clean_ca = clean_accuracy(s.clean, s)
         asr_clean = s.evalset().asr(s.clean)  # the trigger alone, on a model that never saw it
         ca_b, asr_b = backdoored_scores(s)
-        rows.append({"attack": attack, "poisoned images": int(s.poisoned.poison_mask.sum()),
-                     "CA clean FT": clean_ca, "ASR clean FT": asr_clean,
-                     "CA backdoored": ca_b, "ASR backdoored": asr_b, "CA drop (points)": 100 * (clean_ca - ca_b)})
+        rows.append(named({"attack": attack, "poisoned_images": int(s.poisoned.poison_mask.sum()),
+                           "ca_clean_ft": clean_ca, "asr_clean_ft": asr_clean, "ca_backdoored": ca_b,
+                           "asr_backdoored": asr_b, "ca_drop_points": 100 * (clean_ca - ca_b)}))
     return setups, pd.DataFrame(rows)
 
 
@@ -128,10 +129,10 @@ def tbar_on(s: Setup, forget_size: int | None = None, clean_fraction: float = 0.
     secs = time.time() - t0
     ca_b, asr_b = backdoored_scores(s)
     ca, asr, trig_acc = scores_on_test(cleaned, s)
-    return {"attack": s.attack, "forget size": len(fx), "clean share": clean_fraction, "alpha": res.alpha,
-            "CA backdoored": ca_b, "ASR backdoored": asr_b, "CA TBAR": ca, "ASR TBAR": asr,
-            "CA retained": ca / ca_b, "triggered acc TBAR": trig_acc,
-            "seconds": secs, "cleaned": cleaned, "result": res}
+    return named({"attack": s.attack, "forget_size": len(fx), "clean_fraction": clean_fraction, "alpha": res.alpha,
+                  "ca_backdoored": ca_b, "asr_backdoored": asr_b, "ca_tbar": ca, "asr_tbar": asr,
+                  "ca_retained": ca / ca_b, "triggered_acc_tbar": trig_acc,
+                  "seconds": secs, "cleaned": cleaned, "result": res})
 
 
 def backdoored_scores(s: Setup) -> tuple[float, float]:
@@ -171,13 +172,12 @@ def foundation_response(f: Foundation, attack: str = "badnet", seed: int = 0, sc
     tau = r["result"].trigger_vector
     g = xi_heatmap(s, tau, tuple(alphas), n)
     inner = [i for i, a in enumerate(g["alphas_t"]) if a <= 1]
-    row = {"zero-shot CA": clean_accuracy(s.zeroshot, s),
-           **{k: r[k] for k in ("CA backdoored", "ASR backdoored", "CA TBAR", "ASR TBAR", "CA retained")},
-           "alpha": r["alpha"], "mean ξ": float(np.mean(g["xi"])),
-           "mean ξ (αc, αt ≤ 1)": float(np.mean(np.asarray(g["xi"])[np.ix_(inner, inner)]))}
+    row = named({"ca_zeroshot": clean_accuracy(s.zeroshot, s), "mean_xi": float(np.mean(g["xi"])),
+                 "mean_xi_inner": float(np.mean(np.asarray(g["xi"])[np.ix_(inner, inner)]))})
+    row |= {k: r[k] for k in ("CA backdoored", "ASR backdoored", "CA TBAR", "ASR TBAR", "CA retained", "α")}
     if curve_alphas is not None:
         ok = [p.ca / r["CA backdoored"] for p in test_curve(s, tau, curve_alphas) if p.asr <= 0.03]
-        row["CA retained at ASR ≤ 3%"] = max(ok) if ok else None
+        row[DISPLAY["ca_retained_at_asr3"]] = max(ok) if ok else None
     return {"row": row, "setup": s, "tbar": r, "grid": g}
 
 

@@ -16,13 +16,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ..method.attacks import make_trigger
 from ..config import AttackConfig, override
+from ..method.attacks import make_trigger
 from ..method.metrics import predict
-from ..settings.pipeline import Setup
-from .plots import prediction_strip, trigger_grid
 from ..method.task_vectors import TaskVector
 from ..method.tbar import check_alpha
+from ..settings.pipeline import Setup
+from .plots import prediction_strip, trigger_grid
 
 # Which AttackConfig field the "strength" slider moves, with its range (attacks without a model).
 STRENGTH = {"badnet": ("badnet_patch_frac", 1 / 32, 8 / 32), "blended": ("blended_alpha", 0.05, 0.5),

@@ -16,15 +16,15 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..method.attacks import NEEDS_MODEL, make_trigger
 from ..config import MINI, AttackConfig, ModelConfig, TBARConfig
 from ..errors import InputError
+from ..method.attacks import NEEDS_MODEL, make_trigger
 from ..method.metrics import accuracy, attack_success_rate, predict
-from ..world.models import ImageClassifier, build_foundation, make_classifier
 from ..method.tbar import (AlphaPoint, apply_tbar, check_alpha, choose_alpha, curve_along, for_proxy, forget_set, point_at,
-                   search_curve, trigger_vector)
-from .userdata import load_captions_csv, load_image_folder
+                           search_curve, trigger_vector)
 from ..weights import load_into, load_state_dict, save_state_dict
+from ..world.models import ImageClassifier, build_foundation, make_classifier
+from .userdata import load_captions_csv, load_image_folder
 
 Scorer = Callable[[torch.nn.Module], tuple[float, float]]
 

@@ -25,15 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import cache
-from ..method.attacks import Trigger, check_attack
 from ..config import ImageTextConfig, ScaleConfig, TBARConfig, check_fraction, config_hash, get_scale, override
-from ..world.data import DATA_VERSION, TaskData
-from ..world.sources import caption_pairs, task_split
-from ..world.foundation import Foundation, load_foundation, normalizer
+from ..method.attacks import Trigger, check_attack
 from ..method.metrics import EvalSet
-from ..world.models import ImageClassifier, make_classifier
 from ..method.task_vectors import TaskVector
 from ..method.training import Recipe, contrastive_finetune, fit, make_optimizer, random_batches, seed_everything, set_threads
+from ..world.data import DATA_VERSION, TaskData
+from ..world.foundation import Foundation, load_foundation, normalizer
+from ..world.models import ImageClassifier, make_classifier
+from ..world.sources import caption_pairs, task_split
 
 SETTINGS = ("classification", "image-text")
 

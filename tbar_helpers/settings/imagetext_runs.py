@@ -13,13 +13,14 @@ import torch
 from .. import cache
 from ..config import ScaleConfig, config_hash, get_scale, to_dict
 from ..method.defenses import cleanclip_loss, roclip_loss
+from ..method.inversion import Inversion, infer_target, invert_trigger, is_backdoored
+from ..method.metrics import ca_retained
+from ..method.training import Recipe, contrastive_finetune
+from ..report import DISPLAY, named
 from ..world.foundation import normalizer
 from .imagetext import (POISON_FIELDS, ImageTextSetup, check_setting, corpus_recipe, load_corpus,
                         poisoning_key, prepare_imagetext, run_tbar_imagetext)
-from ..method.inversion import Inversion, infer_target, invert_trigger, is_backdoored
-from ..method.metrics import ca_retained
 from .setting import Setting
-from ..method.training import Recipe, contrastive_finetune
 
 BASELINES = ("clean-ft", "cleanclip", "roclip")
 
@@ -198,10 +199,10 @@ def tbar_table(setups: Mapping[str, ImageTextSetup], progress: bool = False) -> 
         cleaned, rec = run_tbar_imagetext(s, progress=progress)
         ca_t, asr_t = s.scores(cleaned)
         curves[name] = rec
-        rows.append({"attack": name, "CA θpre": ca_zs, "CA backdoored": ca_bd, "ASR backdoored": asr_bd,
-                     "CA TBAR": ca_t, "ASR TBAR": asr_t, "CA retained": ca_retained(ca_t, ca_bd), "α": rec["alpha"],
-                     "forget pairs": rec["forget_size"],
-                     "forget recipe": f"{rec['forget_optimizer']} lr {rec['forget_lr']:g}"})
+        rows.append(named({"attack": name, "ca_zeroshot": ca_zs, "ca_backdoored": ca_bd, "asr_backdoored": asr_bd,
+                           "ca_tbar": ca_t, "asr_tbar": asr_t, "ca_retained": ca_retained(ca_t, ca_bd),
+                           "alpha": rec["alpha"], "forget_size": rec["forget_size"],
+                           "forget_recipe": f"{rec['forget_optimizer']} lr {rec['forget_lr']:g}"}))
     return pd.DataFrame(rows), curves
 
 
@@ -211,8 +212,8 @@ def budget_table(s: ImageTextSetup, budgets: Sequence[int], tbar_row: Mapping | 
     rows = [{"method": r["defense"], "budget": r["budget"], "ca": r["ca"], "asr": r["asr"], "seconds": r["seconds"]}
             for budget in budgets for r in (baseline(s, m, budget, progress) for m in BASELINES)]
     if tbar_row is not None:
-        rows.append({"method": "TBAR", "budget": int(tbar_row["forget pairs"]), "ca": tbar_row["CA TBAR"],
-                     "asr": tbar_row["ASR TBAR"], "seconds": float("nan")})
+        rows.append({"method": "TBAR", "budget": int(tbar_row[DISPLAY["forget_size"]]), "ca": tbar_row[DISPLAY["ca_tbar"]],
+                     "asr": tbar_row[DISPLAY["asr_tbar"]], "seconds": float("nan")})
     return pd.DataFrame(rows)
 
 

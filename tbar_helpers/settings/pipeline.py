@@ -13,16 +13,16 @@ from typing import Callable
 import torch
 
 from .. import cache
-from ..method.attacks import NEEDS_MODEL, Poisoned, Trigger, check_attack, make_trigger, patch_trigger, poison
 from ..config import ScaleConfig, config_hash, get_scale, override
-from ..world.data import DATA_VERSION, TaskData
-from ..world.sources import task_split
-from ..world.foundation import Foundation, load_foundation
+from ..method.attacks import NEEDS_MODEL, Poisoned, Trigger, check_attack, make_trigger, patch_trigger, poison
 from ..method.metrics import EvalSet, accuracy, ca_retained
-from ..world.models import ImageClassifier, make_classifier
 from ..method.task_vectors import TaskVector
 from ..method.tbar import for_proxy, forget_set, run_tbar
 from ..method.training import finetune_task, set_threads
+from ..world.data import DATA_VERSION, TaskData
+from ..world.foundation import Foundation, load_foundation
+from ..world.models import ImageClassifier, make_classifier
+from ..world.sources import task_split
 
 
 @dataclass

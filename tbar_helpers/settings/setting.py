@@ -11,10 +11,10 @@ from typing import Callable, Protocol
 
 import torch
 
-from ..method.attacks import Trigger
 from ..config import ScaleConfig
-from ..world.data import TaskData
+from ..method.attacks import Trigger
 from ..method.metrics import EvalSet
+from ..world.data import TaskData
 from ..world.models import ImageClassifier
 
 

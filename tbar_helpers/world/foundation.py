@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from .. import cache
-from . import data
 from ..config import ScaleConfig, config_hash, get_scale, to_dict
-from .models import build_foundation, image_stats, make_classifier
 from ..method.training import pretrain, set_threads
 from ..weights import load_into, load_state_dict
+from . import data
+from .models import build_foundation, image_stats, make_classifier
 
 CHECKPOINTS = cache.ROOT / "checkpoints"
 
