@@ -210,7 +210,9 @@ PAPER = ScaleConfig(
                               forget_alternatives=(),  # the paper's AdamW forget fine-tune only (SGD: mini study)
                               forget_size_alternatives=(),  # and the paper's 1.5k pairs only
                               defense_budgets=(1500, 100_000),
-                              defense_lr=1e-5, defense_epochs=10, roclip_pool=50_000, invert_images=512,
+                              # the paper's CleanCLIP-style baselines: 10 epochs at every budget, 100k pairs included
+                              defense_lr=1e-5, defense_epochs=10, defense_max_samples=1_000_000,
+                              roclip_pool=50_000, invert_images=512,
                               invert_steps=1000),
     default_task="cifar100",
     device="cuda",

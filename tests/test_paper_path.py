@@ -29,3 +29,51 @@ def test_vit_b32_fakedata_poison_step_and_tbar_step():
     cleaned = apply_tbar(clf, tau, 0.5)
     with torch.no_grad():
         assert cleaned(train.images[:1]).shape == (1, len(train.classnames))
+
+
+def test_paper_splits_are_disjoint_and_the_defender_never_reads_the_test_set(monkeypatch):
+    """Attacker's training images, the defender's validation and forget pools, and the test set share no
+    image; validation and forget images come from the training set, as the paper's defender holds them."""
+    from tbar_helpers.world import paper_data
+
+    asked = []
+
+    class Numbered(torch.utils.data.Dataset):
+        """Image i of ``source`` is a constant image whose value encodes (source, i)."""
+
+        def __init__(self, source: str, n: int):
+            self.source, self.n = source, n
+
+        def __len__(self) -> int:
+            return self.n
+
+        def __getitem__(self, i: int):
+            code = (1_000_000 if self.source == "test" else 0) + i
+            return torch.full((3, 2, 2), float(code)), i % 10
+
+    def fake_dataset(task, source, size, n):
+        asked.append(source)
+        return Numbered(source, 30_000 if source == "train" else 10_000), tuple(f"c{i}" for i in range(10))
+
+    monkeypatch.setattr(paper_data, "_dataset", fake_dataset)
+    scale = PAPER
+    ids = {}
+    for name, split, n, stream in (("train", "train", 9_000, ""), ("val", "val", 2_000, ""),
+                                   ("forget", "val", 1_500, "forget"), ("test", "test", 5_000, "")):
+        d = paper_data.load_paper_task("cifar100", split, n, 0, scale, stream)
+        ids[name] = {int(x) for x in d.images[:, 0, 0, 0]}
+        assert len(ids[name]) == n
+    assert asked == ["train", "train", "train", "test"]
+    names = list(ids)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not ids[a] & ids[b], f"{a} and {b} share images"
+    assert all(x >= 1_000_000 for x in ids["test"]) and all(x < 1_000_000 for x in ids["val"] | ids["forget"])
+
+
+def test_the_paper_preset_trains_its_baselines_for_the_papers_epochs():
+    from tbar_helpers.config import MINI
+    from tbar_helpers.settings.imagetext_runs import baseline_epochs
+    assert [baseline_epochs(PAPER.imagetext, b) for b in PAPER.imagetext.defense_budgets] == [10, 10]
+    # the mini preset caps the large budget at one pass over its pairs (two cores)
+    assert baseline_epochs(MINI.imagetext, MINI.imagetext.defense_budgets[-1]) <= 1

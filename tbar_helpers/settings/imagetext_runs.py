@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from .. import cache
-from ..config import ScaleConfig, config_hash, get_scale, to_dict
+from ..config import ImageTextConfig, ScaleConfig, config_hash, get_scale, to_dict
 from ..method.defenses import cleanclip_loss, roclip_loss
 from ..method.inversion import Inversion, infer_target, invert_trigger, is_backdoored
 from ..method.metrics import ca_retained
@@ -53,6 +53,12 @@ def clean_reference(s: ImageTextSetup, progress: bool = True, use_cache: bool = 
     return model.eval()
 
 
+def baseline_epochs(it: ImageTextConfig, budget: int) -> float:
+    """Epochs a baseline trains on ``budget`` pairs: ``defense_epochs``, fewer where that would exceed
+    ``defense_max_samples`` samples seen."""
+    return min(float(it.defense_epochs), it.defense_max_samples / budget)
+
+
 def baseline(s: ImageTextSetup, method: str, budget: int, progress: bool = True, use_cache: bool = True) -> dict:
     """Fine-tune the backdoored CLIP on ``budget`` clean pairs with ``method``; its test scores (cached)."""
     if method not in BASELINES:
@@ -68,7 +74,7 @@ def baseline(s: ImageTextSetup, method: str, budget: int, progress: bool = True,
         loss = {"clean-ft": None, "cleanclip": cleanclip_loss(f.tokenizer, norm, it.cleanclip_weight),
                 "roclip": roclip_loss(f.tokenizer, s.defender.captions[:it.roclip_pool])}[method]
         model = copy.deepcopy(s.backdoored)
-        epochs = min(float(it.defense_epochs), it.defense_max_samples / budget)
+        epochs = baseline_epochs(it, budget)
         contrastive_finetune(model, f.tokenizer, pairs.images, pairs.captions,
                              Recipe(epochs, it.defense_lr, it.batch_size), s.seed, normalize=norm, loss_fn=loss,
                              desc=f"{method} ({budget} pairs)", progress=progress, device=s.scale.device)

@@ -72,7 +72,9 @@ def load_paper_task(task: str, split: str, n: int, seed: int, scale: ScaleConfig
         ds, classnames = _dataset(task, f"{split}/{stream}", size, n)
         idx = np.arange(n)
     else:
-        ds, classnames = _dataset(task, split, size, n)
+        # the defender's validation and forget images are held out of the *training* set; only the
+        # reported test split reads the official test set, so nothing the defender sees is tested on
+        ds, classnames = _dataset(task, "test" if split == "test" else "train", size, n)
         perm = np.random.default_rng(zlib.crc32(repr((task, seed)).encode())).permutation(len(ds))
         if task == "sun397":
             cut = int(0.8 * len(perm))
