@@ -42,6 +42,9 @@ TEST_PROFILE: dict[str, dict] = {
     "11_calibration": {"n_train": 600, "epochs": 1, "n_val": 200, "n_test": 400, "n_images": 100},
 }
 PROFILES = {"book": {}, "test": TEST_PROFILE}
+# A cell that runs longer than this is taken for hung and fails the build: the slowest cell of a cold
+# build (chapter 9's poisoned contrastive fine-tunes) takes minutes on 2 cores, not half an hour.
+CELL_TIMEOUT_S = 1800
 
 
 def notebook_parameters(scale: str = "mini", seed: int = 0, notebook: str = "", profile: str = "book") -> dict:
@@ -134,11 +137,24 @@ def plan_line(todo: list[str], n: int, previous: dict[str, float], profile: str 
     return f"{len(todo)} of {n} notebooks to execute, {n - len(todo)} unchanged{eta}"
 
 
-def execute_notebooks(scale: str = "mini", seed: int = 0, force: bool = False, profile: str = "book") -> list[dict]:
+def run_notebook(nb: Path, out: Path, parameters: dict, cell_timeout: int = CELL_TIMEOUT_S) -> None:
+    """Execute ``nb`` with papermill into ``out`` (in the notebook's folder); a cell running longer than
+    ``cell_timeout`` seconds fails it."""
+    import papermill as pm
+    from nbclient.exceptions import CellTimeoutError
+    try:
+        pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(nb.parent),
+                            progress_bar=sys.stdout.isatty(), kernel_name="python3", execution_timeout=cell_timeout)
+    except CellTimeoutError as e:
+        raise RuntimeError(f"{nb.name}: a cell ran past the {cell_timeout}-second limit and was stopped; "
+                           f"raise it with --cell-timeout if the cell is only slow ({str(e).splitlines()[0]})") from e
+
+
+def execute_notebooks(scale: str = "mini", seed: int = 0, force: bool = False, profile: str = "book",
+                      cell_timeout: int = CELL_TIMEOUT_S) -> list[dict]:
     """Execute (or reuse the cached execution of) each notebook; returns one timing row per notebook.
     Prints a plan first and, per notebook, how long it took the last time it ran, with a bar of its cells
     on a terminal (long builds show where they are)."""
-    import papermill as pm
     digest = _sources_digest()
     rows = []
     dest_dir = EXECUTED / "notebooks"
@@ -167,8 +183,7 @@ def execute_notebooks(scale: str = "mini", seed: int = 0, force: bool = False, p
         last = f" (last time: {_minutes(previous[nb.name])})" if nb.name in previous else ""
         print(f"[{i}/{len(notebooks)}] executing {nb.name}{last} ...", flush=True)
         tmp = dest.with_suffix(".running.ipynb")
-        pm.execute_notebook(str(nb), str(tmp), parameters=overrides(params, notebook_defaults(nb)),
-                            cwd=str(NOTEBOOKS), progress_bar=sys.stdout.isatty(), kernel_name="python3")
+        run_notebook(nb, tmp, overrides(params, notebook_defaults(nb)), cell_timeout)
         blob = tmp.read_bytes()
         os.replace(tmp, dest)
         cache.atomic_write_bytes(cached, blob)
@@ -187,11 +202,12 @@ def stage_sources() -> None:
         shutil.copytree(ROOT / "book", EXECUTED / "book", dirs_exist_ok=True)
 
 
-def build(scale: str = "mini", seed: int = 0, force: bool = False, profile: str = "book") -> Path:
+def build(scale: str = "mini", seed: int = 0, force: bool = False, profile: str = "book",
+          cell_timeout: int = CELL_TIMEOUT_S) -> Path:
     """Execute the notebooks, then build the HTML book into ``_build/html``."""
     t0 = time.time()
     EXECUTED.mkdir(parents=True, exist_ok=True)
-    rows = execute_notebooks(scale, seed, force, profile)
+    rows = execute_notebooks(scale, seed, force, profile, cell_timeout)
     t_exec = time.time() - t0
     stage_sources()
     html = BUILD / "html"
@@ -215,8 +231,10 @@ def main() -> int:
     p.add_argument("--force", action="store_true", help="execute every notebook even if a cached copy matches")
     p.add_argument("--profile", default="book", choices=sorted(PROFILES),
                    help="book: the notebooks' own sizes; test: lighter sizes for `make test`")
+    p.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT_S, metavar="SECONDS",
+                   help=f"fail a notebook whose cell runs longer than this (default {CELL_TIMEOUT_S})")
     a = p.parse_args()
-    build(a.scale, a.seed, a.force, a.profile)
+    build(a.scale, a.seed, a.force, a.profile, a.cell_timeout)
     return 0
 
 

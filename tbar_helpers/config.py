@@ -181,7 +181,7 @@ class ScaleConfig:
     imagetext: ImageTextConfig = field(default_factory=ImageTextConfig)
     tasks: tuple[str, ...] = ("objects", "shapes", "textures", "digits", "glyphs")
     default_task: str = "objects"
-    device: str = "cpu"
+    device: str = "auto"  # "auto": CUDA when present, else the CPU (get_scale decides); or "cpu", "cuda:1", ...
     threads: int = 0  # 0: one per core; set deliberately (busy machines slow two threads a lot)
     eval_batch_size: int = 256  # faster than larger batches on 2 cores (benchmarks/train_speed.py)
 
@@ -215,7 +215,6 @@ PAPER = ScaleConfig(
                               roclip_pool=50_000, invert_images=512,
                               invert_steps=1000),
     default_task="cifar100",
-    device="cuda",
     eval_batch_size=256,
 )
 
@@ -223,13 +222,19 @@ SCALES: dict[str, ScaleConfig] = {"mini": MINI, "paper": PAPER}
 
 
 def get_scale(name: str | ScaleConfig = "mini") -> ScaleConfig:
-    """Return the preset called ``name`` (or ``name`` itself if it is already a config)."""
+    """Return the preset called ``name`` (or ``name`` itself if it is already a config), with
+    ``device="auto"`` resolved to ``"cuda"`` where a GPU is present and ``"cpu"`` otherwise."""
     if isinstance(name, ScaleConfig):
-        return name
-    if name not in SCALES:
+        cfg = name
+    elif name in SCALES:
+        cfg = SCALES[name]
+    else:
         raise ValueError(f"unknown scale {name!r}: choose one of {sorted(SCALES)} "
                          "(or build a ScaleConfig and pass it directly)")
-    return SCALES[name]
+    if cfg.device != "auto":
+        return cfg
+    import torch  # here, so that reading a preset stays light
+    return dataclasses.replace(cfg, device="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def override(cfg: Any, **changes: Any) -> Any:

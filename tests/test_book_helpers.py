@@ -2,6 +2,8 @@
 explorer, rebuilt patch triggers, coarse α grids, figures."""
 from __future__ import annotations
 
+import time
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -176,3 +178,16 @@ def test_recorded_studies_read_the_committed_logs(monkeypatch, tmp_path):
     monkeypatch.setattr(report, "RESULTS", tmp_path)  # a checkout without the logs: a named error
     with pytest.raises(FileNotFoundError, match="study.py architecture"):
         report.recorded_architecture("badnet", 500)
+
+
+def test_a_hung_cell_fails_the_notebook_after_the_cell_timeout(tmp_path):
+    import nbformat
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"),
+                                         nbformat.v4.new_code_cell("import time\ntime.sleep(60)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "hung.ipynb"
+    nbformat.write(nb, path)
+    t0 = time.time()
+    with pytest.raises(RuntimeError, match="hung.ipynb: a cell ran past the 3-second limit.*--cell-timeout"):
+        book.run_notebook(path, tmp_path / "out.ipynb", {}, cell_timeout=3)
+    assert time.time() - t0 < 50

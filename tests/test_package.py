@@ -51,3 +51,15 @@ def test_the_layers_import_only_downwards():
             for mod in _imports(f):
                 other = mod.split(".")[1] if mod.count(".") else ""
                 assert rank.get(other, -1) <= r, f"{f.relative_to(ROOT)} imports {mod}, a layer above {layer}"
+
+
+def test_device_auto_is_cuda_where_a_gpu_is_present_else_the_cpu(monkeypatch):
+    import torch
+
+    from tbar_helpers.config import MINI, PAPER, get_scale, override
+    assert MINI.device == PAPER.device == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert get_scale("mini").device == get_scale(PAPER).device == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert get_scale("mini").device == "cuda"
+    assert get_scale(override(MINI, device="cpu")).device == "cpu"  # an explicit device is kept
