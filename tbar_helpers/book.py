@@ -194,12 +194,26 @@ def execute_notebooks(scale: str = "mini", seed: int = 0, force: bool = False, p
 
 
 def stage_sources() -> None:
-    """Copy the book's pages and config next to the executed notebooks."""
+    """Copy the book's pages and config next to the executed notebooks, and MathJax into its _static."""
     for name in ("_config.yml", "_toc.yml", "references.bib"):
         if (ROOT / name).exists():
             shutil.copy2(ROOT / name, EXECUTED / name)
     if (ROOT / "book").exists():
         shutil.copytree(ROOT / "book", EXECUTED / "book", dirs_exist_ok=True)
+    stage_mathjax(EXECUTED / "_vendor" / "mathjax")
+
+
+def stage_mathjax(dest: Path) -> None:
+    """MathJax 2, from the jupyter-server-mathjax package, into ``dest``: the pages' formulas render without
+    a network (``mathjax_path`` in _config.yml points here)."""
+    try:
+        import jupyter_server_mathjax
+    except ImportError as e:
+        raise RuntimeError("the book serves MathJax itself: install it with `pip install -e '.[book]'` "
+                           "(or `make setup`)") from e
+    src = Path(jupyter_server_mathjax.__file__).parent / "static"
+    if not (dest / "MathJax.js").exists():
+        shutil.copytree(src, dest, dirs_exist_ok=True)
 
 
 def build(scale: str = "mini", seed: int = 0, force: bool = False, profile: str = "book",

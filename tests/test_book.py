@@ -116,10 +116,21 @@ def test_every_page_renders_in_chromium(built_book, server, browser):
             problems.append(f"{rel}: not built")
             continue
         browser.get(f"{server}/{rel}")
-        try:  # pages with widgets reference CDN scripts that cannot load offline: wait until they give up
+        try:
             WebDriverWait(browser, 90).until(lambda b: b.execute_script("return document.readyState") == "complete")
         except TimeoutException:
             pass  # reported below as "did not load"
+        try:  # formulas are typeset by the book's own MathJax, after the page has loaded
+            WebDriverWait(browser, 30).until(lambda b: b.execute_script(
+                "return document.querySelectorAll('.math').length === 0 || "
+                "document.querySelectorAll('.MathJax, .MathJax_Display, .MathJax_CHTML, .MathJax_SVG').length > 0"))
+        except TimeoutException:
+            problems.append(f"{rel}: its formulas stay raw LaTeX (MathJax did not typeset them)")
+        offsite = browser.execute_script(
+            "return [...document.querySelectorAll('script[src], link[rel=stylesheet][href], link[rel=preload][href]')]"
+            ".map(e => e.src || e.href).filter(u => !u.startsWith(location.origin));")
+        if offsite:
+            problems.append(f"{rel}: loads from outside the book: {offsite[:3]}")
         state = browser.execute_script(
             "const main = document.querySelector('main') || document.body;"
             "const imgs = [...main.querySelectorAll('img')];"
