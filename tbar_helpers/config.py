@@ -7,6 +7,7 @@ same functions: a scale is a preset, not a fork. Derive variants with :func:`ove
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -234,7 +235,13 @@ def get_scale(name: str | ScaleConfig = "mini") -> ScaleConfig:
     if cfg.device != "auto":
         return cfg
     import torch  # here, so that reading a preset stays light
-    return dataclasses.replace(cfg, device="cuda" if torch.cuda.is_available() else "cpu")
+    return _with_device(cfg, "cuda" if torch.cuda.is_available() else "cpu")
+
+
+@functools.lru_cache(maxsize=64)
+def _with_device(cfg: ScaleConfig, device: str) -> ScaleConfig:
+    # one resolved object per preset and device, so that `get_scale("mini") is get_scale("mini")`
+    return dataclasses.replace(cfg, device=device)
 
 
 def override(cfg: Any, **changes: Any) -> Any:

@@ -17,14 +17,14 @@ from tbar_helpers import book, report
 from tbar_helpers.chapters import plots
 from tbar_helpers.chapters.studies import coarse
 from tbar_helpers.chapters.widgets import STRENGTH, triggered_at
-from tbar_helpers.config import MINI, with_forget_sizes, with_sizes
+from tbar_helpers.config import MINI, get_scale, with_forget_sizes, with_sizes
 from tbar_helpers.method.attacks import badnet, patch_trigger
 
 
 def test_with_sizes_changes_only_what_is_given():
     cfg = with_sizes("mini", n_train=600, epochs=None)
     assert cfg.finetune.n_train == 600 and cfg.finetune.epochs == MINI.finetune.epochs
-    assert with_sizes("mini") is MINI
+    assert with_sizes("mini") is get_scale("mini")  # the preset itself, its device resolved
     with pytest.raises(ValueError, match="unknown size"):
         with_sizes("mini", n_trains=5)
     with pytest.raises(ValueError, match="positive"):
@@ -40,7 +40,7 @@ def test_with_sizes_changes_only_what_is_given():
 
 def test_with_forget_sizes_sets_the_recipes_sizes():
     from tbar_helpers.settings.imagetext import forget_recipes
-    assert with_forget_sizes("mini") is MINI
+    assert with_forget_sizes("mini") is get_scale("mini")
     cfg = with_forget_sizes("mini", [500])
     assert [r.forget_size for r in forget_recipes(cfg.imagetext)] == [500, 500]  # one size, each optimiser
     assert cfg.imagetext.tbar.lr == MINI.imagetext.tbar.lr and cfg.tbar == MINI.tbar and cfg.finetune == MINI.finetune
