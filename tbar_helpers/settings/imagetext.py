@@ -27,13 +27,13 @@ from torch import nn
 from .. import cache
 from ..config import ImageTextConfig, ScaleConfig, TBARConfig, check_fraction, config_hash, get_scale, override
 from ..method.attacks import Trigger, check_attack
-from ..method.metrics import EvalSet
 from ..method.task_vectors import TaskVector
 from ..method.training import Recipe, contrastive_finetune, fit, make_optimizer, random_batches, seed_everything, set_threads
 from ..world.data import DATA_VERSION, TaskData
 from ..world.foundation import Foundation, load_foundation, normalizer
 from ..world.models import ImageClassifier, make_classifier
 from ..world.sources import caption_pairs, task_split
+from .setting import Setting
 
 SETTINGS = ("classification", "image-text")
 
@@ -94,7 +94,7 @@ def poison_corpus(corpus: Corpus, trigger: Trigger, rate: float, target_caps: Se
 
 # ---------------------------------------------------------------------------- the experiment
 @dataclass
-class ImageTextSetup:
+class ImageTextSetup(Setting):
     """What an image–text TBAR experiment starts from."""
 
     scale: ScaleConfig
@@ -135,10 +135,6 @@ class ImageTextSetup:
 
     def reference(self) -> ImageClassifier:
         return self.classifier(self.foundation.model)
-
-    def evalset(self, split: str = "test") -> EvalSet:
-        d = {"val": self.val, "test": self.test}[split]
-        return EvalSet(d.images, d.labels, self.trigger, self.target, self.scale.eval_batch_size)
 
     def tbar(self, trigger: Callable | None = None, target: int | None = None, *, forget_size: int | None = None,
              proxy: bool = False, progress: bool = True) -> tuple[ImageClassifier, dict]:

@@ -18,6 +18,7 @@ from ..method.metrics import ca_retained
 from ..method.training import Recipe, contrastive_finetune
 from ..report import DISPLAY, named
 from ..world.foundation import normalizer
+from ..world.models import ImageClassifier
 from .imagetext import (POISON_FIELDS, ImageTextSetup, check_setting, corpus_recipe, load_corpus,
                         poisoning_key, prepare_imagetext, run_tbar_imagetext)
 from .setting import Setting
@@ -118,13 +119,12 @@ def run_imagetext(attack: str, seed: int = 0, scale: ScaleConfig | str = "mini",
             "seconds": time.time() - t0}
 
 
-def invert(s_or_clf, images: torch.Tensor, scale: ScaleConfig, seed: int, progress: bool = True,
+def invert(clf: ImageClassifier, images: torch.Tensor, scale: ScaleConfig, seed: int, progress: bool = True,
            use_cache: bool = True) -> Inversion:
     """DECREE inversion on an image classifier's encoder (its normalised features), cached under a hash of
     the classifier's weights, the images and the inversion settings: θpre's reference inversion is the
     same for every attack of a seed, and a rerun with the same models skips the optimisation."""
     it = scale.imagetext
-    clf = s_or_clf.victim() if hasattr(s_or_clf, "victim") else s_or_clf
     images = images[:it.invert_images]
     settings = {"steps": it.invert_steps, "lr": it.invert_lr, "l1": it.invert_l1, "sim_goal": it.invert_sim_goal}
     key = config_hash("inversion", cache.tensor_digest(clf.state_dict()), cache.tensor_digest(images), settings, seed)

@@ -15,7 +15,7 @@ import torch
 from .. import cache
 from ..config import ScaleConfig, config_hash, get_scale, override
 from ..method.attacks import NEEDS_MODEL, Poisoned, Trigger, check_attack, make_trigger, patch_trigger, poison
-from ..method.metrics import EvalSet, accuracy, ca_retained
+from ..method.metrics import accuracy, ca_retained
 from ..method.task_vectors import TaskVector
 from ..method.tbar import for_proxy, forget_set, run_tbar
 from ..method.training import finetune_task, set_threads
@@ -23,10 +23,11 @@ from ..world.data import DATA_VERSION, TaskData
 from ..world.foundation import Foundation, load_foundation
 from ..world.models import ImageClassifier, make_classifier
 from ..world.sources import task_split
+from .setting import Setting
 
 
 @dataclass
-class Setup:
+class Setup(Setting):
     """Everything a TBAR experiment starts from."""
 
     scale: ScaleConfig
@@ -55,11 +56,6 @@ class Setup:
 
     def reference(self) -> ImageClassifier:
         return self.zeroshot
-
-    def evalset(self, split: str = "test") -> EvalSet:
-        """The ``"val"`` (chooses α) or ``"test"`` (reports) split under this setup's trigger and target."""
-        d = {"val": self.val, "test": self.test}[split]
-        return EvalSet(d.images, d.labels, self.trigger, self.target, self.scale.eval_batch_size)
 
     def scores(self, clf: ImageClassifier) -> tuple[float, float]:
         """(CA, ASR) on the test split."""

@@ -3,7 +3,8 @@
 :class:`tbar_helpers.settings.pipeline.Setup` (classification: the image encoder fine-tuned through a zero-shot
 head) and :class:`tbar_helpers.settings.imagetext.ImageTextSetup` (image–text: the whole CLIP fine-tuned on a
 poisoned captioned corpus) both satisfy :class:`Setting`. The attack-unknown defense
-(:func:`tbar_helpers.settings.imagetext_runs.run_attack_unknown`) is written against it alone.
+(:func:`tbar_helpers.settings.imagetext_runs.run_attack_unknown`) is written against it alone. Both
+subclass it, so what is the same for both (:meth:`Setting.evalset`) is written here once.
 """
 from __future__ import annotations
 
@@ -40,7 +41,10 @@ class Setting(Protocol):
         """θpre's zero-shot classifier of the evaluation task (shared: read-only)."""
 
     def evalset(self, split: str = "test") -> EvalSet:
-        """``"val"`` or ``"test"`` images under the real trigger and target."""
+        """The ``"val"`` (chooses α) or ``"test"`` (reports) split under the real trigger and target; both
+        settings inherit it."""
+        d = {"val": self.val, "test": self.test}[split]
+        return EvalSet(d.images, d.labels, self.trigger, self.target, self.scale.eval_batch_size)
 
     def scores(self, clf: ImageClassifier) -> tuple[float, float]:
         """(CA, ASR) of ``clf`` on the test split."""
