@@ -231,6 +231,20 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from . import kit
+    if args.action == "export":
+        m = kit.export_kit(args.file)
+        size = sum(f["bytes"] for f in m["files"].values())
+        print(f"wrote {args.file}: {len(m['files'])} files, {size / 1e6:.1f} MB"
+              + (f"; left out {len(m['skipped'])} damaged files" if m["skipped"] else ""))
+    else:
+        c = kit.import_kit(args.file)
+        print(f"imported {args.file}: {c['added']} files added, {c['same']} already there"
+              + (f", {c['kept']} kept as they were (the cache holds other bytes under those names)" if c["kept"] else ""))
+    return 0
+
+
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--threads", type=nonneg_int, default=0,
@@ -309,6 +323,16 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--out", required=True, help="where to write the cleaned weights (.safetensors or a torch file)")
     pc.add_argument("--report", default=None, help="also write the run's record, validation table included, as JSON")
     pc.set_defaults(func=cmd_clean)
+
+    pk = sub.add_parser("cache", parents=[common], help="export or import the book's cache (workshops)",
+                        description="Pack the cache (trained models, executed notebooks) into one file, or add such "
+                                    "a file's contents to this machine's cache so that `make book` trains nothing. "
+                                    "Every file is checked against its sha256 before anything is written; files "
+                                    "the cache already holds are never replaced.")
+    pk.add_argument("action", choices=["export", "import"],
+                    help="export: write the cache to FILE; import: add FILE's files to the cache")
+    pk.add_argument("file", help="the kit file (a tar archive) to write or to read")
+    pk.set_defaults(func=cmd_cache)
     return p
 
 
