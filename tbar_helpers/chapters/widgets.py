@@ -3,6 +3,8 @@
 * :func:`attack_widget`: pick an attack and its strength, see the triggered images and the change.
 * :class:`AlphaProbe` + :func:`alpha_widget`: move α and watch CA, ASR and a strip of predictions of
   θb − α·τt update. One update evaluates a fixed small sample (``benchmarks/widget_latency.py``).
+* :func:`alpha_control`, :func:`strength_controls`, :func:`xi_control`: the same views precomputed for the
+  HTML book, where no kernel runs the callbacks.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from ..method.metrics import predict
 from ..method.task_vectors import TaskVector
 from ..method.tbar import check_alpha
 from ..settings.pipeline import Setup
-from .plots import prediction_strip, trigger_grid
+from .plots import trigger_grid
+from .static import Axis, Panel, StaticControl, control, png_uri
 
 # Which AttackConfig field the "strength" slider moves, with its range (attacks without a model).
 STRENGTH = {"badnet": ("badnet_patch_frac", 1 / 32, 8 / 32), "blended": ("blended_alpha", 0.05, 0.5),
@@ -38,19 +41,6 @@ def triggered_at(attack: str, strength: float, images: torch.Tensor, cfg: Attack
     if not lo <= strength <= hi:
         raise ValueError(f"{attack} strength {strength} is outside [{lo:.3g}, {hi:.3g}]")
     return make_trigger(attack, images.shape[-1], override(cfg, **{field_: strength}))(images)
-
-
-def strength_figure(images: torch.Tensor, steps: int = 4, cfg: AttackConfig = AttackConfig()) -> plt.Figure:
-    """The static twin of :func:`attack_widget`: every attack at ``steps`` strengths on one image."""
-    fig, axes = plt.subplots(len(STRENGTH), steps, figsize=(1.9 * steps, 1.9 * len(STRENGTH)), squeeze=False)
-    for i, (name, (field_, lo, hi)) in enumerate(STRENGTH.items()):
-        for j, v in enumerate(np.linspace(lo, hi, steps)):
-            x = triggered_at(name, float(v), images[:1], cfg)[0]
-            axes[i, j].imshow(x.permute(1, 2, 0).numpy(), interpolation="nearest")
-            axes[i, j].set_title(f"{name}: {field_.split('_', 1)[1]}={v:.2f}", fontsize=7)
-            axes[i, j].axis("off")
-    fig.tight_layout()
-    return fig
 
 
 def attack_widget(images: torch.Tensor, cfg: AttackConfig = AttackConfig()):
@@ -120,25 +110,6 @@ class AlphaProbe:
     def __call__(self, alpha: float) -> dict:
         return self._memo(round(float(alpha), 4))
 
-    def strips_figure(self, alphas: Sequence[float]) -> plt.Figure:
-        """The static twin of :func:`alpha_widget`: prediction strips at a few α values."""
-        names = self.s.test.classnames
-        t = self.s.scale.attack.target
-        fig, axes = plt.subplots(2 * len(alphas), self.strip, figsize=(1.45 * self.strip, 1.75 * 2 * len(alphas)),
-                                 squeeze=False)
-        for i, a in enumerate(alphas):
-            r = self(a)
-            prediction_strip(self.x[:self.strip], r["pred_clean"], self.y[:self.strip].tolist(), names, t,
-                             ax_row=axes[2 * i])
-            prediction_strip(self.xt[:self.strip], r["pred_trig"], self.yt[:self.strip].tolist(), names, t,
-                             ax_row=axes[2 * i + 1])
-            axes[2 * i, 0].set_ylabel(f"α={a:g}\nclean", fontsize=8)
-            axes[2 * i + 1, 0].set_ylabel(f"CA {100 * r['ca']:.0f}%\nASR {100 * r['asr']:.0f}%\ntriggered", fontsize=8)
-        fig.suptitle("predictions of θb − α·τt (green: correct, red: the attacker's target, orange: other)",
-                     fontsize=9)
-        fig.tight_layout()
-        return fig
-
 
 def _label_row(preds: Sequence[int], labels: Sequence[int], names: Sequence[str], target: int) -> str:
     cells = []
@@ -180,3 +151,88 @@ def alpha_widget(probe: AlphaProbe, alpha_max: float = 1.5, step: float = 0.05, 
     slider.observe(update, "value")
     update()
     return w.VBox([slider, info, pics])
+
+
+# The static twins: every position precomputed during the build (see ``static``).
+
+def _fmt(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def alpha_control(probe: AlphaProbe, alphas: Sequence[float], chosen: float | None = None) -> StaticControl:
+    """:func:`alpha_widget` for the HTML book: CA, ASR and the predicted labels at every α of ``alphas``."""
+    s, t = probe.s, probe.s.scale.attack.target
+    names, k = s.test.classnames, probe.strip
+    col = f"<col style='width:{100 / k:.2f}%'>" * k
+    table = "<table style='table-layout:fixed;width:100%;margin:0'>" + col
+
+    def pictures(xs: torch.Tensor, what: str) -> str:
+        cells = "".join(f"<td style='text-align:center;padding:1px'><img src='{png_uri(x[None], 1)}' alt='{what}' "
+                        "style='width:100%;max-width:96px;image-rendering:pixelated'></td>" for x in xs[:k])
+        return f"<tr><td colspan={k} style='font-size:85%'>{what} images</td></tr><tr>{cells}</tr>"
+
+    header = table + pictures(probe.x, "clean") + pictures(probe.xt, "triggered") + "</table>"
+    panels = {}
+    for i, a in enumerate(alphas):
+        r = probe(a)
+        rows = ("<tr><td colspan=%d style='font-size:85%%'>clean images → predicted</td></tr>" % k
+                + _label_row(r["pred_clean"], probe.y[:k].tolist(), names, t)
+                + "<tr><td colspan=%d style='font-size:85%%'>triggered images → predicted</td></tr>" % k
+                + _label_row(r["pred_trig"], probe.yt[:k].tolist(), names, t))
+        panels[(i,)] = Panel([_fmt(r["ca"]), _fmt(r["asr"])], html=table + rows + "</table>")
+    labels = [f"{a:.2f}" + (" (chosen)" if chosen is not None and abs(a - chosen) < 1e-9 else "") for a in alphas]
+    start = min(range(len(alphas)), key=lambda i: abs(alphas[i] - (chosen or 0.0)))
+    return control("alpha", [Axis("α", labels, start)], ["CA", "ASR"], panels, header=header,
+                   caption=f"CA and ASR of θb − α·τt on {len(probe.x)} clean and {len(probe.xt)} triggered test "
+                           "images; green: correct, red: the attacker's target, orange: another class.")
+
+
+def strength_controls(images: torch.Tensor, steps: int = 9, cfg: AttackConfig = AttackConfig()) -> list[StaticControl]:
+    """:func:`attack_widget` for the HTML book: one control per attack, ``steps`` strengths each, showing the
+    triggered images, their change maps and how large the change is."""
+    out = []
+    for name, (field_, lo, hi) in STRENGTH.items():
+        values = np.linspace(lo, hi, steps)
+        panels = {}
+        for i, v in enumerate(values):
+            x = triggered_at(name, float(v), images, cfg)
+            d = (x - images).abs()
+            change = d.amax(1, keepdim=True)
+            shown = torch.cat([x, (change / change.max().clamp_min(1e-8)).expand_as(x)], 0)
+            panels[(i,)] = Panel([f"{100 * float((change > 1e-6).float().mean()):.1f}%", f"{float(d.mean()):.3f}",
+                                  f"{float(d.max()):.3f}"], image=png_uri(shown, 1, rows=2))
+        default = min(range(steps), key=lambda i: abs(values[i] - getattr(cfg, field_)))
+        out.append(control(f"strength-{name}", [Axis(f"{name}: {field_.split('_', 1)[1]}",
+                                                     [f"{v:.3f}" for v in values], default)],
+                           ["pixels changed", "mean |change|", "max |change|"], panels,
+                           image_width=min(720, 3 * len(images) * (images.shape[-1] + 2)),
+                           caption=f"{name}: the triggered images, then where they changed (stretched to full "
+                                   "range)."))
+    return out
+
+
+def xi_control(grid: dict, name: str = "xi") -> StaticControl:
+    """One ξ(αc, αt) heatmap as a control: pick αc and αt, see ξ and its two error rates, the cell outlined."""
+    ac, at = [f"{a:g}" for a in grid["alphas_c"]], [f"{a:g}" for a in grid["alphas_t"]]
+    xi = np.asarray(grid["xi"])
+
+    def heat(sel: tuple[int, int]) -> str:
+        rows = []
+        for i in reversed(range(len(ac))):  # αc grows upwards, as in the figure
+            cells = []
+            for j in range(len(at)):
+                v = float(xi[i, j])
+                shade = int(255 * (1 - v))
+                edge = "3px solid #1f77b4" if (i, j) == sel else "1px solid #ddd"
+                cells.append(f"<td style='background:rgb(255,{shade},{shade});border:{edge};text-align:center;"
+                             f"width:48px'>{100 * v:.0f}</td>")
+            rows.append(f"<tr><th style='font-weight:normal'>{ac[i]}</th>{''.join(cells)}</tr>")
+        foot = "<tr><th></th>" + "".join(f"<th style='font-weight:normal'>{a}</th>" for a in at) + "</tr>"
+        return ("<table style='border-collapse:collapse;font-size:85%'>" + "".join(rows) + foot + "</table>"
+                "<div style='font-size:85%'>rows αc (clean vector), columns αt (trigger vector); ξ in %</div>")
+
+    panels = {(i, j): Panel([_fmt(xi[i, j]), _fmt(grid["xi_clean"][i, j]), _fmt(grid["xi_trigger"][i, j])],
+                            html=heat((i, j)))
+              for i in range(len(ac)) for j in range(len(at))}
+    return control(name, [Axis("αc", ac), Axis("αt", at)], ["ξ", "clean-input error", "triggered-input error"],
+                   panels)
