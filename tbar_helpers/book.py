@@ -198,8 +198,9 @@ def stage_sources() -> None:
     for name in ("_config.yml", "_toc.yml", "references.bib"):
         if (ROOT / name).exists():
             shutil.copy2(ROOT / name, EXECUTED / name)
-    if (ROOT / "book").exists():
-        shutil.copytree(ROOT / "book", EXECUTED / "book", dirs_exist_ok=True)
+    for folder in ("book", "_static"):  # _static: the book's own style sheet (wide tables scroll)
+        if (ROOT / folder).exists():
+            shutil.copytree(ROOT / folder, EXECUTED / folder, dirs_exist_ok=True)
     stage_mathjax(EXECUTED / "_vendor" / "mathjax")
 
 

@@ -5,7 +5,6 @@ pandas tables or plain dicts that the notebooks show next to a figure.
 """
 from __future__ import annotations
 
-import time
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -16,7 +15,7 @@ from ..config import PAPER, ScaleConfig, TBARConfig, override
 from ..method.attacks import make_trigger, poison
 from ..method.metrics import EvalSet, accuracy, predict
 from ..method.task_vectors import TaskVector
-from ..method.tbar import alpha_curve, apply_tbar, run_tbar, trigger_vector
+from ..method.tbar import TBARResult, alpha_curve, apply_tbar, run_tbar, trigger_vector
 from ..method.training import finetune
 from ..report import DISPLAY, named
 from ..settings.pipeline import (Setup, clean_accuracy, evaluate, make_forget_set, prepare, scores_on_test,
@@ -123,16 +122,19 @@ def tbar_on(s: Setup, forget_size: int | None = None, clean_fraction: float = 0.
     """TBAR on ``s.backdoored`` and its test CA / ASR. ``forget`` overrides the forget set."""
     cfg = cfg or s.scale.tbar
     fx, fy = forget if forget is not None else make_forget_set(s, forget_size or cfg.forget_size, clean_fraction)
-    t0 = time.time()
     cleaned, res = run_tbar(s.backdoored, fx, fy, _val(s, val_n), cfg, s.seed, progress=progress,
                             device=s.scale.device)
-    secs = time.time() - t0
+    return tbar_row(s, cleaned, res, clean_fraction)
+
+
+def tbar_row(s: Setup, cleaned: torch.nn.Module, res: TBARResult, clean_fraction: float = 0.0) -> dict:
+    """The chapter row of one TBAR run: test CA / ASR of θb and of the cleaned model, with the run's record."""
     ca_b, asr_b = backdoored_scores(s)
     ca, asr, trig_acc = scores_on_test(cleaned, s)
-    return named({"attack": s.attack, "forget_size": len(fx), "clean_fraction": clean_fraction, "alpha": res.alpha,
-                  "ca_backdoored": ca_b, "asr_backdoored": asr_b, "ca_tbar": ca, "asr_tbar": asr,
+    return named({"attack": s.attack, "forget_size": res.forget_size, "clean_fraction": clean_fraction,
+                  "alpha": res.alpha, "ca_backdoored": ca_b, "asr_backdoored": asr_b, "ca_tbar": ca, "asr_tbar": asr,
                   "ca_retained": ca / ca_b, "triggered_acc_tbar": trig_acc,
-                  "seconds": secs, "cleaned": cleaned, "result": res})
+                  "seconds": res.seconds, "cleaned": cleaned, "result": res})
 
 
 def backdoored_scores(s: Setup) -> tuple[float, float]:
