@@ -28,8 +28,8 @@ def data_root() -> Path:
 
 
 def _to_tensor_transform(size: int):
-    from torchvision import transforms as T
-    return T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size), T.ToTensor()])
+    from .streaming import image_transform
+    return image_transform(size)
 
 
 def _dataset(task: str, split: str, size: int, n: int):
@@ -93,26 +93,23 @@ def load_paper_task(task: str, split: str, n: int, seed: int, scale: ScaleConfig
 
 
 def load_caption_pairs(n: int, seed: int, scale: ScaleConfig, stream: str = "attacker") -> tuple[torch.Tensor, list[str]]:
-    """``n`` (image, caption) pairs of a local captioned corpus (e.g. CC3M as CleanCLIP prepares it):
-    a CSV at ``$TBAR_CAPTIONS`` with columns ``image`` (a path, relative to the CSV) and ``caption``.
-    The attacker's pairs come from the front of a seeded permutation, the defender's (``stream`` other
-    than ``attacker``) from its back half, so the two never share a pair."""
-    import csv
-
-    from PIL import Image
+    """``n`` (image, caption) pairs of a local captioned corpus in open_clip's CSV format (e.g. CC3M):
+    ``$TBAR_CAPTIONS`` names the CSV, ``$TBAR_CAPTIONS_KEYS`` its image and caption columns (default
+    ``filepath,title``; paths relative to the CSV). Only the ``n`` chosen images are read. The attacker's
+    pairs come from the front of a seeded permutation, the defender's (``stream`` other than ``attacker``)
+    from its back half, so the two never share a pair."""
+    from .streaming import CaptionCSV
     path = os.environ.get("TBAR_CAPTIONS")
-    if not path or not Path(path).exists():
+    if not path:
         raise FileNotFoundError("the paper-scale image–text setting needs a captioned corpus: set TBAR_CAPTIONS to "
-                                "a CSV with columns image,caption (e.g. CC3M's training pairs)")
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or not {"image", "caption"} <= set(rows[0]):
-        raise ValueError(f"{path} must have the columns image and caption")
-    perm = np.random.default_rng(zlib.crc32(repr(("captions", seed)).encode())).permutation(len(rows))
+                                "a CSV with columns filepath,title (or name yours in TBAR_CAPTIONS_KEYS)")
+    keys = os.environ.get("TBAR_CAPTIONS_KEYS", "filepath,title").split(",")
+    if len(keys) != 2:
+        raise ValueError(f"TBAR_CAPTIONS_KEYS={','.join(keys)!r}: give the image and caption columns, e.g. filepath,title")
+    ds = CaptionCSV(path, scale.model.image_size, keys[0].strip(), keys[1].strip())
+    perm = np.random.default_rng(zlib.crc32(repr(("captions", seed)).encode())).permutation(len(ds))
     half = len(perm) // 2
     idx = perm[:n] if stream == "attacker" else perm[half:][zlib.crc32(stream.encode()) % max(1, half - n):][:n]
     if len(idx) < n:
         raise ValueError(f"{path} has too few pairs for {n} ({stream}); lower the size")
-    tf, root = _to_tensor_transform(scale.model.image_size), Path(path).parent
-    images = torch.stack([tf(Image.open(root / rows[i]["image"]).convert("RGB")) for i in idx])
-    return images, [rows[i]["caption"] for i in idx]
+    return torch.stack([ds[int(i)][0] for i in idx]), [ds.captions[int(i)] for i in idx]

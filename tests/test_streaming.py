@@ -1,0 +1,119 @@
+"""Paper-scale data read lazily: each source yields what is on disk, and each bad input is refused before
+any training starts, with the fix in the message."""
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tbar_helpers.errors import InputError
+from tbar_helpers.world import streaming as S
+
+
+def _jpeg(path: Path, value: int, size: int = 40) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(path, quality=95)
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    rows = ["filepath,title"]
+    for i in range(6):
+        _jpeg(tmp_path / "img" / f"{i}.jpg", 40 * i)
+        rows.append(f"img/{i}.jpg,a photo of thing {i}")
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path
+
+
+def test_caption_csv_reads_pairs_lazily_at_the_models_size(corpus):
+    ds = S.CaptionCSV(corpus / "pairs.csv", 32)
+    x, cap = ds[3]
+    assert len(ds) == 6 and x.shape == (3, 32, 32) and cap == "a photo of thing 3"
+    assert abs(float(x.mean()) - 120 / 255) < 0.02
+
+
+def test_caption_csv_column_names_are_configurable(corpus):
+    (corpus / "other.csv").write_text("image\tcaption\nimg/0.jpg\tzero\n")
+    assert S.CaptionCSV(corpus / "other.csv", 32, image_key="image", caption_key="caption", sep="\t")[0][1] == "zero"
+
+
+@pytest.mark.parametrize("text, match", [
+    ("path,caption\nimg/0.jpg,x\n", "no column 'filepath'.*image_key="),
+    ("filepath,title\nimg/0.jpg,x\nimg/missing.jpg,y\n", "1 of 2 image files are missing.*missing.jpg"),
+    ("filepath,title\n", "lists no pairs")])
+def test_caption_csv_refuses_bad_input_up_front(corpus, text, match):
+    (corpus / "bad.csv").write_text(text)
+    with pytest.raises(InputError, match=match):
+        S.CaptionCSV(corpus / "bad.csv", 32)
+
+
+def _shard(path: Path, items: dict[str, str]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for key, caption in items.items():
+            buf = io.BytesIO()
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, format="PNG")
+            for ext, blob in ((".png", buf.getvalue()), (".txt", caption.encode())):
+                info = tarfile.TarInfo(key + ext)
+                info.size = len(blob)
+                tar.addfile(info, io.BytesIO(blob))
+
+
+def test_shards_yield_pairs_and_split_over_processes(tmp_path):
+    for s in range(4):
+        _shard(tmp_path / f"{s:03d}.tar", {f"s{s}k{i}": f"shard {s} item {i}" for i in range(3)})
+    caps = [c for _, c in S.Shards(tmp_path, 16)]
+    assert len(caps) == 12 and caps[0] == "shard 0 item 0"
+    mine = [[c for _, c in S.Shards(tmp_path, 16, rank=r, world_size=2)] for r in (0, 1)]
+    assert sorted(mine[0] + mine[1]) == sorted(caps) and not set(mine[0]) & set(mine[1])
+
+
+def test_shards_refuse_an_empty_folder_a_truncated_shard_and_too_many_processes(tmp_path):
+    with pytest.raises(InputError, match=r"no webdataset shards \(\*.tar\)"):
+        S.Shards(tmp_path, 16)
+    _shard(tmp_path / "000.tar", {f"k{i}": "x" * 2000 for i in range(3)})
+    with pytest.raises(InputError, match="cannot feed 2 processes"):
+        S.Shards(tmp_path, 16, world_size=2)
+    blob = (tmp_path / "000.tar").read_bytes()
+    (tmp_path / "000.tar").write_bytes(blob[:1800])
+    with pytest.raises(InputError, match="000.tar is truncated"):
+        S.Shards(tmp_path, 16)
+
+
+def test_loader_splits_each_global_batch_and_refuses_too_little_data(corpus):
+    ds = S.CaptionCSV(corpus / "pairs.csv", 16)
+    halves = [next(iter(S.loader(ds, 4, 0, rank=r, world_size=2)))[1] for r in (0, 1)]
+    whole = next(iter(S.loader(ds, 4, 0)))[1]
+    assert sorted(halves[0] + halves[1]) == sorted(whole)  # the same global batch, split over two processes
+    with pytest.raises(InputError, match="cannot fill one global batch of 8"):
+        S.loader(ds, 8, 0, world_size=2)
+    with pytest.raises(InputError, match="does not split over 4 processes"):
+        S.loader(ds, 6, 0, world_size=4)
+
+
+def test_image_folder_reads_classes_and_refuses_a_flat_folder(tmp_path):
+    for c in ("cat", "dog"):
+        _jpeg(tmp_path / "f" / c / "0.jpg", 10)
+    ds = S.image_folder(tmp_path / "f", 24, indices=[1])
+    assert ds.classes == ["cat", "dog"] and len(ds) == 1 and ds[0][1] == 1 and ds[0][0].shape == (3, 24, 24)
+    _jpeg(tmp_path / "flat" / "0.jpg", 10)
+    with pytest.raises(InputError, match="CLASS/IMAGE.jpg"):
+        S.image_folder(tmp_path / "flat", 24)
+    with pytest.raises(InputError, match="does not exist"):
+        S.image_folder(tmp_path / "nowhere", 24)
+
+
+def test_paper_caption_pairs_read_open_clips_csv_and_keep_attacker_and_defender_apart(corpus, monkeypatch):
+    from tbar_helpers.config import PAPER, override
+    from tbar_helpers.world.paper_data import load_caption_pairs
+    scale = override(PAPER, **{"model.image_size": 16})
+    monkeypatch.setenv("TBAR_CAPTIONS", str(corpus / "pairs.csv"))
+    x, caps = load_caption_pairs(2, 0, scale)
+    _, defender = load_caption_pairs(2, 0, scale, stream="defender")
+    assert x.shape == (2, 3, 16, 16) and not set(caps) & set(defender)
+    monkeypatch.setenv("TBAR_CAPTIONS_KEYS", "image,caption")
+    with pytest.raises(InputError, match="no column 'image'"):
+        load_caption_pairs(2, 0, scale)
