@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: setup browser test test-fast book bench pretrain clean-cache
+.PHONY: setup browser test test-fast book bench pretrain clean-cache paper-smoke
 
 setup: $(STAMP)
 
@@ -33,6 +33,12 @@ test-fast: setup
 
 book: setup
 	$(PY) -m tbar_helpers.book
+
+# The paper-scale path on CPUs: two processes under torchrun (gloo), generated JPEGs read lazily, a poisoned
+# DDP fine-tune, TBAR, and an image-text fine-tune on a CSV corpus; ends with "paper-smoke: ok world_size=2".
+PAPER_SMOKE_DIR ?= _build/paper-smoke
+paper-smoke: setup
+	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc-per-node 2 scripts/paper_smoke.py --workdir $(PAPER_SMOKE_DIR)
 
 bench: setup
 	$(PY) benchmarks/cost_ratio.py

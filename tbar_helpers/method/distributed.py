@@ -1,0 +1,198 @@
+"""Many processes, one result: fine-tunes under ``torchrun --nproc-per-node N`` with DDP, and long runs that
+resume where they stopped.
+
+* :func:`init` reads torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and joins the process
+  group: NCCL on GPUs, gloo on CPUs. Without torchrun it returns a one-process :class:`Dist`.
+* :func:`fit_stream` is the training loop over a DataLoader: DDP averages the gradients, so N processes with
+  ``batch / N`` items each take the same steps as one process with the whole batch; bf16 autocast on CUDA;
+  logging and checkpoints on rank 0; SIGTERM (preemption) makes every rank stop after the same step and
+  rank 0 write the state (step, model, optimiser, scheduler, RNG; the data order follows from the step), so
+  that a rerun with the same checkpoint path finishes with the weights an uninterrupted run would have.
+"""
+from __future__ import annotations
+
+import io
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as td
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process stands: its rank among ``world_size`` and its device."""
+    rank: int = 0
+    world_size: int = 1
+    device: str = "cpu"
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init(device: str = "auto") -> Dist:
+    """Join torchrun's process group (once) and return this process's :class:`Dist`; one process without it."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    if world > 1 and not td.is_initialized():
+        if cuda and torch.cuda.device_count() < world:
+            raise InputError(f"{world} processes but {torch.cuda.device_count()} GPUs: start at most one process "
+                             "per GPU (torchrun --nproc-per-node)")
+        td.init_process_group("nccl" if cuda else "gloo")
+    dev = f"cuda:{local}" if cuda else "cpu"
+    if cuda:
+        torch.cuda.set_device(local)
+    return Dist(rank, world, dev)
+
+
+def all_sum(values: list[float], dist: Dist) -> list[float]:
+    """Element-wise sum of ``values`` over the ranks (evaluation counts, stop flags)."""
+    if dist.world_size == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=dist.device)
+    td.all_reduce(t)
+    return t.tolist()
+
+
+class ResumeSampler(DistributedSampler):
+    """A ``DistributedSampler`` that can skip the first ``skip`` items of this rank's share of an epoch."""
+    skip = 0
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.skip:])
+
+    def __len__(self) -> int:
+        return super().__len__() - self.skip
+
+
+class _Stop:
+    """SIGTERM sets a flag instead of killing the process; the loop stops after the step in progress."""
+
+    def __init__(self):
+        self.flag = False
+
+    def __enter__(self):
+        self.old = signal.signal(signal.SIGTERM, self._set) if _main_thread() else None
+        return self
+
+    def _set(self, *_):
+        self.flag = True
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            signal.signal(signal.SIGTERM, self.old)
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _save(path: Path, state: dict) -> None:
+    from ..cache import replace_atomically
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replace_atomically(path, buf.getvalue())
+
+
+def _load(path: Path, model: nn.Module) -> dict | None:
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as e:
+        raise InputError(f"checkpoint {path} is of another model ({str(e).splitlines()[0]}); delete it or give "
+                         "the architecture it was written with") from e
+    return state
+
+
+def fit_stream(model: nn.Module, batch_loss: Callable[[nn.Module, Any], torch.Tensor], data: DataLoader, steps: int,
+               opt: torch.optim.Optimizer, *, dist: Dist = Dist(), sched: Any = None, grad_clip: float = 1.0,
+               checkpoint: str | os.PathLike | None = None, every: int = 100, amp: bool = True,
+               log: Callable[[str], None] | None = print) -> dict:
+    """Train ``model`` for ``steps`` steps of ``batch_loss(model, batch)`` over ``data`` (built with
+    :func:`tbar_helpers.world.streaming.loader`, whose sampler this swaps for a :class:`ResumeSampler`).
+
+    Returns ``{"step", "losses", "stopped"}``; ``stopped`` is True when SIGTERM ended the run early (the
+    state is then saved at ``checkpoint``: run again to finish)."""
+    path = Path(checkpoint) if checkpoint else None
+    state = _load(path, model) if path else None
+    step, losses = (state["step"], list(state["losses"])) if state else (0, [])
+    if state:
+        opt.load_state_dict(state["opt"])
+        if sched is not None and state.get("sched"):
+            sched.load_state_dict(state["sched"])
+        torch.set_rng_state(state["rng"])
+        np.random.set_state(_np_state(state["np_rng"]))
+    net = nn.parallel.DistributedDataParallel(model) if dist.world_size > 1 else model
+    old = data.sampler
+    if not isinstance(old, DistributedSampler):
+        raise InputError("fit_stream needs a DataLoader from streaming.loader (a DistributedSampler)")
+    sampler = ResumeSampler(old.dataset, num_replicas=old.num_replicas, rank=old.rank, shuffle=old.shuffle,
+                            seed=old.seed, drop_last=old.drop_last)
+    data = DataLoader(data.dataset, batch_size=data.batch_size, sampler=sampler,
+                      num_workers=data.num_workers, drop_last=data.drop_last)
+    per_epoch = len(sampler) // data.batch_size
+    if per_epoch == 0:
+        raise InputError("the data give no full batch per process: lower the batch or use fewer processes")
+    cuda = dist.device.startswith("cuda")
+
+    def save() -> None:
+        if path is not None and dist.main:
+            _save(path, {"step": step, "losses": losses, "model": model.state_dict(), "opt": opt.state_dict(),
+                         "sched": sched.state_dict() if sched is not None else None, "rng": torch.get_rng_state(),
+                         "np_rng": _np_pack(np.random.get_state())})
+
+    stopped = False
+    with _Stop() as stop:
+        while step < steps and not stopped:
+            epoch, offset = divmod(step, per_epoch)
+            sampler.set_epoch(epoch)
+            sampler.skip = offset * data.batch_size
+            for batch in data:
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and amp):
+                    loss = batch_loss(net, batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                step += 1
+                # one all-reduce a step: the mean loss for the log, and whether any rank was told to stop
+                total, flags = all_sum([loss.item(), float(stop.flag)], dist)
+                losses.append(total / dist.world_size)
+                stopped = flags > 0
+                if log and dist.main and (step % every == 0 or step == steps):
+                    log(f"step {step}/{steps}: loss {np.mean(losses[-every:]):.4f}")
+                if step % every == 0 or stopped:
+                    save()
+                if step >= steps or stopped:
+                    break
+    if not stopped:
+        save()
+    if dist.world_size > 1:
+        td.barrier()
+    return {"step": step, "losses": losses, "stopped": stopped}
+
+
+def _np_pack(st: tuple) -> dict:
+    return {"name": st[0], "keys": torch.as_tensor(st[1].astype(np.int64)), "pos": st[2], "gauss": st[3],
+            "cached": st[4]}
+
+
+def _np_state(d: dict) -> tuple:
+    return (d["name"], d["keys"].numpy().astype(np.uint32), d["pos"], d["gauss"], d["cached"])
