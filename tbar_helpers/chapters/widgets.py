@@ -2,7 +2,7 @@
 
 * :func:`attack_widget`: pick an attack and its strength, see the triggered images and the change.
 * :class:`AlphaProbe` + :func:`alpha_widget`: move α and watch CA, ASR and a strip of predictions of
-  θb − α·τt update. One update evaluates a fixed small sample (``benchmarks/widget_latency.py``).
+  θb − α·τt update. One update evaluates a fixed small sample (``benchmarks/run_timing.py widget``).
 * :func:`alpha_control`, :func:`strength_controls`, :func:`xi_control`: the same views precomputed for the
   HTML book, where no kernel runs the callbacks.
 """
