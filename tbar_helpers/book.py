@@ -142,12 +142,19 @@ def run_notebook(nb: Path, out: Path, parameters: dict, cell_timeout: int = CELL
     ``cell_timeout`` seconds fails it."""
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError
+    before = os.environ.get("TBAR_TEXT_PROGRESS")
+    os.environ["TBAR_TEXT_PROGRESS"] = "1"  # the kernel inherits it: text bars, not widgets the HTML cannot draw
     try:
         pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(nb.parent),
                             progress_bar=sys.stdout.isatty(), kernel_name="python3", execution_timeout=cell_timeout)
     except CellTimeoutError as e:
         raise RuntimeError(f"{nb.name}: a cell ran past the {cell_timeout}-second limit and was stopped; "
                            f"raise it with --cell-timeout if the cell is only slow ({str(e).splitlines()[0]})") from e
+    finally:
+        if before is None:
+            os.environ.pop("TBAR_TEXT_PROGRESS", None)
+        else:
+            os.environ["TBAR_TEXT_PROGRESS"] = before
 
 
 def execute_notebooks(scale: str = "mini", seed: int = 0, force: bool = False, profile: str = "book",

@@ -191,3 +191,18 @@ def test_a_hung_cell_fails_the_notebook_after_the_cell_timeout(tmp_path):
     with pytest.raises(RuntimeError, match="hung.ipynb: a cell ran past the 3-second limit.*--cell-timeout"):
         book.run_notebook(path, tmp_path / "out.ipynb", {}, cell_timeout=3)
     assert time.time() - t0 < 50
+
+
+def test_progress_bars_in_built_notebooks_are_text_not_widgets(tmp_path):
+    """A widget bar saved in an executed notebook is an area the HTML book cannot draw (no kernel)."""
+    import json
+
+    import nbformat
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "from tbar_helpers.progress import tqdm\nfor _ in tqdm(range(3), desc='steps'):\n    pass")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "bar.ipynb")
+    book.run_notebook(tmp_path / "bar.ipynb", tmp_path / "out.ipynb", {}, cell_timeout=120)
+    outputs = json.loads((tmp_path / "out.ipynb").read_text())["cells"][0]["outputs"]
+    assert outputs and not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+    assert any(o.get("name") == "stderr" and "steps" in "".join(o["text"]) for o in outputs)

@@ -105,7 +105,7 @@ def optimize_patch(model: Callable[[torch.Tensor], torch.Tensor], images: torch.
     This is how BadCLIP and BadMerging craft triggers that already point at the target in the
     foundation model's embedding space, so that a few poisoned samples suffice.
     """
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
     size = images.shape[-1]
     g = torch.Generator().manual_seed(seed)
     logit = torch.randn(1, 3, side, side, generator=g).mul(0.5).requires_grad_(True)

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from ..progress import tqdm
 
 from .attacks import Trigger
 from .metrics import predict

@@ -129,7 +129,7 @@ def xi_grid(make_model: Callable[[float, float], nn.Module], clean_images: torch
     the combined model is compared with θpre + ac·τc, on triggered inputs with θpre + at·τt;
     ``xi`` is the mean of the two error rates (``xi_clean`` and ``xi_trigger`` are returned too).
     """
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
     ac_list, at_list = list(alphas_c), list(alphas_t)
     preds_c = {ac: predict(make_model(ac, 0.0), clean_images, batch_size) for ac in ac_list}
     preds_t = {at: predict(make_model(0.0, at), triggered_images, batch_size) for at in at_list}
