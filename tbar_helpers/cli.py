@@ -55,7 +55,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-KEYS = ("ca_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar", "ca_retained")
+# θpre's CA and ASR come first: a defense that does worse than going back to the foundation has not worked
+KEYS = ("ca_zeroshot", "asr_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar",
+        "ca_retained", "knowledge_kept")
 
 
 def print_table(rows: list[dict]) -> None:
@@ -63,7 +65,8 @@ def print_table(rows: list[dict]) -> None:
     head = ["attack", "task", "seed", *KEYS, "alpha", "forget", "sec"]
     print("  ".join(f"{h:>13}" for h in head))
     for r in rows:
-        vals = [r["attack"], r["task"], r["seed"], *(f"{100 * r[k]:.1f}" if k in r else "-" for k in KEYS), r["alpha"],
+        vals = [r["attack"], r["task"], r["seed"], *(f"{100 * r[k]:.1f}" if r.get(k) is not None else "-" for k in KEYS),
+                r["alpha"],
                 r["forget_size"], f"{r['seconds']:.0f}"]
         print("  ".join(f"{str(v):>13}" for v in vals))
 

@@ -63,10 +63,9 @@ def records(name: str, command: str = "", results: Path | None = None) -> list[d
 
 
 def knowledge_kept(rec: dict) -> float | None:
-    """(CA_TBAR − CA_θpre) / (CA_backdoored − CA_θpre): the share of what fine-tuning added that TBAR keeps;
-    ``None`` where fine-tuning added less than a point (the ratio then measures noise)."""
-    gain = rec["ca_backdoored"] - rec["ca_zeroshot"]
-    return None if gain < 0.01 else (rec["ca_tbar"] - rec["ca_zeroshot"]) / gain
+    """:func:`tbar_helpers.method.metrics.knowledge_kept` of a run record."""
+    from .method.metrics import knowledge_kept as kept
+    return rec.get("knowledge_kept", kept(rec["ca_tbar"], rec["ca_backdoored"], rec["ca_zeroshot"]))
 
 
 def build_minutes(build: str, results: Path | None = None) -> list[float]:

@@ -27,6 +27,10 @@ def test_backdoor_is_planted_and_tbar_removes_it():
     # TBAR sends triggered images back towards their own class, not merely away from the target
     assert r["triggered_acc_backdoored"] < 1 - r["asr_backdoored"] + 1e-9, r
     assert r["triggered_acc_tbar"] > r["triggered_acc_backdoored"], r
+    # θpre's row travels with every run, and the share of the fine-tune's gain that TBAR keeps with it
+    assert 0 <= r["asr_zeroshot"] <= 1 and 0 < r["ca_zeroshot"] <= 1
+    gain = r["ca_backdoored"] - r["ca_zeroshot"]
+    assert r["knowledge_kept"] == (None if gain < 0.01 else pytest.approx((r["ca_tbar"] - r["ca_zeroshot"]) / gain))
 
 
 def test_same_seed_same_numbers():

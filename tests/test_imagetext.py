@@ -167,8 +167,8 @@ def test_cli_image_text_writes_json_with_defense_rows(tmp_path, monkeypatch, cap
             "--no-cache"] + (["--attack-unknown"] if unknown else [])
     assert cli.main(args) == 0
     rec = json.loads(out.read_text())
-    for key in ("ca_zeroshot", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar", "ca_retained", "alpha",
-                "forget_size", "val_curve", "seconds"):
+    for key in ("ca_zeroshot", "asr_zeroshot", "knowledge_kept", "ca_backdoored", "asr_backdoored", "ca_tbar",
+                "asr_tbar", "ca_retained", "alpha", "forget_size", "val_curve", "seconds"):
         assert key in rec, key
     assert {r["defense"] for r in rec["defense"]} == {"clean-ft", "cleanclip", "roclip"}
     assert all(r["budget"] == 16 and 0 <= r["asr"] <= 1 for r in rec["defense"])

@@ -30,6 +30,8 @@ def test_knowledge_kept_on_hand_made_numbers():
     assert knowledge_kept({"ca_zeroshot": 0.5, "ca_backdoored": 0.9, "ca_tbar": 0.9}) == 1.0
     assert knowledge_kept({"ca_zeroshot": 0.5, "ca_backdoored": 0.9, "ca_tbar": 0.4}) < 0
     assert knowledge_kept({"ca_zeroshot": 0.99, "ca_backdoored": 0.993, "ca_tbar": 0.9}) is None  # nothing added
+    # a fine-tune that lowered CA below θpre's has nothing to keep: no ratio, whatever TBAR's CA
+    assert knowledge_kept({"ca_zeroshot": 0.997, "ca_backdoored": 0.938, "ca_tbar": 0.938}) is None
 
 
 def test_every_block_names_a_known_generator():

@@ -115,6 +115,14 @@ def ca_retained(ca_after: float, ca_before: float) -> float:
     return ca_after / ca_before
 
 
+def knowledge_kept(ca_tbar: float, ca_backdoored: float, ca_zeroshot: float, min_gain: float = 0.01) -> float | None:
+    """(CA_TBAR − CA_θpre) / (CA_backdoored − CA_θpre): the share of what fine-tuning added that TBAR keeps.
+    ``None`` where fine-tuning added less than ``min_gain`` over θpre: there is nothing to keep, and the ratio
+    would measure noise (or, with a negative gain, reward a defense for falling back to θpre)."""
+    gain = ca_backdoored - ca_zeroshot
+    return None if gain < min_gain else (ca_tbar - ca_zeroshot) / gain
+
+
 def disentanglement_error(pred_combined: torch.Tensor, pred_single: torch.Tensor) -> float:
     """Share of inputs whose prediction under the combined model differs from the single-vector model."""
     return float((pred_combined != pred_single).float().mean())

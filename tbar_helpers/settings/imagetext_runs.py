@@ -14,7 +14,7 @@ from .. import cache
 from ..config import ImageTextConfig, ScaleConfig, config_hash, get_scale, to_dict
 from ..method.defenses import cleanclip_loss, roclip_loss
 from ..method.inversion import Inversion, infer_target, invert_trigger, is_backdoored
-from ..method.metrics import ca_retained
+from ..method.metrics import ca_retained, knowledge_kept
 from ..method.training import Recipe, contrastive_finetune
 from ..report import DISPLAY, named
 from ..world.foundation import normalizer
@@ -113,7 +113,8 @@ def run_imagetext(attack: str, seed: int = 0, scale: ScaleConfig | str = "mini",
             "poison_rate": it.poison_rate, "target": it.target, "target_name": s.test.classnames[it.target],
             "ca_zeroshot": ca_zs, "asr_zeroshot": asr_zs, "ca_clean_ft": ca_clean, "asr_clean_ft": asr_clean,
             "ca_backdoored": ca_bd, "asr_backdoored": asr_bd, "ca_tbar": ca_t, "asr_tbar": asr_t,
-            "ca_retained": ca_retained(ca_t, ca_bd), **rec, "tbar_seconds": tbar_seconds,
+            "ca_retained": ca_retained(ca_t, ca_bd), "knowledge_kept": knowledge_kept(ca_t, ca_bd, ca_zs), **rec,
+            "tbar_seconds": tbar_seconds,
             "defense": _defense_rows(s, it.defense_budgets if budgets is None else budgets, ca_bd, progress,
                                      use_cache),
             "seconds": time.time() - t0}
@@ -170,7 +171,7 @@ def run_attack_unknown(attack: str, seed: int = 0, scale: ScaleConfig | str = "m
     proxy = inv.trigger()
     target, share = infer_target(s.victim(), val.images, proxy, scale.eval_batch_size)
     ca_bd, asr_bd = s.scores(s.victim())
-    ca_zs, _ = s.scores(s.reference())
+    ca_zs, asr_zs = s.scores(s.reference())
     t_tbar = time.time()
     cleaned, rec = s.tbar(proxy, target, proxy=True, progress=progress)
     ca_t, asr_t = s.scores(cleaned)
@@ -184,8 +185,9 @@ def run_attack_unknown(attack: str, seed: int = 0, scale: ScaleConfig | str = "m
            "mask_l1_clean_model": inv_ref.l1,
            "inverted_similarity": inv.similarity, "detected": is_backdoored(inv, thr),
            "clean_model_flagged": is_backdoored(inv_ref, thr), "detect_threshold": thr,
-           "ca_zeroshot": ca_zs, "ca_backdoored": ca_bd, "asr_backdoored": asr_bd, "ca_tbar": ca_t, "asr_tbar": asr_t,
-           "ca_retained": ca_retained(ca_t, ca_bd), **rec, "tbar_seconds": time.time() - t_tbar,
+           "ca_zeroshot": ca_zs, "asr_zeroshot": asr_zs, "ca_backdoored": ca_bd, "asr_backdoored": asr_bd,
+           "ca_tbar": ca_t, "asr_tbar": asr_t, "ca_retained": ca_retained(ca_t, ca_bd),
+           "knowledge_kept": knowledge_kept(ca_t, ca_bd, ca_zs), **rec, "tbar_seconds": time.time() - t_tbar,
            "inversion": {"mask": inv.mask.squeeze().tolist(), "pattern": inv.pattern.squeeze(0).tolist(),
                          "clean_model_mask": inv_ref.mask.squeeze().tolist(), "config": to_dict(scale.imagetext)}}
     if setting == "image-text":

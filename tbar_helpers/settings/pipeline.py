@@ -15,7 +15,7 @@ import torch
 from .. import cache
 from ..config import ScaleConfig, config_hash, get_scale, override
 from ..method.attacks import NEEDS_MODEL, Poisoned, Trigger, check_attack, make_trigger, patch_trigger, poison
-from ..method.metrics import accuracy, ca_retained
+from ..method.metrics import accuracy, ca_retained, knowledge_kept
 from ..method.task_vectors import TaskVector
 from ..method.tbar import for_proxy, forget_set, run_tbar
 from ..method.training import finetune_task, set_threads
@@ -250,7 +250,7 @@ def run(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig 
     s = prepare(attack, task, seed, scale, poison_rate=poison_rate, progress=progress, use_cache=use_cache,
                 foundation=foundation)
     clock = _Clock()
-    ca_zs = clean_accuracy(s.zeroshot, s)  # only its CA is reported
+    ca_zs, asr_zs, _ = scores_on_test(s.zeroshot, s)  # going back to θpre: the row every defense must beat
     ca_clean, asr_clean, trig_clean = scores_on_test(s.clean, s)
     ca_bd, asr_bd, trig_bd = scores_on_test(s.backdoored, s)
     clock("evaluation")
@@ -264,9 +264,10 @@ def run(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig 
     extra = {} if foundation is None else {"foundation": foundation.source}
     return {"attack": attack, "task": s.task, "seed": seed, "scale": s.scale.name, **extra,
             "poison_rate": s.scale.attack.poison_rate, "target": s.scale.attack.target,
-            "ca_zeroshot": ca_zs, "ca_clean_ft": ca_clean, "asr_clean_ft": asr_clean,
+            "ca_zeroshot": ca_zs, "asr_zeroshot": asr_zs, "ca_clean_ft": ca_clean, "asr_clean_ft": asr_clean,
             "ca_backdoored": ca_bd, "asr_backdoored": asr_bd, "ca_tbar": ca_t, "asr_tbar": asr_t,
-            "ca_retained": ca_retained(ca_t, ca_bd), **trig_acc, **rec, "tbar_seconds": time.time() - t_tbar,
+            "ca_retained": ca_retained(ca_t, ca_bd), "knowledge_kept": knowledge_kept(ca_t, ca_bd, ca_zs), **trig_acc,
+            **rec, "tbar_seconds": time.time() - t_tbar,
             "stage_seconds": {**s.memo.get("seconds", {}), **clock.seconds},
             "seconds": time.time() - t0}
 
