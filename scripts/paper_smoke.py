@@ -21,11 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
-from tbar_helpers.config import AttackConfig, ModelConfig
+from tbar_helpers.config import AttackConfig, ModelConfig, TBARConfig
 from tbar_helpers.method import distributed as D
 from tbar_helpers.method.attacks import make_trigger
 from tbar_helpers.method.task_vectors import TaskVector
-from tbar_helpers.method.tbar import AlphaPoint, select_alpha
 from tbar_helpers.world import streaming as S
 from tbar_helpers.world.models import make_classifier
 
@@ -88,27 +87,6 @@ class Poisoned(Dataset):
     def __getitem__(self, i: int):
         x, y = self.ds[i]
         return (self.trigger(x[None])[0], self.target) if i in self.poisoned else (x, y)
-
-
-def shard(ds: Dataset, dist: D.Dist) -> Subset:
-    """This rank's share of an evaluation set (every world_size-th item, no padding: counts add up exactly)."""
-    return Subset(ds, list(range(dist.rank, len(ds), dist.world_size)))
-
-
-@torch.no_grad()
-def scores(clf, ds: Dataset, trigger, target: int, dist: D.Dist, batch: int = 16) -> tuple[float, float]:
-    """(CA, ASR) over ``ds``, each rank scoring its shard and the counts summed across ranks."""
-    clf.eval()
-    ok = hit = n = m = 0
-    for x, y in torch.utils.data.DataLoader(shard(ds, dist), batch_size=batch):
-        x, y = x.to(dist.device), y.to(dist.device)
-        ok += int((clf(x).argmax(1) == y).sum())
-        n += len(y)
-        keep = y != target
-        hit += int((clf(trigger(x[keep])).argmax(1) == target).sum()) if keep.any() else 0
-        m += int(keep.sum())
-    ok, n, hit, m = D.all_sum([ok, n, hit, m], dist)
-    return ok / n, hit / max(m, 1)
 
 
 def ce_loss(net, batch) -> torch.Tensor:
@@ -189,15 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     finetune(reinforced, Subset(forget, forget_i.tolist()), 4, a.batch, 1e-4, a.seed + 1, dist, None, a.every, None)
     tau = TaskVector(clf.encoder, reinforced.encoder)
     val, test = Subset(full, val_i.tolist()), Subset(full, test_i.tolist())
-    curve = []
-    for alpha in (0.0, 0.5, 1.0):
-        cleaned = copy.deepcopy(clf)
-        tau.apply_to(cleaned.encoder, -alpha, inplace=True)
-        curve.append(AlphaPoint(alpha, *scores(cleaned, val, trigger, attack.target, dist)))
-    alpha = select_alpha(curve, 0.9)
+    tcfg = TBARConfig(alpha_grid=(0.0, 0.25, 0.5, 0.75, 1.0), ca_keep=0.9)
+    alpha, curve = D.sharded_alpha_search(clf, tau, val, trigger, attack.target, tcfg, dist)
     cleaned = copy.deepcopy(clf)
     tau.apply_to(cleaned.encoder, -alpha, inplace=True)
-    ca, asr = scores(cleaned, test, trigger, attack.target, dist)
+    ca, asr = D.sharded_scores(cleaned, test, trigger, attack.target, dist)
     # image–text: a contrastive fine-tune of the whole CLIP on the CSV corpus, streamed
     pairs = S.CaptionCSV(csv_path, mcfg.image_size)
     data = S.loader(pairs, a.batch, a.seed, rank=dist.rank, world_size=dist.world_size)

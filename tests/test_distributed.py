@@ -88,3 +88,40 @@ def test_make_paper_smoke_prints_its_line(tmp_path):
                        text=True, env=ENV, timeout=900)
     last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
     assert r.returncode == 0 and last.startswith("paper-smoke: ok") and "world_size=2" in last, r.stdout + r.stderr
+
+
+def _score_worker(rank: int, world: int, port: int, out: str) -> None:
+    import os as _os
+
+    import torch.distributed as td
+
+    from tbar_helpers.method import distributed as D
+    _os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    td.init_process_group("gloo", rank=rank, world_size=world)
+    clf, ds, trig = _scoring_case()
+    res = D.sharded_scores(clf, ds, trig, 0, D.Dist(rank, world), batch_size=4)
+    if rank == 0:
+        torch.save(res, out)
+    td.destroy_process_group()
+
+
+def _scoring_case():
+    torch.manual_seed(0)
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    x, y = torch.rand(23, 3, 2, 2), torch.randint(0, 3, (23,))
+    return clf, torch.utils.data.TensorDataset(x, y), lambda im: im.clamp(min=0.5)
+
+
+def test_sharded_scores_over_two_ranks_equal_one_process(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from tbar_helpers.method import distributed as D
+    clf, ds, trig = _scoring_case()
+    one = D.sharded_scores(clf, ds, trig, 0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_score_worker, args=(2, port, str(tmp_path / "two.pt")), nprocs=2, join=True)
+    assert torch.load(tmp_path / "two.pt") == one  # 23 items: the shards are 12 and 11, no padding

@@ -22,9 +22,12 @@ import numpy as np
 import torch
 import torch.distributed as td
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from ..config import TBARConfig
 from ..errors import InputError
+from .task_vectors import TaskVector
+from .tbar import AlphaPoint, choose_alpha, curve_along, search_curve
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,39 @@ def all_sum(values: list[float], dist: Dist) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=dist.device)
     td.all_reduce(t)
     return t.tolist()
+
+
+def shard(ds: Dataset, dist: Dist) -> Subset:
+    """This rank's share of an evaluation set: every ``world_size``-th item, without the padding a
+    ``DistributedSampler`` adds, so that the ranks' counts add up to the dataset exactly."""
+    return Subset(ds, list(range(dist.rank, len(ds), dist.world_size)))
+
+
+@torch.no_grad()
+def sharded_scores(clf: nn.Module, ds: Dataset, trigger: Callable[[torch.Tensor], torch.Tensor], target: int,
+                   dist: Dist = Dist(), batch_size: int = 64) -> tuple[float, float]:
+    """(CA, ASR) of ``clf`` over a labelled dataset, each rank scoring its shard; counts summed over ranks."""
+    clf.eval()
+    ok = n = hit = m = 0
+    for x, y in DataLoader(shard(ds, dist), batch_size=batch_size):
+        x, y = x.to(dist.device), y.to(dist.device)
+        ok += int((clf(x).argmax(1) == y).sum())
+        n += len(y)
+        keep = y != target
+        if keep.any():
+            hit += int((clf(trigger(x[keep])).argmax(1) == target).sum())
+            m += int(keep.sum())
+    ok, n, hit, m = all_sum([ok, n, hit, m], dist)
+    return ok / max(n, 1), hit / max(m, 1)
+
+
+def sharded_alpha_search(clf_b: nn.Module, tau: TaskVector, val: Dataset, trigger: Callable[[torch.Tensor], torch.Tensor],
+                         target: int, cfg: TBARConfig, dist: Dist = Dist()) -> tuple[float, list[AlphaPoint]]:
+    """TBAR's α search (``cfg.search``, ``cfg.alpha_grid``, the rule of :func:`choose_alpha`) with every point
+    of the curve scored across the ranks: (chosen α, validation curve), the same on every rank."""
+    score = lambda model: sharded_scores(model, val, trigger, target, dist)  # noqa: E731
+    curve = search_curve(lambda alphas: curve_along(clf_b, tau, score, alphas, cfg.alpha_max), cfg)
+    return choose_alpha(curve, cfg), curve
 
 
 class ResumeSampler(DistributedSampler):
