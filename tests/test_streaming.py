@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tbar_helpers.errors import InputError
@@ -117,3 +118,75 @@ def test_paper_caption_pairs_read_open_clips_csv_and_keep_attacker_and_defender_
     monkeypatch.setenv("TBAR_CAPTIONS_KEYS", "image,caption")
     with pytest.raises(InputError, match="no column 'image'"):
         load_caption_pairs(2, 0, scale)
+
+
+class _Counting(torch.utils.data.Dataset):
+    """Image i is constant i/1000; counts how many images were decoded."""
+
+    def __init__(self, n: int):
+        self.n, self.loads = n, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        self.loads += 1
+        return torch.full((3, 4, 4), i / 1000), i % 5
+
+
+def test_lazy_images_index_like_a_tensor_and_load_only_what_is_asked():
+    ds = _Counting(50)
+    lazy = S.LazyImages(ds, np.arange(10, 30))
+    full = torch.stack([ds[i][0] for i in range(10, 30)])
+    ds.loads = 0
+    assert lazy.shape == (20, 3, 4, 4) and len(lazy) == 20
+    assert torch.equal(lazy[2:5], full[2:5]) and torch.equal(lazy[torch.tensor([7, 1])], full[[7, 1]])
+    assert torch.equal(lazy[3], full[3]) and torch.equal(lazy[:, 0, 0, 0], full[:, 0, 0, 0])
+    mask = torch.arange(20) % 2 == 0
+    view = lazy[mask]  # a boolean mask gives a view: nothing loaded
+    loads = ds.loads
+    assert isinstance(view, S.LazyImages) and len(view) == 10 and ds.loads == loads
+    edited = lazy.edited(mask, lambda x: x + 1)
+    assert torch.equal(edited[0:4], full[0:4] + torch.tensor([1, 0, 1, 0]).view(4, 1, 1, 1))
+    assert torch.equal(edited.take([1, 1, 0])[:], full[[1, 1, 0]] + torch.tensor([0, 0, 1]).view(3, 1, 1, 1))
+
+
+def test_poison_forget_set_and_metrics_on_lazy_images_match_the_in_memory_path():
+    from tbar_helpers.config import AttackConfig
+    from tbar_helpers.method.attacks import make_trigger, poison
+    from tbar_helpers.method.metrics import EvalSet
+    from tbar_helpers.method.tbar import forget_set
+    ds = _Counting(200)
+    lazy, labels = S.LazyImages(ds, np.arange(200)), torch.tensor([i % 5 for i in range(200)])
+    full = lazy[:]
+    trig = make_trigger("blended", 4, AttackConfig())
+    ds.loads = 0
+    p_lazy = poison(lazy, labels, trig, 0.1, 0, seed=3)
+    assert ds.loads == 0  # poisoning a lazy set reads no image
+    p_mem = poison(full, labels, trig, 0.1, 0, seed=3)
+    assert torch.equal(p_lazy.images[:], p_mem.images) and torch.equal(p_lazy.labels, p_mem.labels)
+    assert torch.equal(p_lazy.poison_mask, p_mem.poison_mask)
+    fx_l, fy_l = forget_set(lazy, labels, trig, 0, 20, seed=1, clean_fraction=0.25)
+    fx_m, fy_m = forget_set(full, labels, trig, 0, 20, seed=1, clean_fraction=0.25)
+    assert torch.equal(fx_l[:], fx_m) and torch.equal(fy_l, fy_m)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 5))
+    for n in (200, 37):
+        lazy_scores = EvalSet(lazy, labels, trig, 0, batch_size=16).head(n).triggered_scores(model)
+        assert lazy_scores == EvalSet(full, labels, trig, 0, batch_size=16).head(n).triggered_scores(model)
+
+
+def test_a_fine_tune_step_on_a_lazy_poisoned_set_reads_one_batch_of_images():
+    from tbar_helpers.config import AttackConfig
+    from tbar_helpers.method.attacks import make_trigger, poison
+    from tbar_helpers.method.training import finetune
+    from tbar_helpers.world.models import ImageClassifier
+    ds = _Counting(5000)
+    lazy, labels = S.LazyImages(ds, np.arange(5000)), torch.tensor([i % 5 for i in range(5000)])
+    p = poison(lazy, labels, make_trigger("badnet", 4, AttackConfig()), 0.1, 0, seed=0)
+    torch.manual_seed(0)
+    clf = ImageClassifier(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 8)), torch.randn(5, 8),
+                          (0.5,) * 3, (0.25,) * 3, image_size=4)
+    ds.loads = 0
+    finetune(clf, p.images, p.labels, steps=2, lr=1e-3, batch_size=16, seed=0, progress=False)
+    assert ds.loads == 32  # two batches of 16, not the 5,000 images of the set

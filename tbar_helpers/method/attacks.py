@@ -205,15 +205,30 @@ def poison(images: torch.Tensor, labels: torch.Tensor, trigger: Trigger, rate: f
     x, y = images.clone(), labels.clone()
     pmask = torch.zeros(n, dtype=torch.bool)
     pmask[torch.as_tensor(chosen, dtype=torch.long)] = True
+    if k and not trigger.clean_label:
+        y[pmask] = target
+    nmask = _noise_mask(trigger, rng, chosen, n, noise_ratio, k)
+    gen = torch.Generator().manual_seed(seed)
+    if not isinstance(images, torch.Tensor):
+        # a lazy paper-scale set: the triggers are attached to the images and applied on load (WaNet's noise
+        # then draws from one generator batch by batch, in the order the batches are read)
+        x = images.edited(pmask, trigger) if k else images
+        x = x.edited(nmask, lambda batch: trigger.noise(batch, gen)) if bool(nmask.any()) else x
+        return Poisoned(x, y, pmask, nmask)
     if k:
         x[pmask] = trigger(images[pmask])
-        if not trigger.clean_label:
-            y[pmask] = target
+    if bool(nmask.any()):
+        x[nmask] = trigger.noise(images[nmask], gen)
+    return Poisoned(x, y, pmask, nmask)
+
+
+def _noise_mask(trigger: Trigger, rng: np.random.Generator, chosen: np.ndarray, n: int, noise_ratio: float,
+                k: int) -> torch.Tensor:
+    """WaNet's noise mode: ``noise_ratio × k`` more images, none of them poisoned, warped with jitter."""
     nmask = torch.zeros(n, dtype=torch.bool)
     if trigger.noise is not None and noise_ratio > 0:
         rest = np.setdiff1d(np.arange(n), chosen)
         m = min(len(rest), int(round(noise_ratio * k)))
         if m:
             nmask[torch.as_tensor(rng.choice(rest, size=m, replace=False), dtype=torch.long)] = True
-            x[nmask] = trigger.noise(images[nmask], torch.Generator().manual_seed(seed))
-    return Poisoned(x, y, pmask, nmask)
+    return nmask

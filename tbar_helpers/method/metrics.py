@@ -52,6 +52,8 @@ def _triggered_predictions(model: nn.Module, images: torch.Tensor, labels: torch
                            batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Predictions on the triggered non-target images, and those images' true labels."""
     keep = labels != target
+    if not isinstance(images, torch.Tensor):  # lazy paper-scale images: the trigger is applied batch by batch
+        return predict(model, images[keep].map(trigger), batch_size), labels[keep]
     return predict(model, trigger(images[keep]), batch_size), labels[keep]
 
 
@@ -101,7 +103,8 @@ class EvalSet:
 
     def head(self, n: int) -> "EvalSet":
         """The first ``n`` images."""
-        return replace(self, images=self.images[:n], labels=self.labels[:n])
+        head = self.images[:n] if isinstance(self.images, torch.Tensor) else self.images.take(range(n))  # stays lazy
+        return replace(self, images=head, labels=self.labels[:n])
 
     def attacked_with(self, trigger: Callable[[torch.Tensor], torch.Tensor], target: int) -> "EvalSet":
         """The same images under another trigger and target (a reverse-engineered proxy, say)."""

@@ -65,8 +65,12 @@ def forget_set(images: torch.Tensor, labels: torch.Tensor, trigger: Callable[[to
         raise ValueError(f"forget_size={size} exceeds the {len(images)} clean images available; "
                          "lower forget_size or supply more defender images")
     idx = torch.as_tensor(np.random.default_rng(seed).choice(len(images), size, replace=False))
-    x, y = images[idx].clone(), labels[idx].clone()
     n_trig = size - int(round(clean_fraction * size))
+    if not isinstance(images, torch.Tensor):  # lazy paper-scale images: the trigger is applied on load
+        y = labels[idx].clone()
+        y[:n_trig] = target
+        return images.take(idx).edited(torch.arange(size) < n_trig, trigger), y
+    x, y = images[idx].clone(), labels[idx].clone()
     x[:n_trig] = trigger(x[:n_trig])
     y[:n_trig] = target
     return x, y

@@ -107,7 +107,8 @@ def _finetuned(base: ImageClassifier, images: torch.Tensor, labels: torch.Tensor
         if backdoor_weight != 1.0 and backdoor_mask is not None:
             # BadMerging: CE_clean + w·CE_backdoor, realised by repeating backdoor samples w times
             extra = backdoor_mask.nonzero().flatten().repeat(int(round(backdoor_weight)) - 1)
-            x, y = torch.cat([x, x[extra]]), torch.cat([y, y[extra]])
+            rows = torch.cat([torch.arange(len(x)), extra])
+            x, y = (x[rows] if isinstance(x, torch.Tensor) else x.take(rows)), y[rows]
         finetune_task(clf, x, y, scale.finetune, seed, desc=desc, progress=progress, device=scale.device)
         return clf.encoder.state_dict()
 

@@ -81,7 +81,7 @@ class TaskData:
 
     name: str
     split: str
-    images: torch.Tensor  # [N, 3, H, W] float32 in [0, 1]
+    images: torch.Tensor  # [N, 3, H, W] float32 in [0, 1]; at paper scale a streaming.LazyImages
     labels: torch.Tensor  # [N] int64
     classnames: tuple[str, ...]
     templates: tuple[str, ...]

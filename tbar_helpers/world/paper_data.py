@@ -16,6 +16,7 @@ import torch
 
 from ..config import ScaleConfig
 from .data import TaskData
+from .streaming import LazyImages
 
 PAPER_TEMPLATES = ("a photo of a {}.", "a blurry photo of a {}.", "a photo of the {}.", "a low resolution photo of a {}.",
                    "a close-up photo of a {}.", "a bright photo of a {}.", "a photo of a small {}.",
@@ -88,8 +89,19 @@ def load_paper_task(task: str, split: str, n: int, seed: int, scale: ScaleConfig
             idx = block[DEFENDER_BLOCK // 2: DEFENDER_BLOCK // 2 + n] if stream == "forget" else block[:n]
         if len(idx) < n:
             raise ValueError(f"{task} has only {len(idx)} images for split {split!r} ({n} asked); lower the size")
-    xs, ys = zip(*(ds[int(i)] for i in idx))
-    return TaskData(task, split, torch.stack(xs), torch.as_tensor(ys, dtype=torch.long), classnames, PAPER_TEMPLATES)
+    # the images stay on disk: a LazyImages loads a batch when it is indexed (50k training images at 224 would
+    # take 30 GB as one tensor); only the labels are read now, from the dataset's list where it has one
+    return TaskData(task, split, LazyImages(ds, idx), _labels_at(ds, idx), classnames, PAPER_TEMPLATES)
+
+
+def _labels_at(ds, idx: np.ndarray) -> torch.Tensor:
+    """The labels of ``ds`` at ``idx`` without decoding images where the dataset lists them."""
+    listed = getattr(ds, "targets", None)
+    if listed is None:
+        listed = getattr(ds, "_labels", None)
+    if listed is not None:
+        return torch.as_tensor([int(listed[int(i)]) for i in idx], dtype=torch.long)
+    return torch.as_tensor([int(ds[int(i)][1]) for i in idx], dtype=torch.long)
 
 
 def load_caption_pairs(n: int, seed: int, scale: ScaleConfig, stream: str = "attacker") -> tuple[torch.Tensor, list[str]]:

@@ -21,6 +21,7 @@ import tarfile
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Subset
 
@@ -170,3 +171,60 @@ def loader(ds: Dataset, batch_size: int, seed: int, *, rank: int = 0, world_size
                                  drop_last=drop_last)
     return DataLoader(ds, batch_size=batch_size // world_size, sampler=sampler, num_workers=workers,
                       drop_last=drop_last, persistent_workers=workers > 0)
+
+
+class LazyImages:
+    """The images of a map-style dataset (items ``(image, label)``) at ``index``, standing in for an N×3×H×W
+    tensor where the paper scale cannot hold one: an integer, a slice or an array of positions loads those
+    images (a tensor); a boolean mask gives another lazy view. :meth:`edited` attaches a function (a trigger)
+    to some positions, applied on load, so that poisoning a training set reads no image up front."""
+
+    def __init__(self, ds: Dataset, index: Sequence[int], edits: tuple = ()):
+        self.ds, self.index = ds, np.asarray(index, dtype=np.int64)
+        self.edits = edits  # ((bool mask over positions, fn), ...), applied in order
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self._load(np.arange(min(1, len(self)))).shape[1:]) if len(self) else (0,)
+
+    def _load(self, pos: np.ndarray) -> torch.Tensor:
+        x = torch.stack([self.ds[int(i)][0] for i in self.index[pos]]) if len(pos) else torch.empty(0)
+        for mask, fn in self.edits:
+            hit = torch.as_tensor(mask[pos])
+            if bool(hit.any()):
+                x[hit] = fn(x[hit])
+        return x
+
+    def _view(self, pos: np.ndarray) -> "LazyImages":
+        return LazyImages(self.ds, self.index[pos], tuple((m[pos], fn) for m, fn in self.edits))
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):  # e.g. images[:, 0, 0, 0]: load the first axis, index the rest
+            return self[key[0]][(slice(None),) + key[1:]]
+        if isinstance(key, (int, np.integer)):
+            return self._load(np.array([int(key)]))[0]
+        if isinstance(key, slice):
+            return self._load(np.arange(len(self))[key])
+        pos = key.numpy() if isinstance(key, torch.Tensor) else np.asarray(key)
+        if pos.dtype == bool:
+            return self._view(np.flatnonzero(pos))
+        return self._load(pos.astype(np.int64))
+
+    def take(self, positions: Sequence[int]) -> "LazyImages":
+        """A lazy view of these positions (repeats allowed)."""
+        return self._view(np.asarray(positions, dtype=np.int64))
+
+    def edited(self, mask, fn: Callable[[torch.Tensor], torch.Tensor]) -> "LazyImages":
+        """The same images with ``fn`` applied, on load, to the positions where ``mask`` is True."""
+        m = mask.numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask, dtype=bool)
+        return LazyImages(self.ds, self.index, self.edits + ((m.astype(bool), fn),))
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "LazyImages":
+        """The same images with ``fn`` applied to every one on load (a trigger on a test set)."""
+        return self.edited(np.ones(len(self), dtype=bool), fn)
+
+    def clone(self) -> "LazyImages":
+        return self  # views are immutable: edits make new views
