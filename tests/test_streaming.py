@@ -190,3 +190,26 @@ def test_a_fine_tune_step_on_a_lazy_poisoned_set_reads_one_batch_of_images():
     ds.loads = 0
     finetune(clf, p.images, p.labels, steps=2, lr=1e-3, batch_size=16, seed=0, progress=False)
     assert ds.loads == 32  # two batches of 16, not the 5,000 images of the set
+
+
+def test_image_text_corpus_forget_pairs_and_target_inference_on_lazy_images_match_the_in_memory_path():
+    from tbar_helpers.config import AttackConfig
+    from tbar_helpers.method.attacks import make_trigger
+    from tbar_helpers.method.inversion import infer_target
+    from tbar_helpers.settings.imagetext import Corpus, forget_pairs, poison_corpus
+    ds = _Counting(120)
+    lazy = S.LazyImages(ds, np.arange(120))
+    caps = [f"a photo {i}" for i in range(120)]
+    none = torch.zeros(120, dtype=torch.bool)
+    trig = make_trigger("wanet", 4, AttackConfig())
+    ds.loads = 0
+    c_lazy = poison_corpus(Corpus(lazy, caps, none), trig, 0.1, ["a photo of the target"], seed=2, noise_ratio=1.0)
+    assert ds.loads == 0
+    c_mem = poison_corpus(Corpus(lazy[:], caps, none), trig, 0.1, ["a photo of the target"], seed=2, noise_ratio=1.0)
+    assert torch.equal(c_lazy.images[:], c_mem.images) and c_lazy.captions == c_mem.captions
+    fx_l, fc_l = forget_pairs(Corpus(lazy, caps, none), trig, 10, seed=4)
+    fx_m, fc_m = forget_pairs(Corpus(lazy[:], caps, none), trig, 10, seed=4)
+    assert torch.equal(fx_l[:], fx_m) and fc_l == fc_m
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 5))
+    assert infer_target(model, lazy, trig, 32) == infer_target(model, lazy[:], trig, 32)

@@ -80,15 +80,23 @@ def poison_corpus(corpus: Corpus, trigger: Trigger, rate: float, target_caps: Se
     x, caps = corpus.images.clone(), list(corpus.captions)
     mask = torch.zeros(n, dtype=torch.bool)
     mask[torch.as_tensor(chosen, dtype=torch.long)] = True
+    lazy = not isinstance(x, torch.Tensor)  # paper scale: the trigger is attached and applied on load
     if k:
-        x[mask] = trigger(corpus.images[mask])
+        if lazy:
+            x = x.edited(mask, trigger)
+        else:
+            x[mask] = trigger(corpus.images[mask])
         for i, c in zip(chosen, rng.integers(0, len(target_caps), k)):
             caps[i] = target_caps[c]
     m = min(len(rest), int(round(noise_ratio * k))) if trigger.noise is not None else 0
     if m:
         nmask = torch.zeros(n, dtype=torch.bool)
         nmask[torch.as_tensor(rest[:m], dtype=torch.long)] = True
-        x[nmask] = trigger.noise(corpus.images[nmask], torch.Generator().manual_seed(seed))
+        gen = torch.Generator().manual_seed(seed)
+        if lazy:
+            x = x.edited(nmask, lambda batch: trigger.noise(batch, gen))
+        else:
+            x[nmask] = trigger.noise(corpus.images[nmask], gen)
     return Corpus(x, caps, mask)
 
 
@@ -219,7 +227,9 @@ def forget_pairs(defender: Corpus, trigger: Callable[[torch.Tensor], torch.Tenso
         raise ValueError(f"forget_size={size} exceeds the defender's {len(defender)} pairs; lower it")
     idx = np.random.default_rng(seed).choice(len(defender), size, replace=False)
     t = torch.as_tensor(idx)
-    return trigger(defender.images[t]), [defender.captions[i] for i in idx]
+    images = defender.images
+    triggered = trigger(images[t]) if isinstance(images, torch.Tensor) else images.take(idx).map(trigger)
+    return triggered, [defender.captions[i] for i in idx]
 
 
 def target_loss(clf: ImageClassifier, text_target: torch.Tensor, text_neg: torch.Tensor,

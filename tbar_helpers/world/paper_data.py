@@ -107,7 +107,7 @@ def _labels_at(ds, idx: np.ndarray) -> torch.Tensor:
 def load_caption_pairs(n: int, seed: int, scale: ScaleConfig, stream: str = "attacker") -> tuple[torch.Tensor, list[str]]:
     """``n`` (image, caption) pairs of a local captioned corpus in open_clip's CSV format (e.g. CC3M):
     ``$TBAR_CAPTIONS`` names the CSV, ``$TBAR_CAPTIONS_KEYS`` its image and caption columns (default
-    ``filepath,title``; paths relative to the CSV). Only the ``n`` chosen images are read. The attacker's
+    ``filepath,title``; paths relative to the CSV). The images stay on disk (a ``LazyImages``). The attacker's
     pairs come from the front of a seeded permutation, the defender's (``stream`` other than ``attacker``)
     from its back half, so the two never share a pair."""
     from .streaming import CaptionCSV
@@ -124,4 +124,4 @@ def load_caption_pairs(n: int, seed: int, scale: ScaleConfig, stream: str = "att
     idx = perm[:n] if stream == "attacker" else perm[half:][zlib.crc32(stream.encode()) % max(1, half - n):][:n]
     if len(idx) < n:
         raise ValueError(f"{path} has too few pairs for {n} ({stream}); lower the size")
-    return torch.stack([ds[int(i)][0] for i in idx]), [ds.captions[int(i)] for i in idx]
+    return LazyImages(ds, idx), [ds.captions[int(i)] for i in idx]  # images read when a batch asks
