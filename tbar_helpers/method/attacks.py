@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import AttackConfig, check_fraction
+from .images import with_applied
 
 ATTACKS = ("badnet", "blended", "wanet", "sig", "badclip", "badmerging")
 
@@ -202,23 +203,18 @@ def poison(images: torch.Tensor, labels: torch.Tensor, trigger: Trigger, rate: f
     pool = np.flatnonzero((labels == target).numpy() if trigger.clean_label else (labels != target).numpy())
     k = min(len(pool), int(round(rate * n)))
     chosen = rng.choice(pool, size=k, replace=False) if k else np.array([], dtype=int)
-    x, y = images.clone(), labels.clone()
+    y = labels.clone()
     pmask = torch.zeros(n, dtype=torch.bool)
     pmask[torch.as_tensor(chosen, dtype=torch.long)] = True
     if k and not trigger.clean_label:
         y[pmask] = target
     nmask = _noise_mask(trigger, rng, chosen, n, noise_ratio, k)
-    gen = torch.Generator().manual_seed(seed)
-    if not isinstance(images, torch.Tensor):
-        # a lazy paper-scale set: the triggers are attached to the images and applied on load (WaNet's noise
-        # then draws from one generator batch by batch, in the order the batches are read)
-        x = images.edited(pmask, trigger) if k else images
-        x = x.edited(nmask, lambda batch: trigger.noise(batch, gen)) if bool(nmask.any()) else x
-        return Poisoned(x, y, pmask, nmask)
-    if k:
-        x[pmask] = trigger(images[pmask])
+    # on a lazy paper-scale set both are applied on load (WaNet's noise then draws from its generator batch by
+    # batch, in the order the batches are read)
+    x = with_applied(images, trigger, pmask)
     if bool(nmask.any()):
-        x[nmask] = trigger.noise(images[nmask], gen)
+        gen = torch.Generator().manual_seed(seed)
+        x = with_applied(x, lambda batch: trigger.noise(batch, gen), nmask)
     return Poisoned(x, y, pmask, nmask)
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ..progress import tqdm
 
 from .attacks import Trigger
+from .images import with_applied
 from .metrics import predict
 
 
@@ -101,7 +102,7 @@ def infer_target(classifier: torch.nn.Module, images: torch.Tensor,
     """(most frequent predicted class on proxy-triggered clean images, the share predicted as it)."""
     if len(images) == 0:
         raise ValueError("target inference needs clean images to stamp the proxy trigger on")
-    pred = predict(classifier, trigger(images) if isinstance(images, torch.Tensor) else images.map(trigger), batch_size)
+    pred = predict(classifier, with_applied(images, trigger), batch_size)
     counts = torch.bincount(pred)
     target = int(counts.argmax())
     return target, float(counts[target]) / len(pred)

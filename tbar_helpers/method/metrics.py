@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .images import rows, with_applied
+
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
@@ -52,9 +54,7 @@ def _triggered_predictions(model: nn.Module, images: torch.Tensor, labels: torch
                            batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Predictions on the triggered non-target images, and those images' true labels."""
     keep = labels != target
-    if not isinstance(images, torch.Tensor):  # lazy paper-scale images: the trigger is applied batch by batch
-        return predict(model, images[keep].map(trigger), batch_size), labels[keep]
-    return predict(model, trigger(images[keep]), batch_size), labels[keep]
+    return predict(model, with_applied(images[keep], trigger), batch_size), labels[keep]
 
 
 def triggered_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -103,8 +103,7 @@ class EvalSet:
 
     def head(self, n: int) -> "EvalSet":
         """The first ``n`` images."""
-        head = self.images[:n] if isinstance(self.images, torch.Tensor) else self.images.take(range(n))  # stays lazy
-        return replace(self, images=head, labels=self.labels[:n])
+        return replace(self, images=rows(self.images, range(min(n, len(self.images)))), labels=self.labels[:n])
 
     def attacked_with(self, trigger: Callable[[torch.Tensor], torch.Tensor], target: int) -> "EvalSet":
         """The same images under another trigger and target (a reverse-engineered proxy, say)."""

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..config import TBARConfig, check_fraction
+from .images import rows, with_applied
 from .metrics import EvalSet
 from .task_vectors import TaskVector
 from .training import finetune
@@ -66,12 +67,8 @@ def forget_set(images: torch.Tensor, labels: torch.Tensor, trigger: Callable[[to
                          "lower forget_size or supply more defender images")
     idx = torch.as_tensor(np.random.default_rng(seed).choice(len(images), size, replace=False))
     n_trig = size - int(round(clean_fraction * size))
-    if not isinstance(images, torch.Tensor):  # lazy paper-scale images: the trigger is applied on load
-        y = labels[idx].clone()
-        y[:n_trig] = target
-        return images.take(idx).edited(torch.arange(size) < n_trig, trigger), y
-    x, y = images[idx].clone(), labels[idx].clone()
-    x[:n_trig] = trigger(x[:n_trig])
+    x = with_applied(rows(images, idx), trigger, torch.arange(size) < n_trig)
+    y = labels[idx].clone()
     y[:n_trig] = target
     return x, y
 

@@ -27,6 +27,7 @@ from torch import nn
 from .. import cache
 from ..config import ImageTextConfig, ScaleConfig, TBARConfig, check_fraction, config_hash, get_scale, override
 from ..method.attacks import Trigger, check_attack
+from ..method.images import rows, with_applied
 from ..method.task_vectors import TaskVector
 from ..method.training import Recipe, contrastive_finetune, fit, make_optimizer, random_batches, seed_everything, set_threads
 from ..world.data import DATA_VERSION, TaskData
@@ -77,15 +78,11 @@ def poison_corpus(corpus: Corpus, trigger: Trigger, rate: float, target_caps: Se
     k = int(round(rate * n))
     order = rng.permutation(n)
     chosen, rest = order[:k], order[k:]
-    x, caps = corpus.images.clone(), list(corpus.captions)
+    caps = list(corpus.captions)
     mask = torch.zeros(n, dtype=torch.bool)
     mask[torch.as_tensor(chosen, dtype=torch.long)] = True
-    lazy = not isinstance(x, torch.Tensor)  # paper scale: the trigger is attached and applied on load
+    x = with_applied(corpus.images, trigger, mask)  # paper scale: a lazy view, the trigger applied on load
     if k:
-        if lazy:
-            x = x.edited(mask, trigger)
-        else:
-            x[mask] = trigger(corpus.images[mask])
         for i, c in zip(chosen, rng.integers(0, len(target_caps), k)):
             caps[i] = target_caps[c]
     m = min(len(rest), int(round(noise_ratio * k))) if trigger.noise is not None else 0
@@ -93,10 +90,7 @@ def poison_corpus(corpus: Corpus, trigger: Trigger, rate: float, target_caps: Se
         nmask = torch.zeros(n, dtype=torch.bool)
         nmask[torch.as_tensor(rest[:m], dtype=torch.long)] = True
         gen = torch.Generator().manual_seed(seed)
-        if lazy:
-            x = x.edited(nmask, lambda batch: trigger.noise(batch, gen))
-        else:
-            x[nmask] = trigger.noise(corpus.images[nmask], gen)
+        x = with_applied(x, lambda batch: trigger.noise(batch, gen), nmask)
     return Corpus(x, caps, mask)
 
 
@@ -226,10 +220,7 @@ def forget_pairs(defender: Corpus, trigger: Callable[[torch.Tensor], torch.Tenso
     if size > len(defender):
         raise ValueError(f"forget_size={size} exceeds the defender's {len(defender)} pairs; lower it")
     idx = np.random.default_rng(seed).choice(len(defender), size, replace=False)
-    t = torch.as_tensor(idx)
-    images = defender.images
-    triggered = trigger(images[t]) if isinstance(images, torch.Tensor) else images.take(idx).map(trigger)
-    return triggered, [defender.captions[i] for i in idx]
+    return with_applied(rows(defender.images, idx), trigger), [defender.captions[i] for i in idx]
 
 
 def target_loss(clf: ImageClassifier, text_target: torch.Tensor, text_neg: torch.Tensor,

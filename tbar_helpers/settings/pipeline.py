@@ -15,6 +15,7 @@ import torch
 from .. import cache
 from ..config import ScaleConfig, config_hash, get_scale, override
 from ..method.attacks import NEEDS_MODEL, Poisoned, Trigger, check_attack, make_trigger, patch_trigger, poison
+from ..method.images import rows
 from ..method.metrics import accuracy, ca_retained, knowledge_kept
 from ..method.task_vectors import TaskVector
 from ..method.tbar import for_proxy, forget_set, run_tbar
@@ -107,8 +108,8 @@ def _finetuned(base: ImageClassifier, images: torch.Tensor, labels: torch.Tensor
         if backdoor_weight != 1.0 and backdoor_mask is not None:
             # BadMerging: CE_clean + w·CE_backdoor, realised by repeating backdoor samples w times
             extra = backdoor_mask.nonzero().flatten().repeat(int(round(backdoor_weight)) - 1)
-            rows = torch.cat([torch.arange(len(x)), extra])
-            x, y = (x[rows] if isinstance(x, torch.Tensor) else x.take(rows)), y[rows]
+            index = torch.cat([torch.arange(len(x)), extra])
+            x, y = rows(x, index), y[index]
         finetune_task(clf, x, y, scale.finetune, seed, desc=desc, progress=progress, device=scale.device)
         return clf.encoder.state_dict()
 

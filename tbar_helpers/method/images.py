@@ -1,0 +1,32 @@
+"""A set of images is a tensor (mini scale) or a lazy view of files on disk (paper scale,
+``tbar_helpers.world.streaming.LazyImages``). The method needs two operations on either, defined here once:
+take some rows, and apply a function (a trigger) to some rows. On a tensor they compute now; on a lazy view
+they return another view that computes when a batch is loaded, so that no step reads a whole dataset."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+Images = torch.Tensor  # or a LazyImages: anything indexable by rows that these two functions accept
+
+
+def rows(images: Images, index: torch.Tensor | Sequence[int]) -> Images:
+    """The rows ``index`` of ``images`` (repeats allowed): a new tensor, or a lazy view."""
+    if isinstance(images, torch.Tensor):
+        return images[torch.as_tensor(index, dtype=torch.long)]
+    return images.take(index)
+
+
+def with_applied(images: Images, fn: Callable[[torch.Tensor], torch.Tensor],
+                 where: torch.Tensor | None = None) -> Images:
+    """``images`` with ``fn`` applied to the rows where the boolean mask ``where`` holds (every row without
+    one): a new tensor (``images`` is left as it was), or a lazy view that applies ``fn`` on load."""
+    if not isinstance(images, torch.Tensor):
+        return images.map(fn) if where is None else images.edited(where, fn)
+    if where is None:
+        return fn(images)
+    out = images.clone()
+    if bool(where.any()):
+        out[where] = fn(images[where])
+    return out
