@@ -23,8 +23,9 @@ from torch.utils.data import Dataset, Subset
 
 from tbar_helpers.config import AttackConfig, ModelConfig, TBARConfig
 from tbar_helpers.method import distributed as D
-from tbar_helpers.method.attacks import make_trigger
+from tbar_helpers.method.attacks import make_trigger, poison
 from tbar_helpers.method.task_vectors import TaskVector
+from tbar_helpers.method.tbar import forget_set
 from tbar_helpers.world import streaming as S
 from tbar_helpers.world.models import make_classifier
 
@@ -73,20 +74,6 @@ def build_model(full: bool):
     model = CLIP(64, CLIPVisionCfg(layers=2, width=64, head_width=32, patch_size=16, image_size=64),
                  CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=2, layers=1))
     return model, open_clip.get_tokenizer("ViT-B-32"), ModelConfig(kind="openclip", image_size=64, pretrained=None)
-
-
-class Poisoned(Dataset):
-    """A labelled dataset whose items in ``poisoned`` carry the trigger and the target label."""
-
-    def __init__(self, ds: Dataset, trigger, target: int, poisoned: set[int]):
-        self.ds, self.trigger, self.target, self.poisoned = ds, trigger, target, poisoned
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, i: int):
-        x, y = self.ds[i]
-        return (self.trigger(x[None])[0], self.target) if i in self.poisoned else (x, y)
 
 
 def ce_loss(net, batch) -> torch.Tensor:
@@ -145,10 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     trigger = make_trigger("badnet", mcfg.image_size, attack)
     templates = ("a photo of a {}.",)
     clf = make_classifier(model, tok, full.classes, templates, mcfg, dist.device)
-    poisoned_i = set(int(i) for i in train_i[: max(1, len(train_i) // 10)])
-    train = Poisoned(full, trigger, attack.target, poisoned_i)
+    # the library's poisoning on lazy views: the trigger is applied when a batch is read, no image up front
+    labels = torch.as_tensor(full.targets)
+    train = poison(S.LazyImages(full, train_i), labels[train_i], trigger, 0.1, attack.target, a.seed)
     order = a.seed if a.order_seed is None else a.order_seed
-    ft = finetune(clf, Subset(train, train_i.tolist()), a.steps, a.batch, 1e-4, order, dist,
+    ft = finetune(clf, S.Labelled(train.images, train.labels), a.steps, a.batch, 1e-4, order, dist,
                   Path(a.checkpoint) if a.checkpoint else None, a.every, log)
     if ft["stopped"]:
         if log:
@@ -162,9 +150,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"loss={ft['losses'][-1]:.4f}")
         return 0
     # TBAR: reinforce the backdoor on the forget pool, τt = θ(b+t) − θb, α chosen on the validation block
-    forget = Poisoned(full, trigger, attack.target, set(int(i) for i in forget_i))
+    fx, fy = forget_set(S.LazyImages(full, forget_i), labels[forget_i], trigger, attack.target, len(forget_i),
+                        a.seed)
     reinforced = copy.deepcopy(clf)
-    finetune(reinforced, Subset(forget, forget_i.tolist()), 4, a.batch, 1e-4, a.seed + 1, dist, None, a.every, None)
+    finetune(reinforced, S.Labelled(fx, fy), 4, a.batch, 1e-4, a.seed + 1, dist, None, a.every, None)
     tau = TaskVector(clf.encoder, reinforced.encoder)
     val, test = Subset(full, val_i.tolist()), Subset(full, test_i.tolist())
     tcfg = TBARConfig(alpha_grid=(0.0, 0.25, 0.5, 0.75, 1.0), ca_keep=0.9)

@@ -140,6 +140,9 @@ def test_lazy_images_index_like_a_tensor_and_load_only_what_is_asked():
     full = torch.stack([ds[i][0] for i in range(10, 30)])
     ds.loads = 0
     assert lazy.shape == (20, 3, 4, 4) and len(lazy) == 20
+    assert [lazy.shape for _ in range(5)] and ds.loads == 1  # the item shape is decoded once per view
+    from tbar_helpers.method.images import first
+    assert first(full, 4).data_ptr() == full.data_ptr() and torch.equal(first(lazy, 4)[:], full[:4])
     assert torch.equal(lazy[2:5], full[2:5]) and torch.equal(lazy[torch.tensor([7, 1])], full[[7, 1]])
     assert torch.equal(lazy[3], full[3]) and torch.equal(lazy[:, 0, 0, 0], full[:, 0, 0, 0])
     mask = torch.arange(20) % 2 == 0

@@ -16,7 +16,7 @@ import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from ..config import TBARConfig
 from ..errors import InputError
 from .task_vectors import TaskVector
 from .tbar import AlphaPoint, choose_alpha, curve_along, search_curve
+from .training import fit
 
 
 @dataclass(frozen=True)
@@ -185,41 +186,48 @@ def fit_stream(model: nn.Module, batch_loss: Callable[[nn.Module, Any], torch.Te
         raise InputError("the data give no full batch per process: lower the batch or use fewer processes")
     cuda = dist.device.startswith("cuda")
 
-    def save() -> None:
+    def save(done: int) -> None:
         if path is not None and dist.main:
-            _save(path, {"step": step, "losses": losses, "model": model.state_dict(), "opt": opt.state_dict(),
+            _save(path, {"step": done, "losses": losses, "model": model.state_dict(), "opt": opt.state_dict(),
                          "sched": sched.state_dict() if sched is not None else None, "rng": torch.get_rng_state(),
                          "np_rng": _np_pack(np.random.get_state())})
 
-    stopped = False
-    with _Stop() as stop:
-        while step < steps and not stopped:
-            epoch, offset = divmod(step, per_epoch)
+    def batches() -> Iterator[Any]:  # from ``step`` on, across epochs, as an uninterrupted run would see them
+        at = step
+        while True:
+            epoch, offset = divmod(at, per_epoch)
             sampler.set_epoch(epoch)
             sampler.skip = offset * data.batch_size
             for batch in data:
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and amp):
-                    loss = batch_loss(net, batch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                opt.step()
-                if sched is not None:
-                    sched.step()
-                step += 1
-                # one all-reduce a step: the mean loss for the log, and whether any rank was told to stop
-                total, flags = all_sum([loss.item(), float(stop.flag)], dist)
-                losses.append(total / dist.world_size)
-                stopped = flags > 0
-                if log and dist.main and (step % every == 0 or step == steps):
-                    log(f"step {step}/{steps}: loss {np.mean(losses[-every:]):.4f}")
-                if step % every == 0 or stopped:
-                    save()
-                if step >= steps or stopped:
-                    break
+                yield batch
+                at += 1
+
+    stream = batches()
+
+    def loss_at(_: int) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and amp):
+            return batch_loss(net, next(stream))
+
+    stopped = False
+    with _Stop() as stop:
+        def after_step(done: int, seen: list[float]) -> bool:
+            nonlocal stopped, step
+            step = done
+            # one all-reduce a step: the mean loss for the log, and whether any rank was told to stop
+            total, flags = all_sum([seen[-1], float(stop.flag)], dist)
+            seen[-1] = total / dist.world_size
+            stopped = flags > 0
+            if log and dist.main and (done % every == 0 or done == steps):
+                log(f"step {done}/{steps}: loss {np.mean(losses[-every:]):.4f}")
+            if done % every == 0 or stopped:
+                save(done)
+            return stopped
+
+        fit(list(model.parameters()), loss_at, steps, opt, sched=sched, grad_clip=grad_clip, start=step,
+            losses=losses, progress=False, after_step=after_step)
+    stream.close()  # ends the DataLoader's iteration (and its workers) where the run stopped
     if not stopped:
-        save()
+        save(step)
     if dist.world_size > 1:
         td.barrier()
     return {"step": step, "losses": losses, "stopped": stopped}

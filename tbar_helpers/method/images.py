@@ -18,6 +18,12 @@ def rows(images: Images, index: torch.Tensor | Sequence[int]) -> Images:
     return images.take(index)
 
 
+def first(images: Images, n: int) -> Images:
+    """The first ``n`` rows: a view of a tensor (no copy), or a lazy view."""
+    n = min(n, len(images))
+    return images[:n] if isinstance(images, torch.Tensor) else images.take(range(n))
+
+
 def with_applied(images: Images, fn: Callable[[torch.Tensor], torch.Tensor],
                  where: torch.Tensor | None = None) -> Images:
     """``images`` with ``fn`` applied to the rows where the boolean mask ``where`` holds (every row without

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .images import rows, with_applied
+from .images import first, with_applied
 
 
 @torch.no_grad()
@@ -103,7 +103,7 @@ class EvalSet:
 
     def head(self, n: int) -> "EvalSet":
         """The first ``n`` images."""
-        return replace(self, images=rows(self.images, range(min(n, len(self.images)))), labels=self.labels[:n])
+        return replace(self, images=first(self.images, n), labels=self.labels[:n])
 
     def attacked_with(self, trigger: Callable[[torch.Tensor], torch.Tensor], target: int) -> "EvalSet":
         """The same images under another trigger and target (a reverse-engineered proxy, say)."""

@@ -80,14 +80,14 @@ def random_batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[to
 def fit(params: Iterable[nn.Parameter], loss_at: Callable[[int], torch.Tensor], steps: int,
         opt: torch.optim.Optimizer, *, sched: torch.optim.lr_scheduler.LRScheduler | None = None,
         grad_clip: float = 1.0, start: int = 0, losses: list[float] | None = None, desc: str = "train",
-        progress: bool = True, after_step: Callable[[int, list[float]], None] | None = None) -> list[float]:
+        progress: bool = True, after_step: Callable[[int, list[float]], bool | None] | None = None) -> list[float]:
     """The one training loop: every fine-tune (task, poisoned, contrastive, forget, baselines) and the
     pretraining call it with their own loss.
 
     ``loss_at(step)`` draws its batch and returns the loss to minimise; the loop backpropagates it, clips
     the gradient norm of ``params`` to ``grad_clip`` (0: no clipping), steps ``opt`` and ``sched``, and
-    calls ``after_step(steps_done, losses)`` (checkpoints). ``start`` and ``losses`` resume a run.
-    Returns the per-step losses."""
+    calls ``after_step(steps_done, losses)`` (checkpoints, logs; it may replace the last loss, and a true
+    return ends the run early). ``start`` and ``losses`` resume a run. Returns the per-step losses."""
     params = list(params)
     losses = [] if losses is None else losses
     bar = tqdm(range(start, steps), desc=desc, disable=not progress, leave=False, initial=start, total=steps)
@@ -102,8 +102,8 @@ def fit(params: Iterable[nn.Parameter], loss_at: Callable[[int], torch.Tensor], 
             sched.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        if after_step is not None:
-            after_step(step + 1, losses)
+        if after_step is not None and after_step(step + 1, losses):
+            break
     return losses
 
 

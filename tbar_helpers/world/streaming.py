@@ -15,6 +15,7 @@ processes under ``torchrun`` reads its own share of every global batch.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 import tarfile
@@ -188,7 +189,11 @@ class LazyImages:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (len(self), *self._load(np.arange(min(1, len(self)))).shape[1:]) if len(self) else (0,)
+        return (len(self), *self._item_shape) if len(self) else (0,)
+
+    @functools.cached_property
+    def _item_shape(self) -> tuple[int, ...]:  # decoded once per view, not on every read of ``shape``
+        return tuple(self._load(np.arange(1)).shape[1:])
 
     def _load(self, pos: np.ndarray) -> torch.Tensor:
         x = torch.stack([self.ds[int(i)][0] for i in self.index[pos]]) if len(pos) else torch.empty(0)
@@ -228,3 +233,19 @@ class LazyImages:
 
     def clone(self) -> "LazyImages":
         return self  # views are immutable: edits make new views
+
+
+class Labelled(Dataset):
+    """(image, label) items of an image set (a tensor or a :class:`LazyImages` view, with its triggers) and
+    its labels: what :func:`loader` feeds a streamed fine-tune."""
+
+    def __init__(self, images, labels: torch.Tensor):
+        if len(images) != len(labels):
+            raise InputError(f"{len(images)} images but {len(labels)} labels: they must match one to one")
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[int(i)], int(self.labels[int(i)])
