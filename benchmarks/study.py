@@ -106,6 +106,19 @@ def _clean_task(study, task, seed, scale, extra):
     return {**r, "chance": 1 / r["classes"], "seconds": r.pop("finetune_seconds")}
 
 
+def _merging(study, attack, seed, scale, extra):
+    """BadMerging's scenario: the victim's vector merged with another task's, as given and after TBAR."""
+    from tbar_helpers.settings.merging import merging_rows
+    s = _setup(study, attack, seed, scale, with_clean=True)
+    cleaned, rec = s.tbar(progress=False)
+    rows = merging_rows(s, extra.get("_other", "digits"), cleaned)
+    by = {r["model"].split(" ")[0]: r for r in rows}
+    return {"attack": attack, "seed": seed, "task": s.task, "other": extra.get("_other", "digits"), "rows": rows,
+            "alpha": rec["alpha"], "ca_zeroshot": by["θpre"]["ca"], "asr_zeroshot": by["θpre"]["asr"],
+            **{f"{k}_merged_{m.lower()}": by[m][k] for m in ("clean", "backdoored", "TBAR")
+               for k in ("ca", "asr", "ca_other", "lambda")}}
+
+
 def _victim_val(study, attack, seed, scale, extra):
     """How strongly the backdoor plants, on the validation split (chooses the victim's recipe)."""
     s = _setup(study, attack, seed, scale, with_clean=True)
@@ -201,7 +214,8 @@ def _architecture(study, attack, seed, scale, extra):
 
 MEASURES: dict[str, Callable] = {
     "classification": _classification, "image-text": _image_text, "attack-unknown": _attack_unknown,
-    "clean-task": _clean_task, "victim-val": _victim_val, "tbar-val": _tbar_val, "unknown-val": _unknown_val,
+    "clean-task": _clean_task, "merging": _merging,
+    "victim-val": _victim_val, "tbar-val": _tbar_val, "unknown-val": _unknown_val,
     "decree": _decree, "xi": _xi, "architecture": _architecture}
 # what each measure's table shows (record fields; report.DISPLAY names them)
 COLUMNS = {"classification": CLASSIFICATION,
@@ -209,6 +223,8 @@ COLUMNS = {"classification": CLASSIFICATION,
                           "ca_retained", "knowledge_kept"),
            "attack-unknown": ("ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar", "ca_retained"),
            "clean-task": ("ca_zeroshot", "ca_clean_ft"),
+           "merging": ("ca_zeroshot", "asr_zeroshot", "ca_merged_clean", "asr_merged_clean", "ca_merged_backdoored",
+                       "asr_merged_backdoored", "ca_merged_tbar", "asr_merged_tbar", "ca_other_merged_tbar"),
            "victim-val": ("ca_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored"),
            "tbar-val": ("asr_backdoored", "asr_tbar", "ca_retained", "alpha"),
            "unknown-val": ("asr_backdoored", "asr_tbar", "ca_retained", "alpha"),
@@ -231,6 +247,9 @@ STUDIES = {
                         about="poisoned captions, TBAR and the baselines"),
     "attack-unknown": Study("attack-unknown", ("badnet", "badclip"), setting="image-text",
                             about="image-text with the trigger reverse-engineered (DECREE-style)"),
+    "merging": Study("merging", ("badmerging", "badnet"), variants={"": {"_other": "digits"}},
+                     overrides={"attack.badmerging_style": "paper"},
+                     about="BadMerging's scenario: the victim's task vector merged with the digits task's"),
     "clean-tasks": Study("clean-task", MINI.tasks, seeds=(0,), about="θpre's zero-shot CA against a clean fine-tune"),
     "xi-pretraining": Study("xi", ("badnet", "blended"), seeds=(0,), variants={
         "stage 1 (1500 steps)": {"_foundation": STAGE1_CHECKPOINT, "_steps": 1500},

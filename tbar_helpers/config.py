@@ -97,6 +97,9 @@ class AttackConfig:
     target: int = 0
     poison_rate: float = 0.10
     badnet_patch_frac: float = 3 / 32  # patch side / image side (BackdoorBench: 3x3 on 32x32)
+    # "corner": BackdoorBench's checkerboard in the bottom-right corner; "paper": the paper's (after CleanCLIP
+    # and BadCLIP) noise patch, each image's mean plus Gaussian noise, at a random place in each image
+    badnet_style: str = "corner"
     blended_alpha: float = 0.2
     wanet_k: int = 4
     wanet_s: float = 0.5
@@ -111,7 +114,22 @@ class AttackConfig:
     badmerging_steps: int = 60
     badmerging_lr: float = 0.05
     badmerging_backdoor_weight: float = 5.0
+    # "repeat": poisoned samples repeated w times (no feature interpolation); "paper": each clean batch plus
+    # its triggered copy, CE_clean + w·CE_backdoor on features r·f + (1 - r)·f_pre, r ~ U(badmerging_r)
+    badmerging_style: str = "repeat"
+    badmerging_r: tuple[float, float] = (0.2, 1.0)
     trigger_seed: int = 1234  # fixed random patterns (BadNet noise, Blended, WaNet flow)
+
+    def __post_init__(self) -> None:
+        if self.badnet_style not in ("corner", "paper"):
+            raise ValueError(f"unknown badnet_style {self.badnet_style!r}: choose 'corner' (BackdoorBench) or "
+                             "'paper' (a noise patch at a random place)")
+        if self.badmerging_style not in ("repeat", "paper"):
+            raise ValueError(f"unknown badmerging_style {self.badmerging_style!r}: choose 'repeat' or 'paper' "
+                             "(interpolated features)")
+        lo, hi = self.badmerging_r
+        if not 0 <= lo <= hi <= 1:
+            raise ValueError(f"badmerging_r must be (low, high) with 0 <= low <= high <= 1, got {self.badmerging_r}")
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,10 @@ DISPLAY = {"ca_zeroshot": "CA θpre", "asr_zeroshot": "ASR θpre", "ca_clean_ft"
            "forget_recipe": "forget recipe", "clean_fraction": "clean share", "poisoned_images": "poisoned images",
            "ca_drop_points": "CA drop (points)", "mean_xi": "mean ξ", "mean_xi_inner": "mean ξ (αc, αt ≤ 1)",
            "mean_xi_forget": "mean ξ", "mean_xi_difference": "mean ξ (θb − θclean)", "mask_l1": "mask",
-           "mask_l1_pre": "mask θpre", "mask_ratio": "mask / mask θpre", "pretrain_steps": "pretraining steps"}
+           "mask_l1_pre": "mask θpre", "mask_ratio": "mask / mask θpre", "pretrain_steps": "pretraining steps",
+           **{f"{k}_merged_{m}": f"{k.split('_')[0].upper()}{' other task' if k == 'ca_other' else ''} merged {n}"
+              for m, n in (("clean", "clean"), ("backdoored", "backdoored"), ("tbar", "TBAR"))
+              for k in ("ca", "asr", "ca_other")}}
 
 
 def named(row: dict) -> dict:

@@ -17,6 +17,68 @@ def test_badnet_changes_only_patch_pixels(images):
     assert torch.equal(out[:, :, ~inside], images[:, :, ~inside])
 
 
+PAPER_BADNET = AttackConfig(badnet_style="paper", badnet_patch_frac=16 / 224)  # the paper's share of the image
+
+
+@pytest.mark.parametrize("size", [32, 224])
+def test_paper_badnet_moves_between_images_and_changes_only_its_patch(size):
+    x = torch.rand(64, 3, size, size, generator=torch.Generator().manual_seed(0))
+    trig = attacks.make_trigger("badnet", size, PAPER_BADNET)
+    out = trig(x)
+    side = round(16 / 224 * size)
+    changed = (out != x).any(1)  # [N, H, W]
+    corners = set()
+    for img in changed:
+        where = img.nonzero()
+        r0, c0 = where.min(0).values.tolist()
+        # exactly one side x side square changed (a pixel may keep its value by chance: at most a few)
+        assert where.max(0).values.tolist() == [r0 + side - 1, c0 + side - 1]
+        assert len(where) >= side * side - 2
+        corners.add((r0, c0))
+    assert len(corners) > 48, "the patch should land somewhere else in (almost) every image"
+    # a pure function: the same image gets the same patch in any batch and order
+    assert torch.equal(trig(x.flip(0)), out.flip(0)) and torch.equal(trig(x[5:6]), out[5:6])
+    # noise around each image's mean colour, as the reference draws it
+    patch = out[0][:, changed[0]]
+    assert 0 <= patch.min() and patch.max() <= 1 and len(torch.unique(patch)) > 3
+
+
+@pytest.mark.parametrize("bad, fix", [({"badnet_style": "random"}, "unknown badnet_style 'random'.*'corner'.*'paper'"),
+                                      ({"badmerging_style": "lerp"}, "unknown badmerging_style 'lerp'.*'repeat'"),
+                                      ({"badmerging_r": (0.5, 1.2)}, "0 <= low <= high <= 1")])
+def test_attack_styles_are_checked(bad, fix):
+    with pytest.raises(ValueError, match=fix):
+        AttackConfig(**bad)
+
+
+def test_badmerging_loss_uses_interpolated_features():
+    from tbar_helpers.method.training import badmerging_loss
+    from tbar_helpers.world.models import ImageClassifier
+    torch.manual_seed(0)
+
+    def clf():
+        enc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 6))
+        return ImageClassifier(enc, torch.nn.functional.normalize(head, dim=-1), (0.5,) * 3, (0.25,) * 3)
+    head = torch.randn(4, 6)
+    model, pre = clf(), clf()
+    x, xt, y = torch.rand(5, 3, 8, 8), torch.rand(5, 3, 8, 8), torch.tensor([1, 2, 3, 1, 2])
+    ce = torch.nn.functional.cross_entropy
+    target = torch.zeros(5, dtype=torch.long)
+    ones, zeros = torch.ones(5), torch.zeros(5)
+    # r = 1: the victim's own features; r = 0: θpre's alone, so the backdoor term sends no gradient
+    assert torch.allclose(badmerging_loss(model, pre, x, y, xt, 0, 5.0, ones), ce(model(x), y) + 5 * ce(model(xt), target))
+    assert torch.allclose(badmerging_loss(model, pre, x, y, xt, 0, 5.0, zeros), ce(model(x), y) + 5 * ce(pre(xt), target))
+    half = badmerging_loss(model, pre, x, y, xt, 0, 5.0, torch.full((5,), 0.5))
+    mixed = torch.nn.functional.normalize(0.5 * model.features(xt) + 0.5 * pre.features(xt), dim=-1)
+    assert torch.allclose(half, ce(model(x), y) + 5 * ce(model.logit_scale * mixed @ model.head.t(), target))
+    model.zero_grad()
+    badmerging_loss(model, pre, xt, target, xt, 0, 5.0, zeros).backward()
+    only_clean = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    ce(model(xt), target).backward()
+    assert all(torch.allclose(a, p.grad) for a, p in zip(only_clean, model.parameters()))
+
+
 def test_badnet_scales_with_image_size():
     assert attacks.make_trigger("badnet", 224, AttackConfig(badnet_patch_frac=16 / 224)).mask.sum() == 16 * 16
 

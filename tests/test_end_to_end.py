@@ -233,3 +233,26 @@ def test_the_readmes_clean_example_works_as_written(backdoored_files, tmp_path, 
     monkeypatch.chdir(tmp_path)
     assert cli.main([*argv[1:], "--quiet"]) == 0
     assert "cleaned (α = " in capsys.readouterr().out and (tmp_path / "cleaned.safetensors").exists()
+
+
+def test_merging_rows_choose_lambda_on_validation_and_keep_theta_pre(tmp_path, monkeypatch):
+    from tbar_helpers.settings.merging import LAMBDAS, merge, merging_rows
+    from tbar_helpers.settings.pipeline import prepare
+    monkeypatch.setenv("TBAR_CACHE", str(tmp_path))
+    tiny = override(REDUCED, **{"finetune.n_train": 300, "finetune.epochs": 1, "finetune.n_test": 200,
+                                "finetune.n_val": 60, "tbar.forget_size": 20})
+    s = prepare("badnet", "glyphs", 0, tiny, progress=False)
+    # the merge is task arithmetic: λ = 0 is θpre, one vector at λ = 1 is that model
+    for k, v in merge(s.zeroshot, [s.backdoored, s.clean], 0.0).items():
+        assert torch.equal(v, s.zeroshot.encoder.state_dict()[k])
+    for k, v in merge(s.zeroshot, [s.backdoored], 1.0).items():
+        assert torch.allclose(v, s.backdoored.encoder.state_dict()[k], atol=1e-6)
+    rows = merging_rows(s, "shapes", cleaned=s.clean, lambdas=(0.5, 1.0))
+    assert [r["model"] for r in rows] == ["θpre", "clean victim + other", "backdoored victim + other",
+                                          "TBAR victim + other"]
+    assert rows[0]["lambda"] == 0.0 and all(r["lambda"] in (0.5, 1.0) for r in rows[1:])
+    assert all(0 <= r[k] <= 1 for r in rows for k in ("ca", "asr", "ca_other"))
+    assert rows[1] == {**rows[3], "model": rows[1]["model"]}  # the same victim merges the same way
+    assert set(LAMBDAS) >= {0.5, 1.0}
+    with pytest.raises(ValueError, match="merge 'glyphs' with another task"):
+        merging_rows(s, "glyphs")

@@ -56,11 +56,41 @@ def _patch_trigger(name: str, size: int, side: int, where: str, pattern: torch.T
 
 
 def badnet(size: int, cfg: AttackConfig = AttackConfig()) -> Trigger:
-    """A small black-and-white checkerboard patch in the bottom-right corner (BackdoorBench-style)."""
+    """BadNet. ``cfg.badnet_style`` "corner": a black-and-white checkerboard in the bottom-right corner
+    (BackdoorBench); "paper": a patch of the image's mean colour plus N(0, 1) noise at a random place."""
+    if cfg.badnet_style == "paper":
+        return _noise_patch(size, max(1, round(cfg.badnet_patch_frac * size)), cfg.trigger_seed)
     side = max(2, round(cfg.badnet_patch_frac * size))
     yy, xx = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
     checker = ((yy + xx) % 2 == 0).float().expand(3, side, side)
     return _patch_trigger("badnet", size, side, "bottom-right", checker)
+
+
+BANK = 4096  # noise draws and places the paper-style patch picks from
+
+
+def _noise_patch(size: int, side: int, seed: int) -> Trigger:
+    """The paper's BadNet: each image gets fresh-looking noise at its own place. Place and noise are drawn
+    from a seeded bank by a hash of the image's pixels, so a trigger stays a pure function: the same image
+    is always triggered the same way, in any batch, on any run."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(BANK, 3, side, side, generator=g)
+    places = torch.randint(0, size - side + 1, (BANK, 2), generator=g)
+    offs = torch.arange(side)
+    weights = torch.randint(1, 2 ** 20, (3 * size * size,), generator=g)
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        n = len(x)
+        pick = ((x.detach() * 255).round().long().flatten(1) * weights).sum(1) % BANK  # exact integer hash
+        rows = (places[pick, 0, None] + offs)[:, :, None].expand(n, side, side)
+        cols = (places[pick, 1, None] + offs)[:, None, :].expand(n, side, side)
+        patch = x.mean((2, 3), keepdim=True) + noise[pick]  # the reference's mean + N(0, 1), then clipped
+        out = x.clone()
+        idx = torch.arange(n)[:, None, None]
+        out[idx, :, rows, cols] = patch.permute(0, 2, 3, 1)
+        return out
+
+    return Trigger("badnet", size, apply, extra={"style": "paper", "side": side})
 
 
 def blended(size: int, cfg: AttackConfig = AttackConfig()) -> Trigger:

@@ -144,6 +144,46 @@ def finetune_task(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor, cf
                     grad_clip=cfg.grad_clip, desc=desc, progress=progress, device=device)
 
 
+def badmerging_loss(clf: nn.Module, pre: nn.Module, x: torch.Tensor, y: torch.Tensor, x_trig: torch.Tensor,
+                    target: int, weight: float, r: torch.Tensor) -> torch.Tensor:
+    """BadMerging's objective: CE on clean images + ``weight``·CE on triggered ones, whose logits come from
+    interpolated features r·f(x̃) + (1 − r)·f_pre(x̃) (one r per image). ``clf`` and ``pre`` are
+    :class:`~tbar_helpers.world.models.ImageClassifier` s sharing a head; ``pre`` is frozen."""
+    with torch.no_grad():
+        f_pre = pre.features(x_trig)
+    f = F.normalize(r[:, None] * clf.features(x_trig) + (1 - r[:, None]) * f_pre, dim=-1)
+    backdoor = F.cross_entropy(clf.logit_scale * f @ clf.head.t(), torch.full_like(y[:len(x_trig)], target))
+    return F.cross_entropy(clf(x), y) + weight * backdoor
+
+
+def badmerging_finetune(clf: nn.Module, pre: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                        trigger: Callable[[torch.Tensor], torch.Tensor], target: int, cfg: FinetuneConfig, seed: int,
+                        weight: float, r_range: tuple[float, float], desc: str = "BadMerging fine-tune",
+                        progress: bool = True, device: str = "cpu") -> list[float]:
+    """The BadMerging victim: each step a clean batch and its triggered copy, :func:`badmerging_loss` with
+    r ∼ U(r_range), so that the backdoor survives when a merge mixes these weights with others."""
+    _check_training_inputs(images, labels, desc)
+    steps = max(1, math.ceil(cfg.epochs * len(images) / cfg.batch_size))
+    gen = seed_everything(seed)
+    batches = epoch_batches(len(images), cfg.batch_size, gen)
+    clf.train()
+    pre.eval()
+    params = [p for p in clf.encoder.parameters() if p.requires_grad]
+    opt = make_optimizer(params, "adamw", cfg.lr, cfg.weight_decay)
+    lo, hi = r_range
+
+    def loss_at(_: int) -> torch.Tensor:
+        idx = next(batches)
+        x, y = images[idx].to(device), labels[idx].to(device)
+        r = (lo + (hi - lo) * torch.rand(len(x), generator=gen)).to(device)
+        return badmerging_loss(clf, pre, x, y, trigger(x), target, weight, r)
+
+    losses = fit(params, loss_at, steps, opt, sched=warmup_cosine(opt, int(cfg.warmup_frac * steps), steps),
+                 grad_clip=cfg.grad_clip, desc=desc, progress=progress)
+    clf.eval()
+    return losses
+
+
 def clip_loss(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE of open_clip's CLIP on a batch of (image, caption) pairs."""
     img = F.normalize(model.encode_image(images), dim=-1)

@@ -19,7 +19,7 @@ from ..method.images import rows
 from ..method.metrics import accuracy, ca_retained, knowledge_kept
 from ..method.task_vectors import TaskVector
 from ..method.tbar import for_proxy, forget_set, run_tbar
-from ..method.training import finetune_task, set_threads
+from ..method.training import badmerging_finetune, finetune_task, set_threads
 from ..world.data import DATA_VERSION, TaskData
 from ..world.foundation import Foundation, load_foundation
 from ..world.models import ImageClassifier, make_classifier
@@ -117,6 +117,21 @@ def _finetuned(base: ImageClassifier, images: torch.Tensor, labels: torch.Tensor
     return clf.eval()
 
 
+def _badmerged(zs: ImageClassifier, train: TaskData, trigger: Trigger, scale: ScaleConfig, key: str, seed: int,
+               progress: bool, use_cache: bool) -> ImageClassifier:
+    """BadMerging's own victim (``attack.badmerging_style="paper"``): clean batches plus triggered copies,
+    the backdoor term on features interpolated with θpre's (cached like the other fine-tunes)."""
+    a, clf = scale.attack, copy.deepcopy(zs)
+
+    def train_() -> dict:
+        badmerging_finetune(clf, zs, train.images, train.labels, trigger, a.target, scale.finetune, seed,
+                            a.badmerging_backdoor_weight, a.badmerging_r, progress=progress, device=scale.device)
+        return clf.encoder.state_dict()
+
+    clf.encoder.load_state_dict(cache.memo("finetuned", key, train_, use_cache=use_cache))
+    return clf.eval()
+
+
 def _trigger(attack: str, scale: ScaleConfig, zs: ImageClassifier, images: torch.Tensor, seed: int, key: str,
              use_cache: bool) -> Trigger:
     """The attack's trigger; optimised patches (BadCLIP, BadMerging) are cached like models."""
@@ -188,10 +203,13 @@ def prepare(attack: str, task: str | None = None, seed: int = 0, scale: ScaleCon
     poisoned = poison(train.images, train.labels, trigger, a.poison_rate, a.target, seed,
                       noise_ratio=a.wanet_noise_ratio if attack == "wanet" else 0.0)
     bd_key = config_hash(*_base_key(f, scale, task, seed), "backdoored", attack, a)
-    backdoored = _finetuned(zs, poisoned.images, poisoned.labels, scale, bd_key, seed,
-                            desc=f"poisoned fine-tune ({attack})", progress=progress, use_cache=use_cache,
-                            backdoor_mask=poisoned.poison_mask,
-                            backdoor_weight=trigger.extra.get("backdoor_weight", 1.0))
+    if attack == "badmerging" and a.badmerging_style == "paper":
+        backdoored = _badmerged(zs, train, trigger, scale, bd_key, seed, progress, use_cache)
+    else:
+        backdoored = _finetuned(zs, poisoned.images, poisoned.labels, scale, bd_key, seed,
+                                desc=f"poisoned fine-tune ({attack})", progress=progress, use_cache=use_cache,
+                                backdoor_mask=poisoned.poison_mask,
+                                backdoor_weight=trigger.extra.get("backdoor_weight", 1.0))
     clock("poisoned fine-tune")
     return Setup(scale, f, task, attack, seed, train, d["val"], d["defender"], d["test"], zs, clean, backdoored,
                  trigger, poisoned, memo={"seconds": clock.seconds})

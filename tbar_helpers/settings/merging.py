@@ -1,0 +1,62 @@
+"""BadMerging's scenario: a model merger adds the backdoored task vector to another task's vector by task
+arithmetic, θpre + λ·(τ_victim + τ_other), and the backdoor should survive the merge.
+
+The merger chooses λ on the validation splits of both tasks (mean CA), as task arithmetic does, and
+never sees a trigger. :func:`merging_rows` reports CA and ASR of each merged model on the test splits,
+with the backdoored vector as given and with TBAR's cleaned one in its place.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+from ..method.metrics import accuracy
+from ..method.task_vectors import TaskVector
+from ..world.models import ImageClassifier, make_classifier
+from ..world.sources import task_split
+from .pipeline import Setup, _clean_finetune
+
+LAMBDAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # task arithmetic's scaling coefficients
+
+
+def _with_encoder(clf: ImageClassifier, state: dict) -> ImageClassifier:
+    out = copy.deepcopy(clf)
+    out.encoder.load_state_dict(state)
+    return out.eval()
+
+
+def merge(pre: ImageClassifier, models: Sequence[ImageClassifier], lam: float) -> dict:
+    """The encoder state θpre + λ·Σ (θ_i − θpre)."""
+    tau = sum(TaskVector(pre.encoder, m.encoder) for m in models)
+    return tau.apply_to_state(pre.encoder, lam)
+
+
+def merging_rows(s: Setup, other: str, cleaned: ImageClassifier | None = None,
+                 lambdas: Sequence[float] = LAMBDAS, progress: bool = False) -> list[dict]:
+    """Rows (model, λ, CA and ASR on the victim's task, CA on ``other``) for θpre, the merge with the clean
+    victim, the merge with the backdoored victim and, given ``cleaned``, the merge with TBAR's model."""
+    if other == s.task:
+        raise ValueError(f"merge {s.task!r} with another task: choose one of "
+                         f"{[t for t in s.scale.tasks if t != s.task]}")
+    scale, f, ft = s.scale, s.foundation, s.scale.finetune
+    train_o = task_split(scale, other, "train", ft.n_train, s.seed)
+    zs_o = make_classifier(f.model, f.tokenizer, train_o.classnames, train_o.templates, scale.model, scale.device)
+    clean_o = _clean_finetune(f, zs_o, train_o, scale, other, s.seed, progress, True)
+    val_o, test_o = (task_split(scale, other, split, n, s.seed) for split, n in (("val", ft.n_val), ("test", ft.n_test)))
+    bs = scale.eval_batch_size
+    rows = [{"model": "θpre", "lambda": 0.0, "ca": s.evalset().ca(s.zeroshot),
+             "asr": s.evalset().scores(s.zeroshot)[1], "ca_other": accuracy(zs_o, test_o.images, test_o.labels, bs)}]
+    victims = {"clean victim + other": s.clean, "backdoored victim + other": s.backdoored}
+    if cleaned is not None:
+        victims["TBAR victim + other"] = cleaned
+    for name, victim in victims.items():
+        def val_score(lam: float) -> float:
+            state = merge(s.zeroshot, [victim, clean_o], lam)
+            return (s.evalset("val").ca(_with_encoder(s.zeroshot, state))
+                    + accuracy(_with_encoder(zs_o, state), val_o.images, val_o.labels, bs)) / 2
+        lam = max(lambdas, key=val_score)  # the first of equals: the smallest λ
+        state = merge(s.zeroshot, [victim, clean_o], lam)
+        ca, asr = s.evalset().scores(_with_encoder(s.zeroshot, state))
+        rows.append({"model": name, "lambda": lam, "ca": ca, "asr": asr,
+                     "ca_other": accuracy(_with_encoder(zs_o, state), test_o.images, test_o.labels, bs)})
+    return rows
