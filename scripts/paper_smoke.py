@@ -25,6 +25,7 @@ from tbar_helpers.config import AttackConfig, ModelConfig, TBARConfig
 from tbar_helpers.method import distributed as D
 from tbar_helpers.method.attacks import make_trigger, poison
 from tbar_helpers.method.task_vectors import TaskVector
+from tbar_helpers.method import training as T
 from tbar_helpers.method.tbar import forget_set
 from tbar_helpers.world import streaming as S
 from tbar_helpers.world.models import make_classifier
@@ -106,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only-finetune", action="store_true", help="stop after the poisoned fine-tune")
     p.add_argument("--checkpoint", default=None, help="resume the poisoned fine-tune from / save it to this file")
     p.add_argument("--every", type=int, default=4, help="log and checkpoint every this many steps")
+    p.add_argument("--library", action="store_true",
+                   help="the poisoned fine-tune through the library's training.finetune (the pipeline's loop) "
+                        "instead of the streamed, resumable one")
     p.add_argument("--save-weights", default=None, help="write the fine-tuned encoder's state dict here (rank 0)")
     p.add_argument("--images", default=None, help="your own ImageFolder (CLASS/IMAGE.jpg) instead of generated shapes")
     p.add_argument("--captions", default=None,
@@ -136,8 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     labels = torch.as_tensor(full.targets)
     train = poison(S.LazyImages(full, train_i), labels[train_i], trigger, 0.1, attack.target, a.seed)
     order = a.seed if a.order_seed is None else a.order_seed
-    ft = finetune(clf, S.Labelled(train.images, train.labels), a.steps, a.batch, 1e-4, order, dist,
-                  Path(a.checkpoint) if a.checkpoint else None, a.every, log)
+    if a.library:  # each rank its share of every global batch, gradients averaged (training.fit)
+        clf.to(dist.device)
+        losses = T.finetune(clf, train.images, train.labels, steps=a.steps, lr=1e-4, batch_size=a.batch, seed=order,
+                            progress=False, device=dist.device)
+        ft = {"step": len(losses), "losses": losses, "stopped": False}
+    else:
+        ft = finetune(clf, S.Labelled(train.images, train.labels), a.steps, a.batch, 1e-4, order, dist,
+                      Path(a.checkpoint) if a.checkpoint else None, a.every, log)
     if ft["stopped"]:
         if log:
             log(f"paper-smoke: stopped at step {ft['step']} (SIGTERM); run again to resume")

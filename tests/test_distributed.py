@@ -53,6 +53,20 @@ def test_two_processes_match_one_at_the_same_global_batch(workdir):
     assert control > 20 * same, f"another batch order differs by only {control:g} (1 vs 2 processes: {same:g})"
 
 
+def test_the_librarys_fine_tune_under_torchrun_matches_one_process(workdir):
+    """training.finetune (every pipeline fine-tune's loop) under 2 processes: each rank its share of the global
+    batch, gradients all-reduced in fit. Same tolerance and control as the streamed fine-tune above."""
+    runs = {"lib one": ([], 1), "lib two": ([], 2), "lib other order": (["--order-seed", "1"], 1)}
+    for name, (extra, n) in runs.items():
+        r = _run(["--workdir", str(workdir), "--only-finetune", "--library", "--steps", "6", "--batch", "8",
+                  "--save-weights", str(workdir / f"{name}.pt"), *extra], nproc=n)
+        assert r.returncode == 0 and f"world_size={n}" in r.stdout, r.stdout + r.stderr
+    one, two, other = (_weights(workdir / f"{name}.pt") for name in runs)
+    same, control = _max_diff(one, two), _max_diff(one, other)
+    assert same < 2e-5, f"1 and 2 processes differ by {same:g}"
+    assert control > 20 * same, f"another batch order differs by only {control:g} (1 vs 2 processes: {same:g})"
+
+
 def test_sigterm_then_resume_gives_the_uninterrupted_weights(workdir):
     base = ["--workdir", str(workdir), "--only-finetune", "--steps", "30", "--every", "1", "--batch", "8"]
     full = _run(base + ["--save-weights", str(workdir / "full.pt")])

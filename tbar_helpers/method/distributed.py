@@ -224,7 +224,7 @@ def fit_stream(model: nn.Module, batch_loss: Callable[[nn.Module, Any], torch.Te
             return stopped
 
         fit(list(model.parameters()), loss_at, steps, opt, sched=sched, grad_clip=grad_clip, start=step,
-            losses=losses, progress=False, after_step=after_step)
+            losses=losses, progress=False, after_step=after_step, average_grads=False)
     stream.close()  # ends the DataLoader's iteration (and its workers) where the run stopped
     if not stopped:
         save(step)

@@ -77,24 +77,60 @@ def random_batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[to
         yield torch.randperm(n, generator=gen)[:batch_size]
 
 
+def _group() -> tuple[int, int]:
+    """(rank, world size) of torchrun's process group, or (0, 1) without one."""
+    import torch.distributed as td
+    return (td.get_rank(), td.get_world_size()) if td.is_available() and td.is_initialized() else (0, 1)
+
+
+def my_share(idx: torch.Tensor) -> torch.Tensor:
+    """This process's share of a global batch's indices (all of them without a process group). Every rank
+    draws the same global batch from the same seed and takes a contiguous share; :func:`fit` averages the
+    gradients, so with equal shares (a global batch divisible by the world size) a step is one process's
+    step on the whole batch, up to float rounding."""
+    rank, world = _group()
+    return idx if world == 1 else torch.tensor_split(idx, world)[rank]
+
+
+def _average_grads(params: list[nn.Parameter], world: int) -> None:
+    """All-reduce the gradients, flattened into one buffer (one collective a step), and divide by ``world``."""
+    import torch.distributed as td
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    td.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
 def fit(params: Iterable[nn.Parameter], loss_at: Callable[[int], torch.Tensor], steps: int,
         opt: torch.optim.Optimizer, *, sched: torch.optim.lr_scheduler.LRScheduler | None = None,
         grad_clip: float = 1.0, start: int = 0, losses: list[float] | None = None, desc: str = "train",
-        progress: bool = True, after_step: Callable[[int, list[float]], bool | None] | None = None) -> list[float]:
+        progress: bool = True, after_step: Callable[[int, list[float]], bool | None] | None = None,
+        average_grads: bool = True) -> list[float]:
     """The one training loop: every fine-tune (task, poisoned, contrastive, forget, baselines) and the
     pretraining call it with their own loss.
 
     ``loss_at(step)`` draws its batch and returns the loss to minimise; the loop backpropagates it, clips
     the gradient norm of ``params`` to ``grad_clip`` (0: no clipping), steps ``opt`` and ``sched``, and
     calls ``after_step(steps_done, losses)`` (checkpoints, logs; it may replace the last loss, and a true
-    return ends the run early). ``start`` and ``losses`` resume a run. Returns the per-step losses."""
+    return ends the run early). ``start`` and ``losses`` resume a run. Returns the per-step losses.
+
+    Under torchrun (a process group is up) each rank's ``loss_at`` sees its share of the batch
+    (:func:`my_share`) and the gradients are averaged over the ranks before clipping, unless
+    ``average_grads`` is False (a DistributedDataParallel model, which averages them itself)."""
     params = list(params)
+    world = _group()[1] if average_grads else 1
     losses = [] if losses is None else losses
     bar = tqdm(range(start, steps), desc=desc, disable=not progress, leave=False, initial=start, total=steps)
     for step in bar:
         loss = loss_at(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if world > 1:
+            _average_grads(params, world)
         if grad_clip:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
@@ -125,7 +161,7 @@ def finetune(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, step
     opt = make_optimizer(params, optimizer, lr, weight_decay)
 
     def loss_at(_: int) -> torch.Tensor:
-        idx = next(batches)
+        idx = my_share(next(batches))
         loss = F.cross_entropy(clf(images[idx].to(device)), labels[idx].to(device))
         return loss if loss_sign == 1.0 else loss_sign * loss
 
@@ -174,8 +210,10 @@ def badmerging_finetune(clf: nn.Module, pre: nn.Module, images: torch.Tensor, la
 
     def loss_at(_: int) -> torch.Tensor:
         idx = next(batches)
+        r = lo + (hi - lo) * torch.rand(len(idx), generator=gen)  # for the global batch: one stream on all ranks
+        mine = my_share(torch.arange(len(idx)))
+        idx, r = idx[mine], r[mine].to(device)
         x, y = images[idx].to(device), labels[idx].to(device)
-        r = (lo + (hi - lo) * torch.rand(len(x), generator=gen)).to(device)
         return badmerging_loss(clf, pre, x, y, trigger(x), target, weight, r)
 
     losses = fit(params, loss_at, steps, opt, sched=warmup_cosine(opt, int(cfg.warmup_frac * steps), steps),
@@ -224,7 +262,9 @@ def contrastive_finetune(model: nn.Module, tokenizer: Callable, images: torch.Te
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
     def loss_at(_: int) -> torch.Tensor:
-        idx = next(batches)
+        # under torchrun each rank contrasts its share of the batch only (no all-gather of embeddings):
+        # the negatives are the share's, so N processes train like one with batches N times smaller
+        idx = my_share(next(batches))
         raw = images[idx].to(device)
         batch_caps = [caps[i] for i in idx.tolist()]
         if loss_fn is None:

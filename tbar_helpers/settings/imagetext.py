@@ -29,7 +29,8 @@ from ..config import ImageTextConfig, ScaleConfig, TBARConfig, check_fraction, c
 from ..method.attacks import Trigger, check_attack
 from ..method.images import rows, with_applied
 from ..method.task_vectors import TaskVector
-from ..method.training import Recipe, contrastive_finetune, fit, make_optimizer, random_batches, seed_everything, set_threads
+from ..method.training import (Recipe, contrastive_finetune, fit, make_optimizer, my_share, random_batches,
+                                seed_everything, set_threads)
 from ..world.data import DATA_VERSION, TaskData
 from ..world.foundation import Foundation, load_foundation, normalizer
 from ..world.models import ImageClassifier, make_classifier
@@ -268,7 +269,7 @@ def contrastive_trigger_vector(clf_b: ImageClassifier, forget_x: torch.Tensor, t
     params = list(work.encoder.parameters())
 
     def loss_at(_: int) -> torch.Tensor:
-        idx = next(batches)
+        idx = my_share(next(batches))
         return target_loss(work, t_target, t_neg[idx] if negatives_per_image else t_neg, forget_x[idx].to(device))
 
     fit(params, loss_at, cfg.steps, make_optimizer(params, cfg.optimizer, cfg.lr, cfg.weight_decay),
