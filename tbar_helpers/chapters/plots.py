@@ -120,8 +120,9 @@ def class_histograms(counts: Mapping[str, np.ndarray], target: int, classnames: 
     return fig
 
 
-def xi_heatmaps(grids: Mapping[str, Mapping[str, np.ndarray]], key: str = "xi") -> plt.Figure:
-    """One seaborn heatmap of ξ(αc, αt) (in %) per entry of ``grids`` (as returned by ``xi_grid``)."""
+def xi_heatmaps(grids: Mapping[str, Mapping[str, np.ndarray]], key: str = "xi", path: bool = False) -> plt.Figure:
+    """One seaborn heatmap of ξ(αc, αt) (in %) per entry of ``grids`` (as returned by ``xi_grid``). ``path``
+    outlines TBAR's idealised path, αc = 1 and αt = 1 − α (θb − α·τt if θb = θpre + τc + τt)."""
     import seaborn as sns
     n = len(grids)
     ncols = min(3, n)
@@ -137,7 +138,13 @@ def xi_heatmaps(grids: Mapping[str, Mapping[str, np.ndarray]], key: str = "xi") 
         ax.invert_yaxis()
         ax.set_xlabel("αt (trigger vector)")
         ax.set_ylabel("αc (clean vector)")
-        ax.set_title(f"{name}: ξ in %", fontsize=9)
+        what = {"xi": "ξ (mean of both errors)", "xi_clean": "clean-input error", "xi_trigger": "triggered-input error"}
+        ax.set_title(f"{name}\n{what.get(key, key)} in %", fontsize=9)
+        rows = [i for i, a in enumerate(g["alphas_c"]) if a == 1]
+        cols = [j for j, a in enumerate(g["alphas_t"]) if a <= 1]
+        if path and rows and cols:  # the row αc = 1 from αt = 1 leftwards: where TBAR's subtraction travels
+            ax.add_patch(plt.Rectangle((min(cols), rows[0]), max(cols) - min(cols) + 1, 1, fill=False,
+                                       edgecolor="tab:blue", lw=2))
     fig.tight_layout()
     return fig
 

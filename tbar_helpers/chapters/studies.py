@@ -95,11 +95,13 @@ def backdoor_vector(s: Setup, kind: str = "difference", forget_size: int | None 
 
 
 def xi_study(setups: Mapping[str, Setup], kind: str = "difference", alphas: Sequence[float] = (0, 0.5, 1, 1.5),
-             n: int = 200) -> dict[str, dict]:
-    """ξ(αc, αt) per attack, with τc = θclean − θpre and τt from :func:`backdoor_vector`."""
+             n: int = 200, alphas_t: Sequence[float] | None = None) -> dict[str, dict]:
+    """ξ(αc, αt) per attack, with τc = θclean − θpre and τt from :func:`backdoor_vector`; ``alphas_t``
+    (default: ``alphas``) may include negative coefficients."""
     out = {}
     for name, s in setups.items():
-        g = xi_heatmap(s, backdoor_vector(s, kind), tuple(alphas), n)
+        g = xi_heatmap(s, backdoor_vector(s, kind), tuple(alphas), n,
+                       alphas_t=None if alphas_t is None else tuple(alphas_t))
         g["mean_xi"] = float(np.mean(g["xi"]))
         out[name] = g
     return out

@@ -229,7 +229,8 @@ def xi_control(grid: dict, name: str = "xi") -> StaticControl:
             rows.append(f"<tr><th style='font-weight:normal'>{ac[i]}</th>{''.join(cells)}</tr>")
         foot = "<tr><th></th>" + "".join(f"<th style='font-weight:normal'>{a}</th>" for a in at) + "</tr>"
         return ("<table style='border-collapse:collapse;font-size:85%'>" + "".join(rows) + foot + "</table>"
-                "<div style='font-size:85%'>rows αc (clean vector), columns αt (trigger vector); ξ in %</div>")
+                "<div style='font-size:85%'>rows αc (clean vector), columns αt (trigger vector); ξ in % (the mean of "
+                "the clean-input and triggered-input errors)</div>")
 
     panels = {(i, j): Panel([_fmt(xi[i, j]), _fmt(grid["xi_clean"][i, j]), _fmt(grid["xi_trigger"][i, j])],
                             html=heat((i, j)))

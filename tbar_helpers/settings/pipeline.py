@@ -293,9 +293,10 @@ def run(attack: str, task: str | None = None, seed: int = 0, scale: ScaleConfig 
 
 
 def xi_heatmap(s: Setup, tau_t: TaskVector, alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
-               n: int = 500, progress: bool = False) -> dict:
+               n: int = 500, progress: bool = False, alphas_t: tuple[float, ...] | None = None) -> dict:
     """ξ(αc, αt) around θpre with τc = θclean − θpre and the given trigger vector τt, on ``n`` clean
-    test images and the triggered non-target ones."""
+    test images and the triggered non-target ones; ``alphas_t`` (default: ``alphas``) may be negative,
+    the direction TBAR moves in."""
     from ..method.metrics import xi_grid
     tau_c = TaskVector(s.zeroshot.encoder, s.clean.encoder)
     base = {k: v.clone() for k, v in s.zeroshot.encoder.state_dict().items()}
@@ -307,7 +308,7 @@ def xi_heatmap(s: Setup, tau_t: TaskVector, alphas: tuple[float, ...] = (0.0, 0.
         work.encoder.load_state_dict((tau_c * ac + tau_t * at).apply_to_state(base))
         return work
 
-    return xi_grid(make, x, xt, alphas, alphas, s.scale.eval_batch_size, progress)
+    return xi_grid(make, x, xt, alphas, alphas if alphas_t is None else alphas_t, s.scale.eval_batch_size, progress)
 
 
 def defender_pool(s: Setup, n: int) -> TaskData:
