@@ -7,12 +7,13 @@ and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 
 from .config import SCALES, get_scale, override
 from .errors import InputError, TbarError, one_line
-from .method.attacks import ATTACKS
+from .method.attacks import REGISTRY
 from .preflight import (check_arch, check_classnames, check_folder, check_images_fit, check_output, finite,
                         nonneg_int, positive_int, rate, read_classnames)
 from .weights import check_input_file
@@ -130,12 +131,18 @@ def run_plan(args: argparse.Namespace) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import cache
     if args.setting is None:  # the paper studies the attack-unknown case on CLIP as an image–text model
         args.setting = "image-text" if args.attack_unknown else "classification"
     check_run(args)
-    print(run_plan(args), flush=True)
     scale = _scale(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: every fine-tune shares out its batches
+        return _on_ranks(args, scale)
+    print(run_plan(args), flush=True)
+    return _run_body(args, scale)
+
+
+def _run_body(args: argparse.Namespace, scale) -> int:
+    from . import cache
     budgets = args.defense_budgets
     if args.attack_unknown:
         from .settings.imagetext_runs import run_attack_unknown
@@ -216,6 +223,21 @@ def check_clean(args: argparse.Namespace) -> list[str]:
     return names
 
 
+def _on_ranks(args: argparse.Namespace, scale) -> int:
+    """``tbar run`` as one of torchrun's processes: rank 0 prints and writes, the others only train."""
+    import contextlib
+    import dataclasses
+    from .method.distributed import init
+    dist = init(scale.device)
+    scale = dataclasses.replace(scale, device=dist.device)
+    if dist.main:
+        print(f"{run_plan(args)} (rank 0 of {dist.world_size})", flush=True)
+        return _run_body(args, scale)
+    args.quiet, args.out = True, None
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        return _run_body(args, scale)
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     from . import cache
     from .settings.custom import clean_user_model, print_validation
@@ -275,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("run", parents=[common], help="foundation, poisoned fine-tune, TBAR, evaluation",
                         description="Foundation -> poisoned fine-tune -> TBAR (alpha search) -> evaluation.")
-    pr.add_argument("--attack", required=True, choices=ATTACKS, help="the backdoor to plant")
+    pr.add_argument("--attack", required=True, choices=list(REGISTRY), help="the backdoor to plant")
     pr.add_argument("--task", default=None, help="mini: objects (default), shapes, textures, digits, glyphs")
     pr.add_argument("--seed", type=nonneg_int, default=0, help="seed of the data, fine-tunes and forget set")
     pr.add_argument("--scale", default="mini", choices=sorted(SCALES), help="preset (default: mini)")
@@ -316,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="class names in the order of the model's labels, or one .txt file with one a line")
     pc.add_argument("--alpha", type=finite, default=None, help="fixed alpha (else search it with --val/--attack)")
     pc.add_argument("--val", default=None, help="clean validation images, one sub-folder per class name")
-    pc.add_argument("--attack", default=None, choices=ATTACKS,
+    pc.add_argument("--attack", default=None, choices=list(REGISTRY),
                     help="a known trigger from the registry, applied to --val to measure the ASR (badclip and "
                          "badmerging re-optimise their patch against --pretrained)")
     pc.add_argument("--val-triggered", default=None,

@@ -105,6 +105,7 @@ class AttackConfig:
     wanet_s: float = 0.5
     wanet_grid_rescale: float = 1.0
     wanet_noise_ratio: float = 2.0  # noise-mode samples per poisoned sample
+    wanet_strong_s: float = 16.0  # the wanet-strong variant's warp strength (visible; no noise mode)
     sig_delta: float = 40 / 255
     sig_freq: int = 6
     badclip_patch_frac: float = 4 / 32

@@ -174,3 +174,14 @@ def test_poison_rate_outside_unit_interval(rate):
     with pytest.raises(ValueError, match=r"poison_rate must be a number in \[0, 1\]"):
         attacks.poison(torch.rand(4, 3, 32, 32), torch.zeros(4, dtype=torch.long),
                        attacks.make_trigger("badnet", 32), rate, 0, 0)
+
+
+def test_wanet_keeps_the_reference_strength_and_the_visible_warp_has_its_own_name(images):
+    ref, strong = attacks.make_trigger("wanet", 32), attacks.make_trigger("wanet-strong", 32)
+    assert ref.name == "wanet" and strong.name == "wanet-strong" and strong.noise is None
+    assert AttackConfig().wanet_s == 0.5  # BackdoorBench's CIFAR setting: about 0.25 pixels here
+    visible = attacks.make_trigger("wanet", 32, AttackConfig(wanet_s=AttackConfig().wanet_strong_s))
+    assert torch.equal(strong(images), visible(images))
+    def shift(t):  # mean displacement of the sampling grid, in pixels
+        return float(((t.extra["grid"] - t.extra["identity"]).abs() * (32 - 1) / 2).mean())
+    assert shift(ref) < 1 < 4 < shift(strong), (shift(ref), shift(strong))

@@ -6,6 +6,7 @@ sizes scaled to H. BadCLIP and BadMerging optimise their patch against a model f
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -121,6 +122,14 @@ def wanet(size: int, cfg: AttackConfig = AttackConfig()) -> Trigger:
     return Trigger("wanet", size, apply, noise=noise, extra={"grid": grid, "identity": identity})
 
 
+def wanet_strong(size: int, cfg: AttackConfig = AttackConfig()) -> Trigger:
+    """WaNet with a visible warp (``cfg.wanet_strong_s``, about 8 pixels on 32-pixel images) and no noise
+    mode: not WaNet's imperceptible trigger, so it carries its own name."""
+    trig = wanet(size, dataclasses.replace(cfg, wanet_s=cfg.wanet_strong_s))
+    trig.name, trig.noise = "wanet-strong", None
+    return trig
+
+
 def sig(size: int, cfg: AttackConfig = AttackConfig()) -> Trigger:
     """SIG: x + δ·sin(2π·j·f / width) along columns j (clean-label: only target images poisoned)."""
     cols = torch.arange(size, dtype=torch.float32)
@@ -188,8 +197,10 @@ def patch_trigger(name: str, size: int, pattern: torch.Tensor, mask: torch.Tenso
                    extra=dict(extra or {}))
 
 
+# the paper's six (ATTACKS) and named variants that are not the reference triggers
 REGISTRY: dict[str, Callable[..., Trigger]] = {"badnet": badnet, "blended": blended, "wanet": wanet, "sig": sig,
-                                               "badclip": badclip, "badmerging": badmerging}
+                                               "badclip": badclip, "badmerging": badmerging,
+                                               "wanet-strong": wanet_strong}
 NEEDS_MODEL = {"badclip", "badmerging"}
 
 
