@@ -49,6 +49,32 @@ class PretrainConfig:
 
 
 @dataclass(frozen=True)
+class WorldConfig:
+    """How the mini world renders its downstream images and captioned corpora (not the pretraining's).
+
+    The defaults draw them as pretraining did. A shift that pretraining never saw (sensor noise,
+    clutter) makes θpre know a task only partly, as CLIP knows the paper's datasets: fine-tuning then
+    teaches something that a defense should keep (study world-levers). Mini scale only."""
+
+    noise: float = 0.0  # std of per-pixel Gaussian sensor noise added to each image, in [0, 1] units
+    clutter: int = 0  # small distractor shapes drawn on the background, under the labelled object
+    clutter_size: tuple[float, float] = (0.08, 0.12)  # distractor radius range, as a share of the side
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.noise, (int, float)) and math.isfinite(self.noise) and 0 <= self.noise <= 1):
+            raise ValueError(f"world.noise must be a standard deviation in [0, 1], got {self.noise!r}")
+        if not isinstance(self.clutter, int) or not 0 <= self.clutter <= 8:
+            raise ValueError(f"world.clutter must be a whole number of distractors from 0 to 8, got {self.clutter!r}")
+        lo, hi = self.clutter_size
+        if not 0 < lo <= hi < 0.5:
+            raise ValueError(f"world.clutter_size must be (low, high) with 0 < low <= high < 0.5, got {self.clutter_size}")
+
+    def key(self) -> list:
+        """What cache keys add for this world: nothing for the default, so that older caches stay valid."""
+        return [] if self == WorldConfig() else [self]
+
+
+@dataclass(frozen=True)
 class FinetuneConfig:
     """Fine-tuning of the image encoder under a frozen zero-shot head (clean or poisoned)."""
 
@@ -199,6 +225,7 @@ class ScaleConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
     defense: DefenseConfig = field(default_factory=DefenseConfig)
     imagetext: ImageTextConfig = field(default_factory=ImageTextConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
     tasks: tuple[str, ...] = ("objects", "shapes", "textures", "digits", "glyphs")
     default_task: str = "objects"
     device: str = "auto"  # "auto": CUDA when present, else the CPU (get_scale decides); or "cpu", "cuda:1", ...

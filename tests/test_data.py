@@ -60,3 +60,61 @@ def test_unknown_task_and_split_are_explained():
         data.load_task("cifar10", "train", 10)
     with pytest.raises(ValueError, match="unknown split"):
         data.load_task("shapes", "dev", 10)
+
+
+# ------------------------------------------------------------------- world shifts (config.WorldConfig)
+def test_a_world_shift_keeps_the_scenes_and_their_labels():
+    from tbar_helpers.config import WorldConfig
+    for name in ("objects", "digits"):
+        plain = data.load_task(name, "val", 200, seed=5)
+        noisy = data.load_task(name, "val", 200, seed=5, world=WorldConfig(noise=0.2))
+        cluttered = data.load_task(name, "val", 200, seed=5, world=WorldConfig(clutter=2))
+        assert torch.equal(plain.labels, noisy.labels) and torch.equal(plain.labels, cluttered.labels)
+        # zero-mean noise of the configured size, measured on mid-grey pixels (which clipping rarely reaches)
+        diff = noisy.images - plain.images
+        mid = (plain.images > 0.3) & (plain.images < 0.7)
+        assert 0.17 < diff[mid].std().item() < 0.21 and abs(diff[mid].mean().item()) < 0.02
+        # clutter paints a few pixels of the background and leaves the rest of the scene as it was
+        changed = (cluttered.images != plain.images).any(1).float().mean().item()
+        assert 0.01 < changed < 0.4
+
+
+def test_a_world_shift_is_deterministic():
+    from tbar_helpers.config import WorldConfig
+    w = WorldConfig(noise=0.1, clutter=1)
+    a = data.load_task("shapes", "test", 40, seed=2, world=w)
+    data.load_task.cache_clear()
+    assert torch.equal(a.images, data.load_task("shapes", "test", 40, seed=2, world=w).images)
+    x1, c1 = data.captioned_mix(30, data._rng("corpus", 0, "a"), 32, "train", w)
+    x2, c2 = data.captioned_mix(30, data._rng("corpus", 0, "a"), 32, "train", w)
+    assert torch.equal(x1, x2) and c1 == c2
+
+
+@pytest.mark.parametrize("bad, fix", [({"noise": 2.0}, "standard deviation in \\[0, 1\\]"),
+                                      ({"noise": float("nan")}, "standard deviation"),
+                                      ({"clutter": -1}, "whole number of distractors"),
+                                      ({"clutter": 1.5}, "whole number"),
+                                      ({"clutter_size": (0.2, 0.1)}, "low <= high")])
+def test_a_bad_world_is_refused_with_the_fix(bad, fix):
+    from tbar_helpers.config import WorldConfig
+    with pytest.raises(ValueError, match=fix):
+        WorldConfig(**bad)
+
+
+def test_a_world_shift_keys_its_own_cached_models_and_stays_mini_only():
+    from tbar_helpers.config import WorldConfig, get_scale, override
+    from tbar_helpers.world.sources import task_split
+    assert WorldConfig().key() == []  # caches of the unshifted world keep their keys
+    mini = get_scale("mini")
+    shifted = override(mini, **{"world.noise": 0.2})
+    from tbar_helpers.settings.pipeline import _base_key
+    from tbar_helpers.config import config_hash
+
+    class F:
+        key = "f"
+    assert config_hash(*_base_key(F, mini, "objects", 0)) != config_hash(*_base_key(F, shifted, "objects", 0))
+    assert torch.equal(task_split(shifted, "objects", "val", 20, 5).images,
+                       data.load_task("objects", "val", 20, 5, world=WorldConfig(noise=0.2)).images)
+    paper = override(get_scale("paper"), **{"world.noise": 0.2})
+    with pytest.raises(ValueError, match="mini world only"):
+        task_split(paper, "cifar100", "val", 10, 0)

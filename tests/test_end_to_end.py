@@ -33,6 +33,18 @@ def test_backdoor_is_planted_and_tbar_removes_it():
     assert r["knowledge_kept"] == (None if gain < 0.01 else pytest.approx((r["ca_tbar"] - r["ca_zeroshot"]) / gain))
 
 
+def test_in_a_world_theta_pre_knows_partly_tbar_keeps_most_of_what_fine_tuning_taught():
+    """Issue 23's premise at reduced size: under sensor noise pretraining never saw, θpre knows the task only
+    partly, the fine-tune teaches it, and TBAR removes the backdoor while keeping most of that gain, which
+    going back to θpre would throw away (measured: θpre 48%, backdoored 82% at ASR 61%, TBAR 78% at ASR 3%,
+    knowledge kept 0.86)."""
+    r = run("blended", "shapes", seed=0, scale=override(REDUCED, **{"world.noise": 0.2}), progress=False,
+            use_cache=False)
+    assert r["ca_backdoored"] - r["ca_zeroshot"] > 0.2, r
+    assert r["asr_backdoored"] > 0.4 and r["asr_tbar"] < 0.25 * r["asr_backdoored"], r
+    assert r["knowledge_kept"] > 0.6 and r["ca_tbar"] > r["ca_zeroshot"] + 0.15, r
+
+
 def test_same_seed_same_numbers():
     tiny = override(REDUCED, **{"finetune.n_train": 400, "finetune.epochs": 1, "finetune.n_test": 200,
                                 "finetune.n_val": 100, "tbar.forget_size": 40, "tbar.steps": 3,

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import cache
-from ..config import ImageTextConfig, ScaleConfig, TBARConfig, check_fraction, config_hash, get_scale, override
+from ..config import (ImageTextConfig, ScaleConfig, TBARConfig, WorldConfig, check_fraction, config_hash, get_scale,
+                      override)
 from ..method.attacks import Trigger, check_attack
 from ..method.images import rows, with_applied
 from ..method.task_vectors import TaskVector
@@ -163,10 +164,11 @@ POISON_FIELDS = ("corpus_size", "poison_rate", "epochs", "batch_size", "lr", "we
                  "eval_task", "target")
 
 
-def poisoning_key(f: Foundation, it: ImageTextConfig, attack_cfg, attack: str, seed: int) -> str:
+def poisoning_key(f: Foundation, it: ImageTextConfig, attack_cfg, attack: str, seed: int,
+                  world: WorldConfig = WorldConfig()) -> str:
     """What the backdoored CLIP depends on (and nothing else: changing α or the forget set keeps it)."""
     return config_hash(f.key, {k: getattr(it, k) for k in POISON_FIELDS}, attack_cfg, attack, seed, DATA_VERSION,
-                       "imagetext-backdoored")
+                       "imagetext-backdoored", *world.key())
 
 
 def _eval_split(scale: ScaleConfig, split: str, n: int, seed: int) -> TaskData:
@@ -207,7 +209,7 @@ def prepare_imagetext(attack: str, seed: int = 0, scale: ScaleConfig | str = "mi
                              progress=progress, device=scale.device)
         return model.state_dict()
 
-    model.load_state_dict(cache.memo("imagetext", poisoning_key(f, it, scale.attack, attack, seed), train,
+    model.load_state_dict(cache.memo("imagetext", poisoning_key(f, it, scale.attack, attack, seed, scale.world), train,
                                      use_cache=use_cache))
     return ImageTextSetup(scale, f, attack, seed, trigger, corpus, model.eval(), defender, val, test)
 

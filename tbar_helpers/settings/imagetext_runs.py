@@ -34,7 +34,7 @@ def _key(s: ImageTextSetup, *parts) -> str:
     it = s.scale.imagetext
     # the defender corpus (RoCLIP's pool) is drawn with max(forget pairs, pool) pairs
     fields = {k: getattr(it, k) for k in DEFENSE_FIELDS} | {"forget_size": it.tbar.forget_size}
-    return config_hash(poisoning_key(s.foundation, it, s.scale.attack, s.attack, s.seed), fields, *parts)
+    return config_hash(poisoning_key(s.foundation, it, s.scale.attack, s.attack, s.seed, s.scale.world), fields, *parts)
 
 
 def clean_reference(s: ImageTextSetup, progress: bool = True, use_cache: bool = True) -> torch.nn.Module:
@@ -49,7 +49,7 @@ def clean_reference(s: ImageTextSetup, progress: bool = True, use_cache: bool = 
                              device=s.scale.device)
         return model.state_dict()
 
-    key = config_hash(f.key, {k: getattr(it, k) for k in POISON_FIELDS}, s.seed, "imagetext-clean")
+    key = config_hash(f.key, {k: getattr(it, k) for k in POISON_FIELDS}, s.seed, "imagetext-clean", *s.scale.world.key())
     model.load_state_dict(cache.memo("imagetext", key, train, use_cache=use_cache))
     return model.eval()
 

@@ -146,7 +146,7 @@ def _trigger(attack: str, scale: ScaleConfig, zs: ImageClassifier, images: torch
 
 
 def _base_key(f: Foundation, scale: ScaleConfig, task: str, seed: int) -> list:
-    return [f.key, scale.finetune, task, seed, DATA_VERSION]
+    return [f.key, scale.finetune, task, seed, DATA_VERSION, *scale.world.key()]
 
 
 def _clean_finetune(f: Foundation, zs: ImageClassifier, train: TaskData, scale: ScaleConfig, task: str, seed: int,
@@ -216,20 +216,24 @@ def prepare(attack: str, task: str | None = None, seed: int = 0, scale: ScaleCon
 
 
 def clean_reference(task: str, seed: int = 0, scale: ScaleConfig | str = "mini", progress: bool = True,
-                    use_cache: bool = True) -> dict:
+                    use_cache: bool = True, split: str = "test") -> dict:
     """Zero-shot and clean fine-tuned CA of ``task`` on its test split: the clean fine-tune :func:`prepare`
-    trains (same cache key, so either one reuses the other's model)."""
+    trains (same cache key, so either one reuses the other's model). ``split="val"`` reads as many
+    validation images instead (an independent draw), for studies that choose."""
     scale = get_scale(scale)
     set_threads(scale.threads)
+    if split not in ("test", "val"):
+        raise ValueError(f"clean_reference reads split 'test' (to report) or 'val' (to choose), not {split!r}")
     f = load_foundation(scale, progress=progress)
     d = load_splits(scale, task, seed, 1)
-    train, test = d["train"], d["test"]
+    train = d["train"]
+    test = d["test"] if split == "test" else task_split(scale, task, "val", scale.finetune.n_test, seed, "reference")
     zs = make_classifier(f.model, f.tokenizer, train.classnames, train.templates, scale.model, scale.device)
     t0 = time.time()
     clean = _clean_finetune(f, zs, train, scale, task, seed, progress, use_cache)
     secs = time.time() - t0
     bs = scale.eval_batch_size
-    return {"task": task, "seed": seed, "classes": len(train.classnames),
+    return {"task": task, "seed": seed, "split": split, "classes": len(train.classnames),
             "ca_zeroshot": accuracy(zs, test.images, test.labels, bs),
             "ca_clean_ft": accuracy(clean, test.images, test.labels, bs), "finetune_seconds": secs}
 

@@ -10,6 +10,9 @@ Tasks (each plays a dataset of the paper):
 - ``digits``   (plays ImageNet): scikit-learn's real handwritten digits, recoloured and placed.
 - ``glyphs``:  printed digits; shares its label set with ``digits`` (for the transfer study).
 Paper-scale adapters (CIFAR100, SUN397, an ImageNet folder) live in :mod:`tbar_helpers.world.paper_data`.
+
+A :class:`~tbar_helpers.config.WorldConfig` shifts the downstream images and corpora away from what
+pretraining saw (sensor noise, clutter); pretraining batches never take one.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from ..config import WorldConfig
 
 DATA_VERSION = 1  # bump when rendering changes: cached models are keyed by it
 
@@ -211,9 +216,25 @@ def _position_word(cx: np.ndarray, cy: np.ndarray, size: int) -> list[str]:
     return out
 
 
+def _clutter(bg: np.ndarray, rng: np.random.Generator, world: WorldConfig) -> np.ndarray:
+    """Paint ``world.clutter`` small shapes of random colours on backgrounds [N, H, W, 3]."""
+    n, size = len(bg), bg.shape[1]
+    palette = np.array(list(COLORS.values()), np.float32)
+    for _ in range(world.clutter):
+        shape = rng.integers(0, len(SHAPES), n)
+        r = rng.uniform(*world.clutter_size, n) * size
+        cx, cy = (rng.uniform(r + 1, size - r - 1) for _ in range(2))
+        m = _shape_masks(shape, cx, cy, r, size)[..., None]
+        bg = bg * (1 - m) + 0.9 * palette[rng.integers(0, len(COLORS), n)][:, None, None, :] * m
+    return bg
+
+
 def render(kind: str, n: int, rng: np.random.Generator, size: int = 32, split: str = "train",
-           ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Render ``n`` images of ``kind`` ('shape', 'glyph', 'hand'); returns ([N,3,H,W], attributes)."""
+           world: WorldConfig = WorldConfig()) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Render ``n`` images of ``kind`` ('shape', 'glyph', 'hand'); returns ([N,3,H,W], attributes).
+
+    ``world`` shifts the images after the scene is drawn: its labels and geometry stay those of the
+    unshifted world, and its default draws nothing more from ``rng``."""
     tex = rng.integers(0, len(TEXTURES), n)
     color = rng.integers(0, len(COLORS), n)
     big = rng.random(n) < 0.5
@@ -242,7 +263,11 @@ def render(kind: str, n: int, rng: np.random.Generator, size: int = 32, split: s
         raise ValueError(f"unknown image kind {kind!r}: choose 'shape', 'glyph' or 'hand'")
     palette = np.array(list(COLORS.values()), np.float32)
     fg = palette[color][:, None, None, :] * rng.uniform(0.8, 1.0, (n, 1, 1, 1)).astype(np.float32)
+    if world.clutter:  # drawn after the scene's own draws, so the scene and its label stay the same
+        bg = _clutter(bg, rng, world)
     img = bg * (1 - mask[..., None]) + fg * mask[..., None]
+    if world.noise:  # the sensor noise is part of the image: fixed per image, triggers go on top
+        img = np.clip(img + rng.normal(0.0, world.noise, img.shape).astype(np.float32), 0, 1)
     return np.ascontiguousarray(img.transpose(0, 3, 1, 2).astype(np.float32)), attrs
 
 
@@ -268,13 +293,14 @@ def pretrain_batch(n: int, seed: int, step: int, size: int = 32) -> tuple[torch.
 
 
 def captioned_mix(n: int, rng: np.random.Generator, size: int = 32, split: str = "pretrain",
-                  ) -> tuple[torch.Tensor, list[str]]:
-    """``n`` captioned images in ``PRETRAIN_MIX`` proportions (shapes, printed and handwritten digits)."""
+                  world: WorldConfig = WorldConfig()) -> tuple[torch.Tensor, list[str]]:
+    """``n`` captioned images in ``PRETRAIN_MIX`` proportions (shapes, printed and handwritten digits),
+    rendered in ``world`` (a downstream corpus; pretraining uses the default)."""
     counts = rng.multinomial(n, [p for _, p in PRETRAIN_MIX])
     xs, caps = [], []
     for (kind, _), k in zip(PRETRAIN_MIX, counts):
         if k:
-            x, a = render(kind, int(k), rng, size, split=split)
+            x, a = render(kind, int(k), rng, size, split=split, world=world)
             xs.append(x)
             caps += captions(kind, a, rng, size)
     x = np.concatenate(xs)
@@ -283,10 +309,12 @@ def captioned_mix(n: int, rng: np.random.Generator, size: int = 32, split: str =
 
 
 @functools.lru_cache(maxsize=24)
-def load_task(name: str, split: str, n: int, seed: int = 0, size: int = 32, stream: str = "") -> TaskData:
+def load_task(name: str, split: str, n: int, seed: int = 0, size: int = 32, stream: str = "",
+              world: WorldConfig = WorldConfig()) -> TaskData:
     """``n`` labelled images of mini task ``name`` for ``split`` (train/val/test), deterministic.
 
-    ``stream`` names an independent draw from the same split (e.g. the defender's forget pool).
+    ``stream`` names an independent draw from the same split (e.g. the defender's forget pool);
+    ``world`` the domain the images are drawn in.
     Draws are memoised per process: treat the returned tensors as read-only (clone to modify)."""
     if name not in TASK_PROMPTS:
         raise ValueError(f"unknown mini task {name!r}: choose one of {list(TASK_PROMPTS)} "
@@ -297,7 +325,7 @@ def load_task(name: str, split: str, n: int, seed: int = 0, size: int = 32, stre
         raise ValueError(f"n must be a positive number of images, got {n}")
     rng = _rng("task", name, split, seed, stream)
     kind = {"objects": "shape", "shapes": "shape", "textures": "shape", "digits": "hand", "glyphs": "glyph"}[name]
-    x, attrs = render(kind, n, rng, size, split=split)
+    x, attrs = render(kind, n, rng, size, split=split, world=world)
     y = {"textures": attrs["texture"], "objects": attrs["label"] * len(COLORS) + attrs["color"]}.get(name, attrs["label"])
     return TaskData(name, split, torch.from_numpy(x), torch.as_tensor(y, dtype=torch.long),
                     TASK_CLASSES[name], TASK_PROMPTS[name])

@@ -141,6 +141,6 @@ def export_checkpoint(f: Foundation, command: str) -> Path:
 def zeroshot_accuracy(f: Foundation, task: str, n: int = 1000, seed: int = 0) -> float:
     """Zero-shot accuracy of θpre on ``n`` test images of a mini task."""
     from ..method.metrics import accuracy
-    td = data.load_task(task, "test", n, seed, f.scale.model.image_size)
+    td = data.load_task(task, "test", n, seed, f.scale.model.image_size, world=f.scale.world)
     clf = make_classifier(f.model, f.tokenizer, td.classnames, td.templates, f.scale.model, f.scale.device)
     return accuracy(clf, td.images, td.labels)
