@@ -1,0 +1,194 @@
+"""What a study measures: one function per kind of run, each turning (study, item, seed, scale, extra) into
+one JSON-able record, and the table columns of each (``benchmarks/study.py`` runs them)."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from tbar_helpers.report import CLASSIFICATION
+
+XI_ALPHAS = (0.0, 0.5, 1.0, 1.5)
+
+
+def _setup(study, attack: str, seed: int, scale, with_clean: bool = False):
+    """The backdoored model of ``study.setting`` (a :class:`tbar_helpers.settings.setting.Setting`)."""
+    if study.setting == "image-text":
+        from tbar_helpers.settings.imagetext import prepare_imagetext
+        return prepare_imagetext(attack, seed, scale, progress=False)
+    from tbar_helpers.settings.pipeline import prepare
+    return prepare(attack, study.task, seed, scale, progress=False, with_clean=with_clean)
+
+
+def _classification(study, attack, seed, scale, extra):
+    from tbar_helpers.settings.pipeline import run
+    return run(attack, study.task, seed, scale, progress=False)
+
+
+def _image_text(study, attack, seed, scale, extra):
+    from tbar_helpers.settings.imagetext_runs import run_imagetext
+    return run_imagetext(attack, seed, scale, progress=False)
+
+
+def _attack_unknown(study, attack, seed, scale, extra):
+    from tbar_helpers.settings.imagetext_runs import run_attack_unknown
+    return run_attack_unknown(attack, seed, scale, study.setting, progress=False)
+
+
+def _clean_task(study, task, seed, scale, extra):
+    from tbar_helpers.settings.pipeline import clean_reference
+    r = clean_reference(task, seed, scale, progress=False)
+    return {**r, "chance": 1 / r["classes"], "seconds": r.pop("finetune_seconds")}
+
+
+def _clean_task_val(study, task, seed, scale, extra):
+    """θpre's zero-shot CA and a clean fine-tune's on validation images (chooses the world's shift)."""
+    from tbar_helpers.settings.pipeline import clean_reference
+    r = clean_reference(task, seed, scale, progress=False, split="val")
+    return {**r, "chance": 1 / r["classes"], "gain": r["ca_clean_ft"] - r["ca_zeroshot"],
+            "seconds": r.pop("finetune_seconds")}
+
+
+def _merging(study, attack, seed, scale, extra):
+    """BadMerging's scenario: the victim's vector merged with another task's, as given and after TBAR."""
+    from tbar_helpers.settings.merging import merging_rows
+    s = _setup(study, attack, seed, scale, with_clean=True)
+    cleaned, rec = s.tbar(progress=False)
+    rows = merging_rows(s, extra.get("_other", "digits"), cleaned)
+    by = {r["model"].split(" ")[0]: r for r in rows}
+    return {"attack": attack, "seed": seed, "task": s.task, "other": extra.get("_other", "digits"), "rows": rows,
+            "alpha": rec["alpha"], "ca_zeroshot": by["θpre"]["ca"], "asr_zeroshot": by["θpre"]["asr"],
+            **{f"{k}_merged_{m.lower()}": by[m][k] for m in ("clean", "backdoored", "TBAR")
+               for k in ("ca", "asr", "ca_other", "lambda")}}
+
+
+def _victim_val(study, attack, seed, scale, extra):
+    """How strongly the backdoor plants, on the validation split (chooses the victim's recipe)."""
+    s = _setup(study, attack, seed, scale, with_clean=True)
+    val = s.evalset("val")
+    ca, asr = val.scores(s.victim())
+    rec = {"attack": attack, "seed": seed, "ca_backdoored": ca, "asr_backdoored": asr, "ca_zeroshot": val.ca(s.reference())}
+    if hasattr(s, "clean"):
+        rec["ca_clean_ft"] = val.ca(s.clean)
+    return rec
+
+
+def _pipeline_val(study, attack, seed, scale, extra):
+    """The whole classification run read on validation (θpre, clean, backdoored, TBAR): for development
+    seeds, to see whether a world and its recipes meet the targets before any reported seed runs. TBAR's
+    α is chosen on these same images, so its numbers here are optimistic."""
+    from tbar_helpers.method.metrics import knowledge_kept
+    s = _setup(study, attack, seed, scale, with_clean=True)
+    val = s.evalset("val")
+    cleaned, rec = s.tbar(progress=False)
+    (ca_zs, asr_zs), (ca_bd, asr_bd), (ca_t, asr_t) = (val.scores(m) for m in (s.zeroshot, s.backdoored, cleaned))
+    return {"attack": attack, "seed": seed, "split": "val", "ca_zeroshot": ca_zs, "asr_zeroshot": asr_zs,
+            "ca_clean_ft": val.ca(s.clean), "ca_backdoored": ca_bd, "asr_backdoored": asr_bd, "ca_tbar": ca_t,
+            "asr_tbar": asr_t, "ca_retained": ca_t / ca_bd, "knowledge_kept": knowledge_kept(ca_t, ca_bd, ca_zs),
+            "alpha": rec["alpha"]}
+
+
+def _tbar_val(study, attack, seed, scale, extra):
+    """TBAR's α search as the defender sees it: the validation curve at the chosen α (chooses TBAR's recipe)."""
+    from tbar_helpers.method.tbar import AlphaPoint, point_at
+    s = _setup(study, attack, seed, scale)
+    t0 = time.time()
+    _, rec = s.tbar(progress=False)
+    curve = [AlphaPoint(**p) for p in rec["val_curve"]]
+    ref, at = min(curve, key=lambda p: p.alpha), point_at(curve, rec["alpha"])
+    return {"attack": attack, "seed": seed, **rec, "asr_backdoored": ref.asr, "ca_backdoored": ref.ca,
+            "asr_tbar": at.asr, "ca_tbar": at.ca, "ca_retained": at.ca / ref.ca, "tbar_seconds": time.time() - t0}
+
+
+def _unknown_val(study, attack, seed, scale, extra):
+    """Attack unknown, on validation: the proxy trigger's α against the real trigger's ASR there."""
+    from tbar_helpers.settings.imagetext_runs import invert
+    from tbar_helpers.method.inversion import infer_target
+    s = _setup(study, attack, seed, scale)
+    proxy = invert(s.victim(), s.defender.images, scale, seed, progress=False).trigger()
+    target, share = infer_target(s.victim(), s.val.images, proxy, scale.eval_batch_size)
+    cleaned, rec = s.tbar(proxy, target, proxy=True, progress=False)
+    val = s.evalset("val")
+    ca0, asr0 = val.scores(s.victim())
+    ca, asr = val.scores(cleaned)
+    return {"attack": attack, "seed": seed, "inferred_target": target, "inferred_share": share, **rec,
+            "ca_backdoored": ca0, "asr_backdoored": asr0, "ca_tbar": ca, "asr_tbar": asr, "ca_retained": ca / ca0}
+
+
+def _decree(study, attack, seed, scale, extra):
+    """DECREE's inversion on the backdoored model and on θpre (their masks' share of the image)."""
+    from tbar_helpers.settings.imagetext_runs import invert
+    from tbar_helpers.method.inversion import is_backdoored
+    s = _setup(study, attack, seed, scale)
+    inv = invert(s.victim(), s.defender.images, scale, seed, progress=False)
+    ref = invert(s.reference(), s.defender.images, scale, seed, progress=False)
+    thr = scale.imagetext.detect_threshold
+    return {"attack": attack, "seed": seed, "goal": scale.imagetext.invert_sim_goal, "mask_l1": inv.l1,
+            "similarity": inv.similarity, "mask_l1_pre": ref.l1, "similarity_pre": ref.similarity,
+            "mask_ratio": inv.l1 / ref.l1, "detected": is_backdoored(inv, thr), "pre_flagged": is_backdoored(ref, thr)}
+
+
+def _response(f, attack, seed, scale, curve_alphas=None) -> dict:
+    """The calibration protocol on one foundation (fine-tunes, TBAR, ξ of TBAR's τt and of θb − θclean)."""
+    import numpy as np
+
+    from tbar_helpers.settings.pipeline import xi_heatmap
+    from tbar_helpers.chapters.studies import backdoor_vector, foundation_response
+    out = foundation_response(f, attack, seed, scale, XI_ALPHAS, 500, curve_alphas)
+    r, s = out["row"], out["setup"]
+    rec = {"attack": attack, "seed": seed, "ca_zeroshot": r["zero-shot CA"], "ca_backdoored": r["CA backdoored"],
+           "asr_backdoored": r["ASR backdoored"], "ca_tbar": r["CA TBAR"], "asr_tbar": r["ASR TBAR"],
+           "ca_retained": r["CA retained"], "alpha": r["alpha"], "alphas": XI_ALPHAS, "n": 500}
+    if curve_alphas is not None:
+        rec["ca_retained_at_asr3"] = r["CA retained at ASR ≤ 3%"]
+    for kind, g in (("difference", xi_heatmap(s, backdoor_vector(s, "difference"), XI_ALPHAS, 500)),
+                    ("forget", out["grid"])):
+        xi = np.asarray(g["xi"])
+        rec |= {f"xi_{kind}": xi.tolist(), f"mean_xi_{kind}": float(xi.mean()),
+                f"mean_xi_{kind}_inner": float(xi[:-1, :-1].mean())}  # αc, αt ≤ 1
+    return rec
+
+
+def _xi(study, attack, seed, scale, extra):
+    """ξ(αc, αt) and TBAR on one foundation checkpoint (``_foundation``: a path; None: the preset's)."""
+    from tbar_helpers.world.foundation import load_foundation
+    f = load_foundation(scale, path=extra.get("_foundation"), progress=False)
+    return {**_response(f, attack, seed, scale), "checkpoint": str(extra.get("_foundation") or "preset"),
+            "pretrain_steps": extra.get("_steps")}
+
+
+def _architecture(study, attack, seed, scale, extra):
+    """A variant of the mini model pretrained from scratch at the study's budget, then the protocol."""
+    import numpy as np
+
+    from tbar_helpers.world.foundation import pretrain_foundation, zeroshot_accuracy
+    t0 = time.time()
+    f = pretrain_foundation(scale, progress=False)
+    rec = _response(f, attack, seed, scale, [round(0.1 * i, 1) for i in range(16)])
+    return {**rec, "ca_zeroshot": zeroshot_accuracy(f, scale.default_task), "steps": scale.pretrain.steps,
+            "tokens": (scale.model.image_size // scale.model.patch_size) ** 2,
+            "final_loss": float(np.mean(f.losses[-50:])), "pretrain_seconds": time.time() - t0}
+
+
+MEASURES: dict[str, Callable] = {
+    "classification": _classification, "image-text": _image_text, "attack-unknown": _attack_unknown,
+    "clean-task": _clean_task, "clean-task-val": _clean_task_val, "merging": _merging,
+    "pipeline-val": _pipeline_val,
+    "victim-val": _victim_val, "tbar-val": _tbar_val, "unknown-val": _unknown_val,
+    "decree": _decree, "xi": _xi, "architecture": _architecture}
+# what each measure's table shows (record fields; report.DISPLAY names them)
+COLUMNS = {"classification": CLASSIFICATION,
+           "image-text": ("ca_zeroshot", "asr_zeroshot", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar",
+                          "ca_retained", "knowledge_kept"),
+           "attack-unknown": ("ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar", "ca_retained"),
+           "clean-task": ("ca_zeroshot", "ca_clean_ft"),
+           "clean-task-val": ("ca_zeroshot", "ca_clean_ft", "gain"),
+           "pipeline-val": ("ca_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar",
+                            "ca_retained", "knowledge_kept", "alpha"),
+           "merging": ("ca_zeroshot", "asr_zeroshot", "ca_merged_clean", "asr_merged_clean", "ca_merged_backdoored",
+                       "asr_merged_backdoored", "ca_merged_tbar", "asr_merged_tbar", "ca_other_merged_tbar"),
+           "victim-val": ("ca_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored"),
+           "tbar-val": ("asr_backdoored", "asr_tbar", "ca_retained", "alpha"),
+           "unknown-val": ("asr_backdoored", "asr_tbar", "ca_retained", "alpha"),
+           "decree": ("mask_l1", "mask_l1_pre", "mask_ratio"),
+           "xi": ("ca_zeroshot", "asr_tbar", "ca_retained", "mean_xi_forget", "mean_xi_difference"),
+           "architecture": ("ca_zeroshot", "asr_backdoored", "ca_retained_at_asr3", "mean_xi_forget")}
