@@ -213,6 +213,10 @@ class ImageTextConfig:
     invert_l1: float = 0.02  # initial weight of the mask's L1 norm (adapted during the search)
     invert_sim_goal: float = 0.9  # DECREE: triggered embeddings this similar count as collapsed
     detect_threshold: float = 0.04  # share of the image: a smaller inverted mask flags a backdoor
+    # "absolute": detect_threshold is a share of the image; "relative": detect_ratio times the mask inverted
+    # on θpre, as DECREE compares with clean encoders (to be chosen on development seeds: study decree-goals)
+    detect_rule: str = "absolute"
+    detect_ratio: float = 0.5
 
 
 @dataclass(frozen=True)

@@ -127,3 +127,12 @@ def test_inversions_are_cached_by_weights_images_and_settings(tmp_path, monkeypa
             imagetext_runs.invert(*args, progress=False)
     with pytest.raises(AssertionError, match="ran again"):
         imagetext_runs.invert(clf, x, scale, 0, progress=False, use_cache=False)
+
+
+def test_the_relative_rule_compares_the_mask_with_the_clean_models():
+    def inv(l1: float) -> Inversion:
+        return Inversion(torch.zeros(1, 1, 2, 2), torch.zeros(1, 3, 2, 2), l1, 1.0)
+    clean = inv(0.30)
+    assert is_backdoored(inv(0.10), 0.5, reference=clean) and not is_backdoored(inv(0.20), 0.5, reference=clean)
+    # the same masks under the absolute rule: a share of the image, whatever θpre's mask
+    assert not is_backdoored(inv(0.10), 0.05) and is_backdoored(inv(0.04), 0.05)

@@ -90,11 +90,14 @@ def invert_trigger(encoder: Callable[[torch.Tensor], torch.Tensor], images: torc
     return Inversion(best[2], best[3], best[0], best[1], history)
 
 
-def is_backdoored(inv: Inversion, threshold: float = 0.1) -> bool:
-    """DECREE's decision: a trigger covering less than ``threshold`` of the image collapses the encoder."""
+def is_backdoored(inv: Inversion, threshold: float = 0.1, reference: Inversion | None = None) -> bool:
+    """DECREE's decision. Without ``reference``: a trigger covering less than ``threshold`` of the image
+    collapses the encoder. With one (the same inversion on a model known to be clean, θpre): the mask is
+    smaller than ``threshold`` times the reference's, a rule that carries over between image sizes and
+    models where an absolute share does not."""
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
-    return inv.l1 < threshold
+    return inv.l1 < threshold * (reference.l1 if reference is not None else 1.0)
 
 
 def infer_target(classifier: torch.nn.Module, images: torch.Tensor,

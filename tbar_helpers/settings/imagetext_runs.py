@@ -175,7 +175,11 @@ def run_attack_unknown(attack: str, seed: int = 0, scale: ScaleConfig | str = "m
     t_tbar = time.time()
     cleaned, rec = s.tbar(proxy, target, proxy=True, progress=progress)
     ca_t, asr_t = s.scores(cleaned)
-    thr = scale.imagetext.detect_threshold
+    it = scale.imagetext
+    if it.detect_rule not in ("absolute", "relative"):
+        raise ValueError(f"unknown imagetext.detect_rule {it.detect_rule!r}: choose 'absolute' or 'relative'")
+    relative = it.detect_rule == "relative"
+    thr, ref = (it.detect_ratio, inv_ref) if relative else (it.detect_threshold, None)
     real_mask = s.trigger.mask  # patch triggers only: how much of the inverted mask lies on the real patch
     overlap = float((inv.mask * real_mask).sum() / inv.mask.sum()) if real_mask is not None else None
     out = {"setting": setting, "attack_unknown": True, "attack": attack, "task": val.name, "seed": seed,
@@ -183,8 +187,10 @@ def run_attack_unknown(attack: str, seed: int = 0, scale: ScaleConfig | str = "m
            "inferred_target": target, "inferred_target_name": classnames[target], "inferred_share": share,
            "target_correct": target == s.target, "mask_l1": inv.l1, "mask_on_real_patch": overlap,
            "mask_l1_clean_model": inv_ref.l1,
-           "inverted_similarity": inv.similarity, "detected": is_backdoored(inv, thr),
-           "clean_model_flagged": is_backdoored(inv_ref, thr), "detect_threshold": thr,
+           "inverted_similarity": inv.similarity, "detected": is_backdoored(inv, thr, ref),
+           # against itself the relative rule cannot flag θpre: no row for it then
+           "clean_model_flagged": None if relative else is_backdoored(inv_ref, thr), "detect_threshold": thr,
+           "detect_rule": it.detect_rule, "mask_ratio": inv.l1 / inv_ref.l1 if inv_ref.l1 else None,
            "ca_zeroshot": ca_zs, "asr_zeroshot": asr_zs, "ca_backdoored": ca_bd, "asr_backdoored": asr_bd,
            "ca_tbar": ca_t, "asr_tbar": asr_t, "ca_retained": ca_retained(ca_t, ca_bd),
            "knowledge_kept": knowledge_kept(ca_t, ca_bd, ca_zs), **rec, "tbar_seconds": time.time() - t_tbar,
