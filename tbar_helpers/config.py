@@ -167,7 +167,8 @@ class DefenseConfig:
     clean_epochs: int = 2
     batch_size: int = 64
     ga_lr: float = 1e-4  # gradient ascent on the forget set: TBAR's forget fine-tune with the loss negated
-    ga_steps: int = 10
+    ga_steps: int = 30  # at most; the count is chosen on validation like TBAR's α (same CA floor and ties)
+    ga_every: int = 2  # steps between two validation scores
 
 
 IMAGETEXT_TBAR = TBARConfig(forget_size=1500, lr=1e-4, steps=40, batch_size=64,

@@ -241,3 +241,24 @@ def test_forget_recipes_cross_sizes_with_optimisers_and_honour_an_explicit_size(
     got = [(c.forget_size, c.optimizer) for c in forget_recipes(it)]
     assert got == [(n, "adamw"), (n, "sgd"), (300, "adamw"), (300, "sgd")]  # the preset first, no repeats
     assert [(c.forget_size, c.optimizer) for c in forget_recipes(it, forget_size=40)] == [(40, "adamw"), (40, "sgd")]
+
+
+def test_gradient_ascent_chooses_its_steps_on_validation_like_tbar_chooses_alpha():
+    from tbar_helpers.config import TBARConfig
+    from tbar_helpers.method.defenses import gradient_ascent
+    from tbar_helpers.method.metrics import EvalSet
+    from tbar_helpers.method.tbar import choose_alpha
+    from tbar_helpers.world.models import ImageClassifier
+    torch.manual_seed(0)
+    enc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 6))
+    clf = ImageClassifier(enc, torch.nn.functional.normalize(torch.randn(4, 6), dim=-1), (0.5,) * 3, (0.25,) * 3)
+    x, y = torch.rand(40, 3, 8, 8), torch.randint(0, 4, (40,))
+    val = EvalSet(x, y, lambda b: b.clamp(0.5, 1), 0, 64)
+    cfg = TBARConfig(ca_keep=0.9)
+    out = gradient_ascent(clf, x[:16], torch.zeros(16, dtype=torch.long), 8, 0.05, 8, 0, progress=False, val=val,
+                          choose=cfg, every=2)
+    assert [p.alpha for p in out.ga_curve] == [0, 2, 4, 6, 8]
+    assert out.ga_steps == choose_alpha(out.ga_curve, cfg)  # the same rule and CA floor as TBAR's α
+    assert val.scores(out) == pytest.approx(next((p.ca, p.asr) for p in out.ga_curve if p.alpha == out.ga_steps))
+    if out.ga_steps == 0:
+        assert all(torch.equal(a, b) for a, b in zip(out.encoder.state_dict().values(), enc.state_dict().values()))

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import TBARConfig
+from .tbar import AlphaPoint, choose_alpha
 from .training import finetune
 
 
@@ -29,12 +31,35 @@ def clean_finetune(clf_b: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 
 def gradient_ascent(clf_b: nn.Module, forget_x: torch.Tensor, forget_y: torch.Tensor, steps: int, lr: float,
-                    batch_size: int = 64, seed: int = 0, progress: bool = True) -> nn.Module:
-    """Maximise the loss on the forget set (triggered images labelled target): unlearning by ascent."""
+                    batch_size: int = 64, seed: int = 0, progress: bool = True, val=None,
+                    choose: TBARConfig | None = None, every: int = 2) -> nn.Module:
+    """Maximise the loss on the forget set (triggered images labelled target): unlearning by ascent.
+
+    With ``val`` (an :class:`~tbar_helpers.method.metrics.EvalSet`) and ``choose`` (a TBAR config), the
+    number of steps is chosen like TBAR's α: the model is scored on validation every ``every`` steps and
+    :func:`~tbar_helpers.method.tbar.choose_alpha` picks, under the same CA floor and tie rule, among the
+    step counts (0 included); the model at the chosen count is returned, with ``out.ga_steps`` set."""
     out = copy.deepcopy(clf_b)
+    if val is None:
+        finetune(out, forget_x, forget_y, steps=steps, lr=lr, batch_size=batch_size, seed=seed, loss_sign=-1.0,
+                 desc="gradient ascent", progress=progress)
+        return out
+    ca, asr = val.scores(out)
+    curve, states = [AlphaPoint(0.0, ca, asr)], {0: copy.deepcopy(out.encoder.state_dict())}
+
+    def score(done: int, _losses: list[float]) -> None:
+        if done % every == 0 or done == steps:
+            out.eval()
+            curve.append(AlphaPoint(float(done), *val.scores(out)))
+            states[done] = copy.deepcopy(out.encoder.state_dict())
+            out.train()
+
     finetune(out, forget_x, forget_y, steps=steps, lr=lr, batch_size=batch_size, seed=seed, loss_sign=-1.0,
-             desc="gradient ascent", progress=progress)
-    return out
+             desc="gradient ascent", progress=progress, after_step=score)
+    chosen = int(choose_alpha(curve, choose))
+    out.encoder.load_state_dict(states[chosen])
+    out.ga_steps, out.ga_curve = chosen, curve
+    return out.eval()
 
 
 # ------------------------------------------------------------------ image–text (CLIP) baselines

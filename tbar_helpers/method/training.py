@@ -146,11 +146,13 @@ def fit(params: Iterable[nn.Parameter], loss_at: Callable[[int], torch.Tensor], 
 def finetune(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int, lr: float,
              batch_size: int, seed: int, weight_decay: float = 0.1, warmup: int = 0, grad_clip: float = 1.0,
              desc: str = "fine-tune", progress: bool = True, loss_sign: float = 1.0,
-             optimizer: str = "adamw", device: str = "cpu") -> list[float]:
+             optimizer: str = "adamw", device: str = "cpu",
+             after_step: Callable[[int, list[float]], bool | None] | None = None) -> list[float]:
     """Fine-tune ``clf.encoder`` in place with cross-entropy through the frozen head.
 
     ``loss_sign=-1`` gives gradient ascent (a baseline defense). ``optimizer`` is ``"adamw"`` or
-    ``"sgd"`` (momentum 0.9). Returns the per-step cross-entropies.
+    ``"sgd"`` (momentum 0.9). ``after_step`` is :func:`fit`'s (e.g. to score the model along the way).
+    Returns the per-step cross-entropies.
     """
     _check_training_inputs(images, labels, desc)
     if steps <= 0:
@@ -166,7 +168,7 @@ def finetune(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, step
         return loss if loss_sign == 1.0 else loss_sign * loss
 
     losses = fit(params, loss_at, steps, opt, sched=warmup_cosine(opt, warmup, steps), grad_clip=grad_clip,
-                 desc=desc, progress=progress)
+                 desc=desc, progress=progress, after_step=after_step)
     clf.eval()
     return losses if loss_sign == 1.0 else [loss_sign * v for v in losses]
 
