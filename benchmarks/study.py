@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tbar_helpers.cache import replace_atomically
 from tbar_helpers.config import MINI, STAGE1_CHECKPOINT, STAGE2_CHECKPOINT, get_scale, override
-from tbar_helpers.report import DISPLAY, RESULTS, pct, records, summary_table, table
+from tbar_helpers.report import DISPLAY, RESULTS, cell, records, summary_table, table
 
 from measures import COLUMNS, MEASURES  # beside this file, as every benchmark imports `study`
 
@@ -118,6 +118,10 @@ STUDIES = {
                           overrides={"world.noise": 0.175, "attack.badnet_style": "paper",
                                      "attack.badnet_patch_frac": 16 / 224, "attack.badmerging_style": "paper"},
                           about="the candidate miniature v2 end to end on a development seed (validation split)"),
+    "badnet-patch-dev": Study("pipeline-val", ("badnet",), seeds=DEV_SEEDS[:1],
+                              overrides={"world.noise": 0.175, "attack.badnet_style": "paper"}, variants={
+        f"{side} px": {"attack.badnet_patch_frac": side / 32} for side in (2, 3, 4)},
+        about="the paper's BadNet in the noisy world: which patch side plants (32-pixel images)"),
     "victim-lr": Study("victim-val", ("badnet",), variants={
         f"lr {lr:g}": {"finetune.lr": lr} for lr in (1e-4, 1.25e-4, 1.5e-4, 2e-4, 3e-4)},
         about="the victim's fine-tune lr: the smallest whose validation ASR plants the backdoor"),
@@ -255,8 +259,7 @@ def _cell(values: list, key: str) -> str:
     vals = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if not vals:
         return "–"
-    mean = sum(vals) / len(vals)
-    return f"{mean:g}" if key == "alpha" else pct(mean)
+    return cell(key, sum(vals) / len(vals))
 
 
 def main() -> None:

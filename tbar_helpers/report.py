@@ -84,6 +84,13 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
+def cell(key: str, x: float | None) -> str:
+    """A record field as a table shows it: α as it is, knowledge kept as a ratio, the rest in %."""
+    if x is None:
+        return "–"
+    return f"{x:g}" if key == "alpha" else f"{x:.2f}" if key == "knowledge_kept" else pct(x)
+
+
 def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " if i < 1 else " ---: " for i in range(len(head))) + "|"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -115,7 +122,7 @@ def summary_table(recs: list[dict], keys: Sequence[str], by: str = "attack") -> 
     rows = []
     for name, rs in grouped(recs, by).items():
         seeds = ",".join(str(r["seed"]) for r in rs)
-        rows.append([name, seeds, *(pct(_mean([r.get(k) for r in rs])) for k in keys)])
+        rows.append([name, seeds, *(cell(k, _mean([r.get(k) for r in rs])) for k in keys)])
     return table([by, "seeds", *headers(*keys)], rows)
 
 

@@ -112,7 +112,7 @@ def test_the_study_runner_writes_one_line_per_run_and_resumes(study, tmp_path):
     study.run_study("toy", seeds=(1, 2))  # only seed 2 is new
     assert calls[4:] == [("badnet", 2), ("blended", 2)]
     table = study.render("toy")
-    assert "| badnet | 0,1,2 | 91.0 | 50.0 |" in table  # mean ASR over three seeds; knowledge kept (0.92-0.9)/(0.94-0.9)
+    assert "| badnet | 0,1,2 | 91.0 | 0.50 |" in table  # mean ASR over three seeds; knowledge kept (0.92-0.9)/(0.94-0.9), a ratio
 
 
 def test_a_study_runs_each_variant_under_its_own_overrides(study, tmp_path):
