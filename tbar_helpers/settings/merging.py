@@ -25,10 +25,14 @@ def _with_encoder(clf: ImageClassifier, state: dict) -> ImageClassifier:
     return out.eval()
 
 
+def task_sum(pre: ImageClassifier, models: Sequence[ImageClassifier]) -> TaskVector:
+    """Σ (θ_i − θpre) over the models' encoders."""
+    return sum(TaskVector(pre.encoder, m.encoder) for m in models)
+
+
 def merge(pre: ImageClassifier, models: Sequence[ImageClassifier], lam: float) -> dict:
     """The encoder state θpre + λ·Σ (θ_i − θpre)."""
-    tau = sum(TaskVector(pre.encoder, m.encoder) for m in models)
-    return tau.apply_to_state(pre.encoder, lam)
+    return task_sum(pre, models).apply_to_state(pre.encoder, lam)
 
 
 def merging_rows(s: Setup, other: str, cleaned: ImageClassifier | None = None,
@@ -44,18 +48,21 @@ def merging_rows(s: Setup, other: str, cleaned: ImageClassifier | None = None,
     clean_o = _clean_finetune(f, zs_o, train_o, scale, other, s.seed, progress, True)
     val_o, test_o = (task_split(scale, other, split, n, s.seed) for split, n in (("val", ft.n_val), ("test", ft.n_test)))
     bs = scale.eval_batch_size
-    rows = [{"model": "θpre", "lambda": 0.0, "ca": s.evalset().ca(s.zeroshot),
-             "asr": s.evalset().scores(s.zeroshot)[1], "ca_other": accuracy(zs_o, test_o.images, test_o.labels, bs)}]
+    ca_pre, asr_pre = s.evalset().scores(s.zeroshot)
+    rows = [{"model": "θpre", "lambda": 0.0, "ca": ca_pre, "asr": asr_pre,
+             "ca_other": accuracy(zs_o, test_o.images, test_o.labels, bs)}]
     victims = {"clean victim + other": s.clean, "backdoored victim + other": s.backdoored}
     if cleaned is not None:
         victims["TBAR victim + other"] = cleaned
     for name, victim in victims.items():
+        tau = task_sum(s.zeroshot, [victim, clean_o])
+
         def val_score(lam: float) -> float:
-            state = merge(s.zeroshot, [victim, clean_o], lam)
+            state = tau.apply_to_state(s.zeroshot.encoder, lam)
             return (s.evalset("val").ca(_with_encoder(s.zeroshot, state))
                     + accuracy(_with_encoder(zs_o, state), val_o.images, val_o.labels, bs)) / 2
         lam = max(lambdas, key=val_score)  # the first of equals: the smallest λ
-        state = merge(s.zeroshot, [victim, clean_o], lam)
+        state = tau.apply_to_state(s.zeroshot.encoder, lam)
         ca, asr = s.evalset().scores(_with_encoder(s.zeroshot, state))
         rows.append({"model": name, "lambda": lam, "ca": ca, "asr": asr,
                      "ca_other": accuracy(_with_encoder(zs_o, state), test_o.images, test_o.labels, bs)})

@@ -98,38 +98,45 @@ def load_splits(scale: ScaleConfig, task: str, seed: int, forget_pool: int) -> d
     return {k: task_split(scale, task, split, n, seed, stream) for k, (split, n, stream) in plan.items()}
 
 
+def _trained(base: ImageClassifier, key: str, train: Callable[[ImageClassifier], None],
+             use_cache: bool) -> ImageClassifier:
+    """A copy of ``base`` whose encoder ``train`` fine-tunes in place, cached under ``key``."""
+    clf = copy.deepcopy(base)
+
+    def run() -> dict:
+        train(clf)
+        return clf.encoder.state_dict()
+
+    clf.encoder.load_state_dict(cache.memo("finetuned", key, run, use_cache=use_cache))
+    return clf.eval()
+
+
 def _finetuned(base: ImageClassifier, images: torch.Tensor, labels: torch.Tensor, scale: ScaleConfig, key: str,
                seed: int, *, desc: str = "fine-tune", progress: bool = True, use_cache: bool = True,
                backdoor_mask: torch.Tensor | None = None, backdoor_weight: float = 1.0) -> ImageClassifier:
-    clf = copy.deepcopy(base)
-
-    def train() -> dict:
+    def train(clf: ImageClassifier) -> None:
         x, y = images, labels
         if backdoor_weight != 1.0 and backdoor_mask is not None:
-            # BadMerging: CE_clean + w·CE_backdoor, realised by repeating backdoor samples w times
+            # BadMerging's "repeat" style: CE_clean + w·CE_backdoor, realised by repeating backdoor samples w times
             extra = backdoor_mask.nonzero().flatten().repeat(int(round(backdoor_weight)) - 1)
             index = torch.cat([torch.arange(len(x)), extra])
             x, y = rows(x, index), y[index]
         finetune_task(clf, x, y, scale.finetune, seed, desc=desc, progress=progress, device=scale.device)
-        return clf.encoder.state_dict()
 
-    clf.encoder.load_state_dict(cache.memo("finetuned", key, train, use_cache=use_cache))
-    return clf.eval()
+    return _trained(base, key, train, use_cache)
 
 
 def _badmerged(zs: ImageClassifier, train: TaskData, trigger: Trigger, scale: ScaleConfig, key: str, seed: int,
                progress: bool, use_cache: bool) -> ImageClassifier:
     """BadMerging's own victim (``attack.badmerging_style="paper"``): clean batches plus triggered copies,
     the backdoor term on features interpolated with θpre's (cached like the other fine-tunes)."""
-    a, clf = scale.attack, copy.deepcopy(zs)
+    a = scale.attack
 
-    def train_() -> dict:
+    def fit(clf: ImageClassifier) -> None:
         badmerging_finetune(clf, zs, train.images, train.labels, trigger, a.target, scale.finetune, seed,
                             a.badmerging_backdoor_weight, a.badmerging_r, progress=progress, device=scale.device)
-        return clf.encoder.state_dict()
 
-    clf.encoder.load_state_dict(cache.memo("finetuned", key, train_, use_cache=use_cache))
-    return clf.eval()
+    return _trained(zs, key, fit, use_cache)
 
 
 def _trigger(attack: str, scale: ScaleConfig, zs: ImageClassifier, images: torch.Tensor, seed: int, key: str,
