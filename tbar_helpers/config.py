@@ -207,7 +207,8 @@ class ImageTextConfig:
     defense_epochs: int = 2  # at TBAR's budget: 3,000 samples seen, about as many as TBAR's forget fine-tune
     defense_max_samples: int = 90_000  # epochs shrink for large budgets (one pass over 90k pairs)
     cleanclip_weight: float = 1.0  # weight of the in-modal self-supervised terms
-    roclip_pool: int = 2000  # captions RoCLIP matches images against
+    roclip_pool: int = 2000  # RoCLIP's queue of caption embeddings (warm-started from the defender's captions)
+    roclip_period: int = 2  # every period-th step takes RoCLIP's nearest-caption loss, the others CLIP's
     invert_images: int = 256  # clean images DECREE optimises its trigger on
     invert_steps: int = 300
     invert_lr: float = 0.1

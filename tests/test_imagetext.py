@@ -100,7 +100,38 @@ def test_cleanclip_terms_and_weight(foundation):
     assert w0.item() == pytest.approx(terms["multimodal"].item(), rel=1e-5)
     w1 = cleanclip_loss(foundation.tokenizer, norm, weight=1.0)(model, norm(c.images), c.captions, c.images,
                                                                    torch.Generator().manual_seed(0))
-    assert w1.item() == pytest.approx(sum(t.item() for t in terms.values()), rel=1e-5)
+    # the reference averages its two in-modal terms
+    expected = terms["multimodal"].item() + (terms["image_ssl"].item() + terms["text_ssl"].item()) / 2
+    assert w1.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_roclip_keeps_a_fifo_queue_and_alternates_with_clip(foundation):
+    import copy
+    import torch.nn.functional as F
+    model = copy.deepcopy(foundation.model).eval()
+    norm = normalizer(MINI)
+    pool = _corpus(10, seed=2).captions
+    a, b = _corpus(4, seed=3), _corpus(4, seed=4)
+    loss = roclip_loss(foundation.tokenizer, pool, period=2)
+
+    def embed(caps):
+        with torch.no_grad():
+            return F.normalize(model.encode_text(foundation.tokenizer(list(caps))), dim=-1)
+
+    clip_step = loss(model, norm(a.images), a.captions, a.images, None)  # step 1: CLIP's loss
+    q = loss.queue()
+    assert q.shape[0] == 10 and torch.allclose(q[:4], embed(a.captions), atol=1e-5)  # the oldest rows replaced
+    assert torch.allclose(q[4:], embed(pool)[4:], atol=1e-5)
+    # step 2: nearest captions in the queue, so the batch's own captions do not enter the loss
+    nn_b = loss(model, norm(a.images), b.captions, a.images, None).item()
+    again = roclip_loss(foundation.tokenizer, pool, period=2)
+    again(model, norm(a.images), a.captions, a.images, None)
+    nn_a = again(model, norm(a.images), a.captions, a.images, None).item()
+    assert nn_b == pytest.approx(nn_a, rel=1e-5)
+    assert torch.allclose(loss.queue()[4:8], embed(b.captions), atol=1e-5)  # pushed after the match
+    assert clip_step.requires_grad
+    with pytest.raises(ValueError, match="period"):
+        roclip_loss(foundation.tokenizer, pool, period=0)
 
 
 def test_roclip_and_clean_finetune_run_and_move_the_model(foundation):

@@ -107,31 +107,51 @@ def cleanclip_terms(model: nn.Module, tokenizer: Callable, normalize: Callable, 
 
 
 def cleanclip_loss(tokenizer: Callable, normalize: Callable, weight: float = 1.0) -> Callable:
-    """The loss CleanCLIP fine-tunes with: multimodal + ``weight`` · (image SSL + text SSL)."""
+    """The loss CleanCLIP fine-tunes with: multimodal + ``weight`` · the mean of its two in-modal terms."""
     def loss(model, _xn, caps, raw, gen):
         t = cleanclip_terms(model, tokenizer, normalize, raw, caps, gen)
-        return t["multimodal"] + weight * (t["image_ssl"] + t["text_ssl"])
+        return t["multimodal"] + weight * (t["image_ssl"] + t["text_ssl"]) / 2
     return loss
 
 
-def roclip_loss(tokenizer: Callable, pool: Sequence[str], refresh_every: int = 10) -> Callable:
-    """RoCLIP: each image is matched with its nearest caption in a pool of clean captions (by the
-    current model's embeddings, refreshed every ``refresh_every`` steps) instead of its own caption,
-    which breaks the link between a poisoned image and its attacker-written caption."""
+def roclip_loss(tokenizer: Callable, pool: Sequence[str], period: int = 2) -> Callable:
+    """RoCLIP: a FIFO queue of recent caption embeddings, warm-started from ``pool`` and pushed every step
+    with the batch's own captions. Every ``period``-th step matches each image with its nearest caption in
+    the queue instead of its own, which breaks the link between a poisoned image and its attacker-written
+    caption; the other steps take CLIP's loss. The returned loss exposes its ``queue``."""
     if len(pool) < 2:
         raise ValueError("RoCLIP needs a caption pool of at least 2 captions (imagetext.roclip_pool)")
-    state = {"step": 0, "emb": None}
+    if period < 1:
+        raise ValueError(f"RoCLIP's period must be a whole number of steps >= 1, got {period!r}")
+    state: dict = {"step": 0, "queue": None, "head": 0}
 
-    def loss(model, xn, _caps, _raw, _gen):
+    def embed(model, caps, dev) -> torch.Tensor:
+        return F.normalize(model.encode_text(tokenizer(list(caps)).to(dev)), dim=-1)
+
+    def push(emb: torch.Tensor) -> None:
+        q = state["queue"]
+        emb = emb.detach()[-len(q):]
+        idx = (state["head"] + torch.arange(len(emb))) % len(q)  # overwrite the oldest rows
+        q[idx.to(q.device)] = emb
+        state["head"] = int((state["head"] + len(emb)) % len(q))
+
+    def loss(model, xn, caps, _raw, _gen):
         dev = xn.device
-        if state["emb"] is None or state["step"] % refresh_every == 0:
+        if state["queue"] is None:
             with torch.no_grad():
-                state["emb"] = torch.cat([F.normalize(model.encode_text(tokenizer(list(pool[i:i + 500])).to(dev)),
-                                                      dim=-1) for i in range(0, len(pool), 500)])
+                state["queue"] = torch.cat([embed(model, pool[i:i + 500], dev) for i in range(0, len(pool), 500)])
+        nn_step = state["step"] % period == period - 1
         state["step"] += 1
         img = model.encode_image(xn)
-        with torch.no_grad():
-            nearest = (F.normalize(img, dim=-1) @ state["emb"].t()).argmax(1).tolist()
-        txt = model.encode_text(tokenizer([pool[i] for i in nearest]).to(dev))
-        return _info_nce(img, txt, model.logit_scale.exp().clamp(max=100))
+        scale = model.logit_scale.exp().clamp(max=100)
+        if nn_step:
+            with torch.no_grad():
+                nearest = state["queue"][(F.normalize(img, dim=-1) @ state["queue"].t()).argmax(1)]
+                push(embed(model, caps, dev))
+            return _info_nce(img, nearest, scale)
+        txt = model.encode_text(tokenizer(list(caps)).to(dev))
+        push(F.normalize(txt, dim=-1))
+        return _info_nce(img, txt, scale)
+
+    loss.queue = lambda: state["queue"]
     return loss

@@ -27,7 +27,9 @@ BASELINES = ("clean-ft", "cleanclip", "roclip")
 
 
 DEFENSE_FIELDS = ("defense_lr", "defense_epochs", "defense_max_samples", "cleanclip_weight", "roclip_pool",
-                  "n_test")
+                  "roclip_period", "n_test")
+# bumped when a baseline's loss changes, so that cached baseline results of the old loss are not reused
+BASELINE_LOSSES = "cleanclip-mean, roclip-queue"
 
 
 def _key(s: ImageTextSetup, *parts) -> str:
@@ -73,7 +75,7 @@ def baseline(s: ImageTextSetup, method: str, budget: int, progress: bool = True,
         pairs = load_corpus(s.scale, budget, s.seed, f"defense-{budget}")
         norm = normalizer(s.scale)
         loss = {"clean-ft": None, "cleanclip": cleanclip_loss(f.tokenizer, norm, it.cleanclip_weight),
-                "roclip": roclip_loss(f.tokenizer, s.defender.captions[:it.roclip_pool])}[method]
+                "roclip": roclip_loss(f.tokenizer, s.defender.captions[:it.roclip_pool], it.roclip_period)}[method]
         model = copy.deepcopy(s.backdoored)
         epochs = baseline_epochs(it, budget)
         contrastive_finetune(model, f.tokenizer, pairs.images, pairs.captions,
@@ -83,7 +85,7 @@ def baseline(s: ImageTextSetup, method: str, budget: int, progress: bool = True,
         return {"defense": method, "budget": budget, "epochs": epochs, "ca": ca, "asr": asr,
                 "seconds": time.time() - t0}
 
-    return cache.memo("results", _key(s, "baseline", method, budget), defend, use_cache=use_cache, suffix=".json")
+    return cache.memo("results", _key(s, "baseline", method, budget, BASELINE_LOSSES), defend, use_cache=use_cache, suffix=".json")
 
 
 def _defense_rows(s: ImageTextSetup, budgets: Sequence[int], ca_bd: float, progress: bool, use_cache: bool) -> list:
