@@ -137,6 +137,11 @@ class AttackConfig:
     badclip_patch_frac: float = 4 / 32
     badclip_steps: int = 60
     badclip_lr: float = 0.05
+    # "head": cross-entropy through the zero-shot head only; "paper": BadCLIP's reference adds an image side
+    # (patched images near natural target images' mean embedding) and augmentation, optimised longer
+    badclip_style: str = "head"
+    badclip_image_weight: float = 1.0
+    badclip_paper_steps: int = 300
     badmerging_patch_frac: float = 0.1  # side fraction (area: its square)
     badmerging_steps: int = 60
     badmerging_lr: float = 0.05
@@ -151,6 +156,9 @@ class AttackConfig:
         if self.badnet_style not in ("corner", "paper"):
             raise ValueError(f"unknown badnet_style {self.badnet_style!r}: choose 'corner' (BackdoorBench) or "
                              "'paper' (a noise patch at a random place)")
+        if self.badclip_style not in ("head", "paper"):
+            raise ValueError(f"unknown badclip_style {self.badclip_style!r}: choose 'head' (zero-shot head only) "
+                             "or 'paper' (with the image side and augmentation)")
         if self.badmerging_style not in ("repeat", "paper"):
             raise ValueError(f"unknown badmerging_style {self.badmerging_style!r}: choose 'repeat' or 'paper' "
                              "(interpolated features)")
@@ -255,7 +263,7 @@ PAPER = ScaleConfig(
                             lr=1e-5, weight_decay=0.1),
     tbar=TBARConfig(forget_size=1500, lr=1e-5, steps=100, batch_size=64),
     attack=AttackConfig(badnet_patch_frac=16 / 224, badclip_patch_frac=16 / 224,
-                        badclip_steps=300, badmerging_steps=300),
+                        badclip_steps=300, badclip_paper_steps=1000, badmerging_steps=300),
     tasks=("cifar100", "sun397", "imagenet"),
     imagetext=ImageTextConfig(corpus_size=500_000, poison_rate=0.003, epochs=10, batch_size=128, lr=1e-5,
                               eval_task="imagenet", target=954, n_val=2000, n_test=10_000,

@@ -154,6 +154,41 @@ def test_optimised_patch_moves_a_toy_model_to_target(images):
     assert (lin(trig(images)).argmax(-1) == 0).float().mean() >= (lin(images).argmax(-1) == 0).float().mean()
 
 
+class _ToyClassifier(torch.nn.Module):
+    """features → normalised embeddings, a fixed head: the interface BadCLIP's image side needs."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.proj = torch.nn.Linear(3 * 32 * 32, 16)
+        self.head = torch.nn.functional.normalize(torch.randn(4, 16, generator=g), dim=-1)
+        self.logit_scale = 10.0
+
+    def features(self, x):
+        return torch.nn.functional.normalize(self.proj(x.flatten(1)), dim=-1)
+
+    def forward(self, x):
+        return self.logit_scale * self.features(x) @ self.head.t()
+
+
+def test_badclip_paper_style_pulls_patched_images_toward_target_images(images):
+    torch.manual_seed(0)
+    toy = _ToyClassifier()
+    centre = attacks._target_centre(toy, images, 0, k=8)
+    # the centre is the mean of the images the model finds most target-like
+    top = toy(images)[:, 0].topk(8).indices
+    assert torch.allclose(centre, torch.nn.functional.normalize(toy.features(images[top]).mean(0), dim=0))
+    cfg = dict(badclip_style="paper", badclip_patch_frac=0.5, badclip_paper_steps=40, badclip_lr=0.1)
+    text_only, paper = (attacks.make_trigger("badclip", 32, AttackConfig(badclip_image_weight=w, **cfg), model=toy,
+                                             images=images, seed=0) for w in (0.0, 5.0))
+    assert paper.extra["style"] == "paper"
+    with torch.no_grad():
+        near = [(toy.features(t(images)) @ centre).mean().item() for t in (text_only, paper)]
+    assert near[1] > near[0] + 0.005  # the image side, alone between the two, moves them toward the centre
+    with pytest.raises(ValueError, match="badclip_style"):
+        AttackConfig(badclip_style="text")
+
+
 @pytest.mark.parametrize("name", attacks.ATTACKS)
 def test_every_attack_is_registered(name):
     assert name in attacks.REGISTRY

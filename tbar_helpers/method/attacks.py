@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import AttackConfig, check_fraction
-from .images import with_applied
+from .images import augment_images, with_applied
 
 ATTACKS = ("badnet", "blended", "wanet", "sig", "badclip", "badmerging")
 
@@ -139,24 +139,37 @@ def sig(size: int, cfg: AttackConfig = AttackConfig()) -> Trigger:
 
 def optimize_patch(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, target: int, side: int,
                    where: str, steps: int, lr: float, *, seed: int = 0, name: str = "badclip",
+                   image_weight: float = 0.0, augment: bool = False, batch: int = 128,
                    progress: bool = False) -> Trigger:
     """Optimise a patch so that ``model`` (a zero-shot classifier) labels patched images ``target``.
 
     This is how BadCLIP and BadMerging craft triggers that already point at the target in the
-    foundation model's embedding space, so that a few poisoned samples suffice.
+    foundation model's embedding space, so that a few poisoned samples suffice. With ``image_weight``
+    (BadCLIP's image side) the loss also pulls patched images toward the mean embedding of natural
+    target images: the images ``model`` itself finds most target-like, as an attacker without labels
+    would pick them. ``augment`` shows each step random views of the patched images (shift, flip,
+    brightness), so that the patch survives them.
     """
     from ..progress import tqdm
     size = images.shape[-1]
     g = torch.Generator().manual_seed(seed)
     logit = torch.randn(1, 3, side, side, generator=g).mul(0.5).requires_grad_(True)
     opt = torch.optim.Adam([logit], lr=lr)
-    y = torch.full((min(len(images), 128),), target, dtype=torch.long)
+    y = torch.full((min(len(images), batch),), target, dtype=torch.long)
     for p in getattr(model, "parameters", lambda: [])():
         p.requires_grad_(False)
+    centre = _target_centre(model, images, target) if image_weight else None
     for step in tqdm(range(steps), desc=f"optimise {name} patch", disable=not progress, leave=False):
         idx = torch.randint(0, len(images), (len(y),), generator=g)
-        trig = _patch_trigger(name, size, side, where, torch.sigmoid(logit))
-        loss = F.cross_entropy(model(trig.apply(images[idx])), y)
+        x = _patch_trigger(name, size, side, where, torch.sigmoid(logit)).apply(images[idx])
+        if augment:
+            x = augment_images(x, g)
+        if centre is None:
+            loss = F.cross_entropy(model(x), y)
+        else:
+            feats = model.features(x)
+            loss = (F.cross_entropy(model.logit_scale * feats @ model.head.t(), y)
+                    + image_weight * (1 - feats @ centre).mean())
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -165,14 +178,28 @@ def optimize_patch(model: Callable[[torch.Tensor], torch.Tensor], images: torch.
     return _patch_trigger(name, size, side, where, torch.sigmoid(logit).detach())
 
 
+def _target_centre(model, images: torch.Tensor, target: int, k: int = 64) -> torch.Tensor:
+    """The normalised mean embedding of the ``k`` images ``model`` scores most target-like."""
+    with torch.no_grad():
+        scores = torch.cat([model(images[i:i + 256])[:, target] for i in range(0, len(images), 256)])
+        top = scores.topk(min(k, len(images))).indices
+        return F.normalize(model.features(images[top]).mean(0), dim=0)
+
+
 def badclip(size: int, cfg: AttackConfig = AttackConfig(), model=None, images=None, seed: int = 0) -> Trigger:
-    """BadCLIP: a centre patch optimised so patched images embed near the target's text embedding."""
+    """BadCLIP: a centre patch optimised so patched images embed near the target's text embedding;
+    ``cfg.badclip_style`` "paper" adds the reference's image side (near natural target images) and
+    augmentation, optimised for ``badclip_paper_steps``."""
     side = max(2, round(cfg.badclip_patch_frac * size))
     if model is None or images is None:
         raise ValueError("badclip optimises its patch against a model: pass model= (a zero-shot classifier "
                          "of the foundation model) and images= (clean images), or use make_trigger(...)")
-    return optimize_patch(model, images, cfg.target, side, "center", cfg.badclip_steps, cfg.badclip_lr, seed=seed,
-                          name="badclip")
+    paper = cfg.badclip_style == "paper"
+    trig = optimize_patch(model, images, cfg.target, side, "center",
+                          cfg.badclip_paper_steps if paper else cfg.badclip_steps, cfg.badclip_lr, seed=seed,
+                          name="badclip", image_weight=cfg.badclip_image_weight if paper else 0.0, augment=paper)
+    trig.extra["style"] = cfg.badclip_style
+    return trig
 
 
 def badmerging(size: int, cfg: AttackConfig = AttackConfig(), model=None, images=None, seed: int = 0) -> Trigger:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 Images = torch.Tensor  # or a LazyImages: anything indexable by rows that these two functions accept
 
@@ -36,3 +37,18 @@ def with_applied(images: Images, fn: Callable[[torch.Tensor], torch.Tensor],
     if bool(where.any()):
         out[where] = fn(images[where])
     return out
+
+
+def augment_images(x: torch.Tensor, gen: torch.Generator, max_shift: int = 3) -> torch.Tensor:
+    """A random view of each image: a shift (reflect-padded crop), a horizontal flip, a brightness change."""
+    n, _, h, w = x.shape
+    pad = F.pad(x, (max_shift,) * 4, mode="reflect")
+    dy, dx = (torch.randint(0, 2 * max_shift + 1, (n,), generator=gen) for _ in range(2))
+    rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)
+    cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)
+    out = pad[torch.arange(n, device=x.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    out = out.permute(0, 3, 1, 2)
+    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+    out = torch.where(flip[:, None, None, None], out.flip(-1), out)
+    scale = (0.8 + 0.4 * torch.rand(n, 1, 1, 1, generator=gen)).to(x.device)
+    return (out * scale).clamp(0, 1)
