@@ -131,7 +131,7 @@ def headers(*keys: str) -> list[str]:
     return [DISPLAY[k] if k in ("knowledge_kept", "alpha") else DISPLAY[k] + " %" for k in keys]
 
 
-CLASSIFICATION = ("ca_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar",
+CLASSIFICATION = ("ca_zeroshot", "asr_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar",
                   "ca_retained", "knowledge_kept")
 
 
@@ -140,7 +140,7 @@ def _classification(results: Path) -> str:
     recs = records("classification", results=results)
     return (summary_table(recs, CLASSIFICATION) +
             "\nMeans over the seeds named, test split; knowledge kept is \"–\" where fine-tuning added under a point "
-            "to θpre's CA. Records: `benchmarks/results/classification.jsonl`.\n")
+            "to θpre's CA; any other \"–\" is a field the records do not have. Records: `benchmarks/results/classification.jsonl`.\n")
 
 
 @generator("image-text")
@@ -155,12 +155,11 @@ def _imagetext(results: Path) -> str:
 @generator("attack-unknown")
 def _unknown(results: Path) -> str:
     recs = records("attack-unknown", results=results)
-    rows = [[r["attack"], r["seed"], "yes" if r["detected"] else "no",
-             "yes" if r["target_correct"] else "no", pct(r["asr_backdoored"]), pct(r["asr_tbar"]),
-             pct(r["ca_retained"])] for r in recs]
-    return (table(["attack", "seed", "detected", "target inferred",
-                   *headers("asr_backdoored", "asr_tbar", "ca_retained")], rows) +
-            "\nImage–text, the proxy trigger from DECREE-style inversion. Records: "
+    keys = ("ca_zeroshot", "asr_zeroshot", "asr_backdoored", "asr_tbar", "ca_retained", "knowledge_kept")
+    rows = [[r["attack"], r["seed"], "yes" if r["detected"] else "no", "yes" if r["target_correct"] else "no",
+             *(cell(k, knowledge_kept(r) if k == "knowledge_kept" else r.get(k)) for k in keys)] for r in recs]
+    return (table(["attack", "seed", "detected", "target inferred", *headers(*keys)], rows) +
+            "\nImage–text, the proxy trigger from DECREE-style inversion; \"–\": not in the record. Records: "
             "`benchmarks/results/attack-unknown.jsonl`.\n")
 
 

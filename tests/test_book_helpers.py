@@ -156,6 +156,19 @@ def test_figures_draw(images):
         matplotlib.pyplot.close(fig)
 
 
+def test_budget_plot_draws_theta_pre_as_a_level_in_both_panels():
+    import pandas as pd
+    tbl = pd.DataFrame({"method": ["clean-ft", "clean-ft", "TBAR"], "budget": [100, 1000, 500],
+                        "ca": [0.5, 0.6, 0.7], "asr": [0.9, 0.5, 0.02]})
+    fig = plots.budget_plot(tbl, levels={"revert to θpre": (0.4, 0.01)})
+    ca_ax, asr_ax = fig.axes
+    for ax, y in ((ca_ax, 40.0), (asr_ax, 1.0)):
+        lines = {ln.get_label(): ln for ln in ax.lines}
+        assert list(lines["revert to θpre"].get_ydata()) == pytest.approx([y, y])
+        assert list(lines["clean-ft"].get_xdata()) == [100, 1000]
+    matplotlib.pyplot.close(fig)
+
+
 def test_alpha_curve_draws_the_ca_floor_and_the_chosen_alpha_into_a_given_panel():
     from tbar_helpers.method.tbar import AlphaPoint
     pts = [AlphaPoint(0.0, 0.8, 0.9), AlphaPoint(1.0, 0.75, 0.1), AlphaPoint(2.0, 0.6, 0.0)]

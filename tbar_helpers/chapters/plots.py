@@ -236,13 +236,18 @@ def lines(table, x: str, ys: Sequence[str], logx: bool = False, xlabel: str | No
     return fig
 
 
-def budget_plot(table, budget: str = "budget", method: str = "method", title: str = "") -> plt.Figure:
-    """CA and ASR (in %) against the defender's data budget (log scale), one line per method."""
+def budget_plot(table, budget: str = "budget", method: str = "method", title: str = "",
+                levels: Mapping[str, tuple[float, float]] | None = None) -> plt.Figure:
+    """CA and ASR (in %) against the defender's data budget (log scale), one line per method; ``levels``
+    (name → (CA, ASR)) draws models that use no defender data, e.g. "revert to θpre", as dashed lines."""
     fig, axes = plt.subplots(1, 2, figsize=(9.2, 3.4))
     for i, (name, grp) in enumerate(table.groupby(method, sort=False)):
         grp = grp.sort_values(budget)
         for ax, col in zip(axes, ("ca", "asr")):
             ax.plot(grp[budget], 100 * grp[col], marker="o", color=f"C{i}", label=name)
+    for j, (name, pair) in enumerate((levels or {}).items()):
+        for ax, v in zip(axes, pair):
+            ax.axhline(100 * v, ls="--", lw=1, color=("0.35", "0.65")[j % 2], label=name)
     for ax, lab in zip(axes, ("zero-shot CA (%)  ↑ better", "ASR (%)  ↓ better")):
         ax.set_xscale("log")
         ax.set_xlabel("clean or forget pairs the defense uses")

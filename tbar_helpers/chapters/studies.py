@@ -13,7 +13,7 @@ import torch
 
 from ..config import PAPER, ScaleConfig, TBARConfig, override
 from ..method.attacks import make_trigger, poison
-from ..method.metrics import EvalSet, accuracy, predict
+from ..method.metrics import EvalSet, accuracy, knowledge_kept, predict
 from ..method.task_vectors import TaskVector
 from ..method.tbar import TBARResult, alpha_curve, apply_tbar, run_tbar, trigger_vector
 from ..method.training import finetune
@@ -61,7 +61,7 @@ def zeroshot_table(foundations: Mapping[str, Foundation], n: int = 500, seed: in
 
 def inject(attacks: Sequence[str], task: str | None = None, seed: int = 0, scale: ScaleConfig | str = "mini",
            progress: bool = True) -> tuple[dict[str, Setup], pd.DataFrame]:
-    """Poisoned fine-tune per attack (cached) and its CA / ASR next to the clean fine-tune's."""
+    """Poisoned fine-tune per attack (cached) and its CA / ASR next to θpre's and the clean fine-tune's."""
     setups, rows, clean_ca = {}, [], None
     for attack in attacks:
         s = prepare(attack, task, seed, scale, progress=progress)
@@ -69,9 +69,11 @@ def inject(attacks: Sequence[str], task: str | None = None, seed: int = 0, scale
         if clean_ca is None:
             clean_ca = clean_accuracy(s.clean, s)
         asr_clean = s.evalset().asr(s.clean)  # the trigger alone, on a model that never saw it
+        ca_pre, asr_pre = zeroshot_scores(s)
         ca_b, asr_b = backdoored_scores(s)
         rows.append(named({"attack": attack, "poisoned_images": int(s.poisoned.poison_mask.sum()),
-                           "ca_clean_ft": clean_ca, "asr_clean_ft": asr_clean, "ca_backdoored": ca_b,
+                           "ca_zeroshot": ca_pre, "asr_zeroshot": asr_pre, "ca_clean_ft": clean_ca,
+                           "asr_clean_ft": asr_clean, "ca_backdoored": ca_b,
                            "asr_backdoored": asr_b, "ca_drop_points": 100 * (clean_ca - ca_b)}))
     return setups, pd.DataFrame(rows)
 
@@ -130,13 +132,22 @@ def tbar_on(s: Setup, forget_size: int | None = None, clean_fraction: float = 0.
 
 
 def tbar_row(s: Setup, cleaned: torch.nn.Module, res: TBARResult, clean_fraction: float = 0.0) -> dict:
-    """The chapter row of one TBAR run: test CA / ASR of θb and of the cleaned model, with the run's record."""
+    """The chapter row of one TBAR run: test CA / ASR of θpre, θb and the cleaned model, with the run's record."""
+    ca_pre, asr_pre = zeroshot_scores(s)
     ca_b, asr_b = backdoored_scores(s)
     ca, asr, trig_acc = scores_on_test(cleaned, s)
     return named({"attack": s.attack, "forget_size": res.forget_size, "clean_fraction": clean_fraction,
-                  "alpha": res.alpha, "ca_backdoored": ca_b, "asr_backdoored": asr_b, "ca_tbar": ca, "asr_tbar": asr,
-                  "ca_retained": ca / ca_b, "triggered_acc_tbar": trig_acc,
+                  "alpha": res.alpha, "ca_zeroshot": ca_pre, "asr_zeroshot": asr_pre, "ca_backdoored": ca_b,
+                  "asr_backdoored": asr_b, "ca_tbar": ca, "asr_tbar": asr, "ca_retained": ca / ca_b,
+                  "knowledge_kept": knowledge_kept(ca, ca_b, ca_pre), "triggered_acc_tbar": trig_acc,
                   "seconds": res.seconds, "cleaned": cleaned, "result": res})
+
+
+def zeroshot_scores(s: Setup) -> tuple[float, float]:
+    """(CA, ASR) of θpre's zero-shot classifier on the test split, computed once per Setup."""
+    if "zeroshot" not in s.memo:
+        s.memo["zeroshot"] = s.evalset().scores(s.zeroshot)
+    return s.memo["zeroshot"]
 
 
 def backdoored_scores(s: Setup) -> tuple[float, float]:

@@ -210,13 +210,14 @@ def tbar_table(setups: Mapping[str, ImageTextSetup], progress: bool = False) -> 
     """Zero-shot CA / ASR of θpre, the backdoored CLIP and TBAR for each attack; also the α curves."""
     rows, curves = [], {}
     for name, s in setups.items():
-        ca_zs, _ = s.scores(s.classifier(s.foundation.model))
+        ca_zs, asr_zs = s.scores(s.classifier(s.foundation.model))
         ca_bd, asr_bd = s.scores(s.classifier())
         cleaned, rec = run_tbar_imagetext(s, progress=progress)
         ca_t, asr_t = s.scores(cleaned)
         curves[name] = rec
-        rows.append(named({"attack": name, "ca_zeroshot": ca_zs, "ca_backdoored": ca_bd, "asr_backdoored": asr_bd,
-                           "ca_tbar": ca_t, "asr_tbar": asr_t, "ca_retained": ca_retained(ca_t, ca_bd),
+        rows.append(named({"attack": name, "ca_zeroshot": ca_zs, "asr_zeroshot": asr_zs, "ca_backdoored": ca_bd,
+                           "asr_backdoored": asr_bd, "ca_tbar": ca_t, "asr_tbar": asr_t,
+                           "ca_retained": ca_retained(ca_t, ca_bd), "knowledge_kept": knowledge_kept(ca_t, ca_bd, ca_zs),
                            "alpha": rec["alpha"], "forget_size": rec["forget_size"],
                            "forget_recipe": f"{rec['forget_optimizer']} lr {rec['forget_lr']:g}"}))
     return pd.DataFrame(rows), curves
