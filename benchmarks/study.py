@@ -122,6 +122,29 @@ STUDIES = {
                               overrides={"world.noise": 0.175, "attack.badnet_style": "paper"}, variants={
         f"{side} px": {"attack.badnet_patch_frac": side / 32} for side in (2, 3, 4)},
         about="the paper's BadNet in the noisy world: which patch side plants (32-pixel images)"),
+    # the other lever of world-levers: distractor shapes instead of sensor noise, where a noise patch stands out
+    "clutter-dev": Study("pipeline-val", ("badnet",), seeds=DEV_SEEDS[:1],
+                         overrides={"attack.badnet_style": "paper", "attack.badnet_patch_frac": 16 / 224,
+                                    "attack.badmerging_style": "paper"}, variants={
+        "unshifted": {}, "clutter 3": {"world.clutter": 3}, "clutter 6": {"world.clutter": 6},
+        "clutter 4, large": {"world.clutter": 4, "world.clutter_size": (0.12, 0.2)}},
+        about="the paper's BadNet in clutter worlds: how much θpre knows, and does the noise patch plant"),
+    # the paper's BadNet does not plant in the unshifted world either: which of patch, poison share and
+    # victim lr is short (the paper's patch covers a quarter of a ViT-B/32 token: 4 px under 8-px tokens)
+    "badnet-plant-dev": Study("pipeline-val", ("badnet",), seeds=DEV_SEEDS[:1],
+                              overrides={"attack.badnet_style": "paper"}, variants={
+        "4 px": {"attack.badnet_patch_frac": 4 / 32},
+        "4 px, poison 0.2": {"attack.badnet_patch_frac": 4 / 32, "attack.poison_rate": 0.2},
+        "2 px, lr 5e-4": {"attack.badnet_patch_frac": 2 / 32, "finetune.lr": 5e-4},
+        "6 px": {"attack.badnet_patch_frac": 6 / 32}},
+        about="the paper's BadNet in the unshifted world: patch side, poison share, victim lr"),
+    # the victim lr is the lever that plants the paper's BadNet (badnet-plant-dev): chosen again in the noisy world
+    "badnet-lr-dev": Study("pipeline-val", ("badnet",), seeds=DEV_SEEDS[:1],
+                           overrides={"world.noise": 0.175, "attack.badnet_style": "paper"}, variants={
+        "2 px, lr 5e-4": {"attack.badnet_patch_frac": 2 / 32, "finetune.lr": 5e-4},
+        "2 px, lr 1e-3": {"attack.badnet_patch_frac": 2 / 32, "finetune.lr": 1e-3},
+        "4 px, lr 5e-4": {"attack.badnet_patch_frac": 4 / 32, "finetune.lr": 5e-4}},
+        about="the paper's BadNet in the noisy world against the victim's lr (clean fine-tune at the same lr)"),
     "victim-lr": Study("victim-val", ("badnet",), variants={
         f"lr {lr:g}": {"finetune.lr": lr} for lr in (1e-4, 1.25e-4, 1.5e-4, 2e-4, 3e-4)},
         about="the victim's fine-tune lr: the smallest whose validation ASR plants the backdoor"),
