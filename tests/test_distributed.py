@@ -129,3 +129,32 @@ def test_sharded_scores_over_two_ranks_equal_one_process(tmp_path):
         port = s.getsockname()[1]
     mp.spawn(_score_worker, args=(2, port, str(tmp_path / "two.pt")), nprocs=2, join=True)
     assert torch.load(tmp_path / "two.pt") == one  # 23 items: the shards are 12 and 11, no padding
+
+
+def _predict_worker(rank: int, world: int, port: int, out: str) -> None:
+    import os as _os
+
+    import torch.distributed as td
+
+    from tbar_helpers.method.metrics import predict
+    _os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    td.init_process_group("gloo", rank=rank, world_size=world)
+    clf, ds, _ = _scoring_case()
+    torch.save(predict(clf, ds.tensors[0], batch_size=4), f"{out}.{rank}")
+    td.destroy_process_group()
+
+
+def test_predict_under_two_ranks_gathers_every_label_in_order(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from tbar_helpers.method.metrics import predict
+    clf, ds, _ = _scoring_case()
+    one = predict(clf, ds.tensors[0], batch_size=4)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_predict_worker, args=(2, port, str(tmp_path / "pred")), nprocs=2, join=True)
+    for rank in (0, 1):  # every rank gets all 23 labels (shards of 11 and 12, the shorter one padded)
+        assert torch.equal(torch.load(tmp_path / f"pred.{rank}"), one)

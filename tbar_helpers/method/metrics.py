@@ -10,13 +10,29 @@ import torch
 from torch import nn
 
 from .images import first, with_applied
+from .training import rank_and_world
 
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Predicted labels for ``images`` (in [0, 1]) in batches, on the model's device."""
+    """Predicted labels for ``images`` (in [0, 1]) in batches, on the model's device. Under torchrun each
+    process predicts a contiguous share and the shares are gathered, so every process returns all labels."""
     model.eval()
     device = next(model.parameters()).device
+    rank, world = rank_and_world()
+    if world == 1 or len(images) < world:
+        return _predict(model, images, batch_size, device)
+    bounds = [len(images) * r // world for r in range(world + 1)]
+    mine = _predict(model, images[bounds[rank]:bounds[rank + 1]], batch_size, device)
+    longest = max(b - a for a, b in zip(bounds, bounds[1:]))
+    padded = torch.zeros(longest, dtype=torch.long, device=device)
+    padded[:len(mine)] = mine.to(device)
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    torch.distributed.all_gather(parts, padded)
+    return torch.cat([p[:b - a].cpu() for p, a, b in zip(parts, bounds, bounds[1:])])
+
+
+def _predict(model: nn.Module, images: torch.Tensor, batch_size: int, device) -> torch.Tensor:
     out = [model(images[i:i + batch_size].to(device)).argmax(-1).cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 

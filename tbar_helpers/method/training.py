@@ -77,7 +77,7 @@ def random_batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[to
         yield torch.randperm(n, generator=gen)[:batch_size]
 
 
-def _group() -> tuple[int, int]:
+def rank_and_world() -> tuple[int, int]:
     """(rank, world size) of torchrun's process group, or (0, 1) without one."""
     import torch.distributed as td
     return (td.get_rank(), td.get_world_size()) if td.is_available() and td.is_initialized() else (0, 1)
@@ -88,7 +88,7 @@ def my_share(idx: torch.Tensor) -> torch.Tensor:
     draws the same global batch from the same seed and takes a contiguous share; :func:`fit` averages the
     gradients, so with equal shares (a global batch divisible by the world size) a step is one process's
     step on the whole batch, up to float rounding."""
-    rank, world = _group()
+    rank, world = rank_and_world()
     return idx if world == 1 else torch.tensor_split(idx, world)[rank]
 
 
@@ -122,7 +122,7 @@ def fit(params: Iterable[nn.Parameter], loss_at: Callable[[int], torch.Tensor], 
     (:func:`my_share`) and the gradients are averaged over the ranks before clipping, unless
     ``average_grads`` is False (a DistributedDataParallel model, which averages them itself)."""
     params = list(params)
-    world = _group()[1] if average_grads else 1
+    world = rank_and_world()[1] if average_grads else 1
     losses = [] if losses is None else losses
     bar = tqdm(range(start, steps), desc=desc, disable=not progress, leave=False, initial=start, total=steps)
     for step in bar:
