@@ -245,6 +245,9 @@ class ScaleConfig:
     device: str = "auto"  # "auto": CUDA when present, else the CPU (get_scale decides); or "cpu", "cuda:1", ...
     threads: int = 0  # 0: one per core; set deliberately (busy machines slow two threads a lot)
     eval_batch_size: int = 256  # faster than larger batches on 2 cores (benchmarks/train_speed.py)
+    # task fine-tunes save their state every this many steps (and on SIGTERM) and resume from it; 0: never.
+    # Not part of any cache key: it changes when a run can stop, not what it computes
+    checkpoint_every: int = 0
 
 
 # The mini foundation is pretrained in three stages: 1,500 steps from scratch (seed 0, the defaults
@@ -277,6 +280,7 @@ PAPER = ScaleConfig(
                               invert_steps=1000),
     default_task="cifar100",
     eval_batch_size=256,
+    checkpoint_every=100,  # 782 steps of ViT-B/32 per fine-tune: a preempted job loses at most 100
 )
 
 SCALES: dict[str, ScaleConfig] = {"mini": MINI, "paper": PAPER}

@@ -158,3 +158,39 @@ def test_predict_under_two_ranks_gathers_every_label_in_order(tmp_path):
     mp.spawn(_predict_worker, args=(2, port, str(tmp_path / "pred")), nprocs=2, join=True)
     for rank in (0, 1):  # every rank gets all 23 labels (shards of 11 and 12, the shorter one padded)
         assert torch.equal(torch.load(tmp_path / f"pred.{rank}"), one)
+
+
+class _Toy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.ReLU(),
+                                           torch.nn.Linear(8, 3))
+
+    def forward(self, x):
+        return self.encoder(x)
+
+
+def test_a_library_fine_tune_stopped_by_sigterm_resumes_to_the_uninterrupted_weights(tmp_path):
+    from tbar_helpers.method.training import Interrupted, finetune
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(40, 3, 2, 2, generator=g), torch.randint(0, 3, (40,), generator=g)
+    kw = dict(steps=12, lr=1e-2, batch_size=8, seed=3, warmup=2, progress=False)  # 5 batches an epoch
+    whole = _Toy()
+    finetune(whole, x, y, **kw)
+    ckpt = tmp_path / "partial.pt"
+
+    def preempt(done, _):
+        if done == 6:
+            os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler does to a job
+
+    first = _Toy()
+    with pytest.raises(Interrupted) as stop:
+        finetune(first, x, y, checkpoint=ckpt, every=4, after_step=preempt, **kw)
+    assert stop.value.code == 143
+    assert torch.load(ckpt, weights_only=True)["step"] == 7  # the flag is read after the step in progress
+    resumed = _Toy()
+    losses = finetune(resumed, x, y, checkpoint=ckpt, every=4, **kw)
+    assert len(losses) == 12
+    for k, v in whole.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k

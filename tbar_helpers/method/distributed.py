@@ -11,9 +11,7 @@ resume where they stopped.
 """
 from __future__ import annotations
 
-import io
 import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -27,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from ..config import TBARConfig
 from ..errors import InputError
 from .task_vectors import TaskVector
+from .checkpoints import Stop, load_state, np_pack, np_state, save_state
 from .tbar import AlphaPoint, choose_alpha, curve_along, search_curve
 from .training import fit
 
@@ -112,49 +111,6 @@ class ResumeSampler(DistributedSampler):
         return super().__len__() - self.skip
 
 
-class _Stop:
-    """SIGTERM sets a flag instead of killing the process; the loop stops after the step in progress."""
-
-    def __init__(self):
-        self.flag = False
-
-    def __enter__(self):
-        self.old = signal.signal(signal.SIGTERM, self._set) if _main_thread() else None
-        return self
-
-    def _set(self, *_):
-        self.flag = True
-
-    def __exit__(self, *exc):
-        if self.old is not None:
-            signal.signal(signal.SIGTERM, self.old)
-
-
-def _main_thread() -> bool:
-    import threading
-    return threading.current_thread() is threading.main_thread()
-
-
-def _save(path: Path, state: dict) -> None:
-    from ..cache import replace_atomically
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    replace_atomically(path, buf.getvalue())
-
-
-def _load(path: Path, model: nn.Module) -> dict | None:
-    if not path.exists():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as e:
-        raise InputError(f"checkpoint {path} is of another model ({str(e).splitlines()[0]}); delete it or give "
-                         "the architecture it was written with") from e
-    return state
-
-
 def fit_stream(model: nn.Module, batch_loss: Callable[[nn.Module, Any], torch.Tensor], data: DataLoader, steps: int,
                opt: torch.optim.Optimizer, *, dist: Dist = Dist(), sched: Any = None, grad_clip: float = 1.0,
                checkpoint: str | os.PathLike | None = None, every: int = 100, amp: bool = True,
@@ -165,14 +121,14 @@ def fit_stream(model: nn.Module, batch_loss: Callable[[nn.Module, Any], torch.Te
     Returns ``{"step", "losses", "stopped"}``; ``stopped`` is True when SIGTERM ended the run early (the
     state is then saved at ``checkpoint``: run again to finish)."""
     path = Path(checkpoint) if checkpoint else None
-    state = _load(path, model) if path else None
+    state = load_state(path, model) if path else None
     step, losses = (state["step"], list(state["losses"])) if state else (0, [])
     if state:
         opt.load_state_dict(state["opt"])
         if sched is not None and state.get("sched"):
             sched.load_state_dict(state["sched"])
         torch.set_rng_state(state["rng"])
-        np.random.set_state(_np_state(state["np_rng"]))
+        np.random.set_state(np_state(state["np_rng"]))
     net = nn.parallel.DistributedDataParallel(model) if dist.world_size > 1 else model
     old = data.sampler
     if not isinstance(old, DistributedSampler):
@@ -188,9 +144,9 @@ def fit_stream(model: nn.Module, batch_loss: Callable[[nn.Module, Any], torch.Te
 
     def save(done: int) -> None:
         if path is not None and dist.main:
-            _save(path, {"step": done, "losses": losses, "model": model.state_dict(), "opt": opt.state_dict(),
+            save_state(path, {"step": done, "losses": losses, "model": model.state_dict(), "opt": opt.state_dict(),
                          "sched": sched.state_dict() if sched is not None else None, "rng": torch.get_rng_state(),
-                         "np_rng": _np_pack(np.random.get_state())})
+                         "np_rng": np_pack(np.random.get_state())})
 
     def batches() -> Iterator[Any]:  # from ``step`` on, across epochs, as an uninterrupted run would see them
         at = step
@@ -209,7 +165,7 @@ def fit_stream(model: nn.Module, batch_loss: Callable[[nn.Module, Any], torch.Te
             return batch_loss(net, next(stream))
 
     stopped = False
-    with _Stop() as stop:
+    with Stop() as stop:
         def after_step(done: int, seen: list[float]) -> bool:
             nonlocal stopped, step
             step = done
@@ -231,12 +187,3 @@ def fit_stream(model: nn.Module, batch_loss: Callable[[nn.Module, Any], torch.Te
     if dist.world_size > 1:
         td.barrier()
     return {"step": step, "losses": losses, "stopped": stopped}
-
-
-def _np_pack(st: tuple) -> dict:
-    return {"name": st[0], "keys": torch.as_tensor(st[1].astype(np.int64)), "pos": st[2], "gauss": st[3],
-            "cached": st[4]}
-
-
-def _np_state(d: dict) -> tuple:
-    return (d["name"], d["keys"].numpy().astype(np.uint32), d["pos"], d["gauss"], d["cached"])

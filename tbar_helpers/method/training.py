@@ -10,6 +10,7 @@ import math
 import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ from torch import nn
 from ..progress import tqdm
 
 from ..config import FinetuneConfig, PretrainConfig
+from .checkpoints import Stop, load_state, save_state
 
 
 def set_threads(n: int = 0) -> int:
@@ -147,12 +149,15 @@ def finetune(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, step
              batch_size: int, seed: int, weight_decay: float = 0.1, warmup: int = 0, grad_clip: float = 1.0,
              desc: str = "fine-tune", progress: bool = True, loss_sign: float = 1.0,
              optimizer: str = "adamw", device: str = "cpu",
-             after_step: Callable[[int, list[float]], bool | None] | None = None) -> list[float]:
+             after_step: Callable[[int, list[float]], bool | None] | None = None,
+             checkpoint: str | os.PathLike | None = None, every: int = 100) -> list[float]:
     """Fine-tune ``clf.encoder`` in place with cross-entropy through the frozen head.
 
     ``loss_sign=-1`` gives gradient ascent (a baseline defense). ``optimizer`` is ``"adamw"`` or
     ``"sgd"`` (momentum 0.9). ``after_step`` is :func:`fit`'s (e.g. to score the model along the way).
-    Returns the per-step cross-entropies.
+    With ``checkpoint``, the state is saved there every ``every`` steps and on SIGTERM (which then raises
+    :class:`Interrupted`), and a run finds it there and resumes: it ends with the weights an
+    uninterrupted run would have. Returns the per-step cross-entropies.
     """
     _check_training_inputs(images, labels, desc)
     if steps <= 0:
@@ -161,25 +166,70 @@ def finetune(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, step
     clf.train()
     params = [p for p in clf.encoder.parameters() if p.requires_grad]
     opt = make_optimizer(params, optimizer, lr, weight_decay)
+    sched = warmup_cosine(opt, warmup, steps)
+    path = Path(checkpoint) if checkpoint else None
+    state = load_state(path, clf.encoder) if path else None
+    start, losses = (state["step"], list(state["losses"])) if state else (0, [])
+    if state:
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        torch.set_rng_state(state["rng"])
+        for _ in range(start):  # the batches an uninterrupted run drew before this step (indices only)
+            next(batches)
 
     def loss_at(_: int) -> torch.Tensor:
         idx = my_share(next(batches))
         loss = F.cross_entropy(clf(images[idx].to(device)), labels[idx].to(device))
         return loss if loss_sign == 1.0 else loss_sign * loss
 
-    losses = fit(params, loss_at, steps, opt, sched=warmup_cosine(opt, warmup, steps), grad_clip=grad_clip,
-                 desc=desc, progress=progress, after_step=after_step)
+    def save(done: int, seen: list[float]) -> None:
+        if rank_and_world()[0] == 0:
+            save_state(path, {"step": done, "losses": seen, "model": clf.encoder.state_dict(),
+                              "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": torch.get_rng_state()})
+
+    with Stop() as stop:
+        def checkpointing(done: int, seen: list[float]) -> bool:
+            stopped = _any_rank(stop.flag)
+            if path is not None and (done % every == 0 or stopped):
+                save(done, seen)
+            user = after_step(done, seen) if after_step is not None else False
+            if stopped:
+                print(f"tbar: {desc}: stopped by SIGTERM after step {done} of {steps}"
+                      + (f"; its state is in {path}: run the same command again to resume" if path else ""),
+                      flush=True)
+                raise Interrupted(143)
+            return bool(user)
+
+        losses = fit(params, loss_at, steps, opt, sched=sched, grad_clip=grad_clip, start=start, losses=losses,
+                     desc=desc, progress=progress, after_step=checkpointing)
     clf.eval()
     return losses if loss_sign == 1.0 else [loss_sign * v for v in losses]
 
 
+class Interrupted(SystemExit):
+    """A fine-tune stopped by SIGTERM, its state saved where it had a checkpoint path (exit status 143)."""
+
+
+def _any_rank(flag: bool) -> bool:
+    """Whether ``flag`` holds on any process: every rank stops after the same step."""
+    if rank_and_world()[1] == 1:
+        return flag
+    import torch.distributed as td
+    t = torch.tensor([float(flag)], device="cuda" if td.get_backend() == "nccl" else "cpu")
+    td.all_reduce(t)
+    return bool(t.item() > 0)
+
+
 def finetune_task(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: FinetuneConfig, seed: int,
-                  desc: str = "fine-tune", progress: bool = True, device: str = "cpu") -> list[float]:
-    """Fine-tune for ``cfg.epochs`` epochs over ``images`` (clean or poisoned), with the preset's optimiser."""
+                  desc: str = "fine-tune", progress: bool = True, device: str = "cpu",
+                  checkpoint: str | os.PathLike | None = None, every: int = 100) -> list[float]:
+    """Fine-tune for ``cfg.epochs`` epochs over ``images`` (clean or poisoned), with the preset's optimiser;
+    ``checkpoint`` and ``every`` as :func:`finetune`'s."""
     steps = max(1, math.ceil(cfg.epochs * len(images) / cfg.batch_size))
     return finetune(clf, images, labels, steps=steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=seed,
                     weight_decay=cfg.weight_decay, warmup=int(cfg.warmup_frac * steps),
-                    grad_clip=cfg.grad_clip, desc=desc, progress=progress, device=device)
+                    grad_clip=cfg.grad_clip, desc=desc, progress=progress, device=device,
+                    checkpoint=checkpoint, every=every)
 
 
 def badmerging_loss(clf: nn.Module, pre: nn.Module, x: torch.Tensor, y: torch.Tensor, x_trig: torch.Tensor,

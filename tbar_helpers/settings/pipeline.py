@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -108,7 +109,15 @@ def _trained(base: ImageClassifier, key: str, train: Callable[[ImageClassifier],
         return clf.encoder.state_dict()
 
     clf.encoder.load_state_dict(cache.memo("finetuned", key, run, use_cache=use_cache))
+    partial = _partial(key)
+    if use_cache and partial.exists():  # the finished fine-tune supersedes its resumable state
+        partial.unlink(missing_ok=True)
     return clf.eval()
+
+
+def _partial(key: str) -> Path:
+    """Where the resumable state of the fine-tune cached under ``key`` lives while it runs."""
+    return cache.cached_path("partial", key)
 
 
 def _finetuned(base: ImageClassifier, images: torch.Tensor, labels: torch.Tensor, scale: ScaleConfig, key: str,
@@ -121,7 +130,9 @@ def _finetuned(base: ImageClassifier, images: torch.Tensor, labels: torch.Tensor
             extra = backdoor_mask.nonzero().flatten().repeat(int(round(backdoor_weight)) - 1)
             index = torch.cat([torch.arange(len(x)), extra])
             x, y = rows(x, index), y[index]
-        finetune_task(clf, x, y, scale.finetune, seed, desc=desc, progress=progress, device=scale.device)
+        finetune_task(clf, x, y, scale.finetune, seed, desc=desc, progress=progress, device=scale.device,
+                      checkpoint=_partial(key) if use_cache and scale.checkpoint_every else None,
+                      every=scale.checkpoint_every or 100)
 
     return _trained(base, key, train, use_cache)
 
