@@ -76,15 +76,23 @@ def _pipeline_val(study, attack, seed, scale, extra):
     """The whole classification run read on validation (θpre, clean, backdoored, TBAR): for development
     seeds, to see whether a world and its recipes meet the targets before any reported seed runs. TBAR's
     α is chosen on these same images, so its numbers here are optimistic."""
+    import torch
+    import torch.nn.functional as F
     from tbar_helpers.method.metrics import knowledge_kept
+    from tbar_helpers.method.tbar import forget_set
     s = _setup(study, attack, seed, scale, with_clean=True)
     val = s.evalset("val")
     cleaned, rec = s.tbar(progress=False)
     (ca_zs, asr_zs), (ca_bd, asr_bd), (ca_t, asr_t) = (val.scores(m) for m in (s.zeroshot, s.backdoored, cleaned))
+    # TBAR's forget fine-tune learns from this loss: where it is 0 in float32 the trigger vector is too
+    fx, fy = forget_set(s.defender.images, s.defender.labels, s.trigger, s.target, s.scale.tbar.forget_size, seed)
+    with torch.no_grad():
+        forget_ce = float(F.cross_entropy(s.backdoored(fx), fy))
     return {"attack": attack, "seed": seed, "split": "val", "ca_zeroshot": ca_zs, "asr_zeroshot": asr_zs,
             "ca_clean_ft": val.ca(s.clean), "ca_backdoored": ca_bd, "asr_backdoored": asr_bd, "ca_tbar": ca_t,
             "asr_tbar": asr_t, "ca_retained": ca_t / ca_bd, "knowledge_kept": knowledge_kept(ca_t, ca_bd, ca_zs),
-            "alpha": rec["alpha"]}
+            "alpha": rec["alpha"], "forget_ce_backdoored": forget_ce,
+            "trigger_vector_norm": rec["trigger_vector_norm"]}
 
 
 def _tbar_val(study, attack, seed, scale, extra):

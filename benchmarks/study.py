@@ -145,9 +145,18 @@ STUDIES = {
         "2 px, lr 1e-3": {"attack.badnet_patch_frac": 2 / 32, "finetune.lr": 1e-3},
         "4 px, lr 5e-4": {"attack.badnet_patch_frac": 4 / 32, "finetune.lr": 5e-4}},
         about="the paper's BadNet in the noisy world against the victim's lr (clean fine-tune at the same lr)"),
+    # every attack in the candidate world on a development seed, the paper's styles where the book has one
+    "world-v2-attacks-dev": Study("pipeline-val", ("badnet", "blended", "wanet", "sig", "badclip", "badmerging"),
+                                  seeds=DEV_SEEDS[:1], overrides={"world.noise": 0.175}, variants={
+        "paper styles": {"attack.badclip_style": "paper", "attack.badmerging_style": "paper"}},
+        about="every attack in the noisy world (BadNet BackdoorBench's; BadCLIP and BadMerging the paper's)"),
     "victim-lr": Study("victim-val", ("badnet",), variants={
         f"lr {lr:g}": {"finetune.lr": lr} for lr in (1e-4, 1.25e-4, 1.5e-4, 2e-4, 3e-4)},
         about="the victim's fine-tune lr: the smallest whose validation ASR plants the backdoor"),
+    # victim-lr's rule again, in the candidate world and on the development seeds only
+    "victim-lr-dev": Study("victim-val", ("badnet", "blended"), seeds=DEV_SEEDS, overrides={"world.noise": 0.175},
+                           variants={f"lr {lr:g}": {"finetune.lr": lr} for lr in (1.25e-4, 2e-4, 3e-4, 5e-4)},
+                           about="the victim's lr in the noisy world: the smallest that plants, on development seeds"),
     "wanet-strength": Study("victim-val", ("wanet",), seeds=(0,), variants={
         f"s {s:g}, noise {n:g}": {"attack.wanet_s": s, "attack.wanet_noise_ratio": n}
         for s, n in ((0.5, 2), (4, 0), (8, 0), (16, 0))}, about="does WaNet plant, by warp strength"),
