@@ -131,8 +131,8 @@ def headers(*keys: str) -> list[str]:
     return [DISPLAY[k] if k in ("knowledge_kept", "alpha") else DISPLAY[k] + " %" for k in keys]
 
 
-CLASSIFICATION = ("ca_zeroshot", "asr_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar",
-                  "ca_retained", "knowledge_kept")
+CLASSIFICATION = ("ca_zeroshot", "asr_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored", "ca_tbar",
+                  "asr_tbar", "ca_retained", "knowledge_kept")
 
 
 @generator("classification")
@@ -140,7 +140,8 @@ def _classification(results: Path) -> str:
     recs = records("classification", results=results)
     return (summary_table(recs, CLASSIFICATION) +
             "\nMeans over the seeds named, test split; knowledge kept is \"–\" where fine-tuning added under a point "
-            "to θpre's CA; any other \"–\" is a field the records do not have. Records: `benchmarks/results/classification.jsonl`.\n")
+            "to θpre's CA; any other \"–\" is a field the records do not have. Records: "
+            "`benchmarks/results/classification.jsonl`.\n")
 
 
 @generator("image-text")

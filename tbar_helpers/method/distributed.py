@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from ..config import TBARConfig
 from ..errors import InputError
-from .task_vectors import TaskVector
 from .checkpoints import Stop, load_state, np_pack, np_state, save_state
+from .task_vectors import TaskVector
 from .tbar import AlphaPoint, choose_alpha, curve_along, search_curve
 from .training import fit
 
@@ -145,8 +145,8 @@ def fit_stream(model: nn.Module, batch_loss: Callable[[nn.Module, Any], torch.Te
     def save(done: int) -> None:
         if path is not None and dist.main:
             save_state(path, {"step": done, "losses": losses, "model": model.state_dict(), "opt": opt.state_dict(),
-                         "sched": sched.state_dict() if sched is not None else None, "rng": torch.get_rng_state(),
-                         "np_rng": np_pack(np.random.get_state())})
+                              "sched": sched.state_dict() if sched is not None else None,
+                              "rng": torch.get_rng_state(), "np_rng": np_pack(np.random.get_state())})
 
     def batches() -> Iterator[Any]:  # from ``step`` on, across epochs, as an uninterrupted run would see them
         at = step

@@ -85,7 +85,8 @@ def baseline(s: ImageTextSetup, method: str, budget: int, progress: bool = True,
         return {"defense": method, "budget": budget, "epochs": epochs, "ca": ca, "asr": asr,
                 "seconds": time.time() - t0}
 
-    return cache.memo("results", _key(s, "baseline", method, budget, BASELINE_LOSSES), defend, use_cache=use_cache, suffix=".json")
+    return cache.memo("results", _key(s, "baseline", method, budget, BASELINE_LOSSES), defend, use_cache=use_cache,
+                      suffix=".json")
 
 
 def _defense_rows(s: ImageTextSetup, budgets: Sequence[int], ca_bd: float, progress: bool, use_cache: bool) -> list:
@@ -217,8 +218,9 @@ def tbar_table(setups: Mapping[str, ImageTextSetup], progress: bool = False) -> 
         curves[name] = rec
         rows.append(named({"attack": name, "ca_zeroshot": ca_zs, "asr_zeroshot": asr_zs, "ca_backdoored": ca_bd,
                            "asr_backdoored": asr_bd, "ca_tbar": ca_t, "asr_tbar": asr_t,
-                           "ca_retained": ca_retained(ca_t, ca_bd), "knowledge_kept": knowledge_kept(ca_t, ca_bd, ca_zs),
-                           "alpha": rec["alpha"], "forget_size": rec["forget_size"],
+                           "ca_retained": ca_retained(ca_t, ca_bd),
+                           "knowledge_kept": knowledge_kept(ca_t, ca_bd, ca_zs), "alpha": rec["alpha"],
+                           "forget_size": rec["forget_size"],
                            "forget_recipe": f"{rec['forget_optimizer']} lr {rec['forget_lr']:g}"}))
     return pd.DataFrame(rows), curves
 
