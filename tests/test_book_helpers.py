@@ -156,6 +156,15 @@ def test_figures_draw(images):
         matplotlib.pyplot.close(fig)
 
 
+def test_pct_shows_percentages_and_an_undefined_knowledge_kept_as_a_dash():
+    import pandas as pd
+    from tbar_helpers.chapters.studies import pct
+    tbl = pd.DataFrame({"CA TBAR": [0.9312, 0.5], "knowledge kept": [0.8312, None]})
+    out = pct(tbl, ["CA TBAR"])
+    assert list(out["CA TBAR"]) == [93.1, 50.0] and list(out["knowledge kept"]) == [0.83, "–"]
+    assert list(tbl["CA TBAR"]) == [0.9312, 0.5]  # the table itself is left as it was
+
+
 def test_budget_plot_draws_theta_pre_as_a_level_in_both_panels():
     import pandas as pd
     tbl = pd.DataFrame({"method": ["clean-ft", "clean-ft", "TBAR"], "budget": [100, 1000, 500],

@@ -33,10 +33,14 @@ PAPER_HEADLINE = pd.DataFrame([
 
 
 def pct(table: pd.DataFrame, cols: Iterable[str] | None = None, digits: int = 1) -> pd.DataFrame:
-    """A copy of ``table`` with fractions turned into rounded percentages (for display)."""
+    """A copy of ``table`` with fractions turned into rounded percentages (for display); "knowledge kept"
+    stays a ratio, shown "–" where it is undefined (fine-tuning added under a point over θpre)."""
     out = table.copy()
     for c in cols if cols is not None else [c for c in out.columns if out[c].dtype.kind == "f"]:
         out[c] = (100 * out[c]).round(digits)
+    kept = DISPLAY["knowledge_kept"]
+    if kept in out.columns:
+        out[kept] = [("–" if v is None or v != v else round(float(v), 2)) for v in out[kept]]
     return out
 
 
