@@ -157,6 +157,12 @@ STUDIES = {
     "victim-lr-dev": Study("victim-val", ("badnet", "blended"), seeds=DEV_SEEDS, overrides={"world.noise": 0.175},
                            variants={f"lr {lr:g}": {"finetune.lr": lr} for lr in (1.25e-4, 2e-4, 3e-4, 5e-4)},
                            about="the victim's lr in the noisy world: the smallest that plants, on development seeds"),
+    # image-text in the candidate world: does the attacker's contrastive fine-tune teach θpre the new domain?
+    "imagetext-world-dev": Study("victim-val", ("badnet", "blended"), setting="image-text", seeds=DEV_SEEDS[:1],
+                                 variants={"unshifted": {}, "noise 0.175": {"world.noise": 0.175},
+                                           "noise 0.175, 20k pairs": {"world.noise": 0.175,
+                                                                      "imagetext.corpus_size": 20_000}},
+                                 about="image-text: θpre's zero-shot CA against the attacker's fine-tune, by world"),
     "wanet-strength": Study("victim-val", ("wanet",), seeds=(0,), variants={
         f"s {s:g}, noise {n:g}": {"attack.wanet_s": s, "attack.wanet_noise_ratio": n}
         for s, n in ((0.5, 2), (4, 0), (8, 0), (16, 0))}, about="does WaNet plant, by warp strength"),
