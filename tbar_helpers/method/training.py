@@ -157,7 +157,8 @@ def finetune(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, step
     ``"sgd"`` (momentum 0.9). ``after_step`` is :func:`fit`'s (e.g. to score the model along the way).
     With ``checkpoint``, the state is saved there every ``every`` steps and on SIGTERM (which then raises
     :class:`Interrupted`), and a run finds it there and resumes: it ends with the weights an
-    uninterrupted run would have. Returns the per-step cross-entropies.
+    uninterrupted run would have. Without one, SIGTERM ends the process as usual. Returns the per-step
+    cross-entropies.
     """
     _check_training_inputs(images, labels, desc)
     if steps <= 0:
@@ -182,6 +183,20 @@ def finetune(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, step
         loss = F.cross_entropy(clf(images[idx].to(device)), labels[idx].to(device))
         return loss if loss_sign == 1.0 else loss_sign * loss
 
+    if path is None:  # nothing to resume from: SIGTERM keeps its default, and no step pays for a flag
+        losses = fit(params, loss_at, steps, opt, sched=sched, grad_clip=grad_clip, desc=desc, progress=progress,
+                     after_step=after_step)
+    else:
+        losses = _fit_resumable(clf, params, loss_at, steps, opt, sched, grad_clip, start, losses, desc, progress,
+                                after_step, path, every)
+    clf.eval()
+    return losses if loss_sign == 1.0 else [loss_sign * v for v in losses]
+
+
+def _fit_resumable(clf, params, loss_at, steps, opt, sched, grad_clip, start, losses, desc, progress, after_step,
+                   path: Path, every: int) -> list[float]:
+    """:func:`fit` saving the state at ``path`` every ``every`` steps and on SIGTERM, after which it raises
+    :class:`Interrupted` (every rank after the same step)."""
     def save(done: int, seen: list[float]) -> None:
         if rank_and_world()[0] == 0:
             save_state(path, {"step": done, "losses": seen, "model": clf.encoder.state_dict(),
@@ -190,20 +205,17 @@ def finetune(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, step
     with Stop() as stop:
         def checkpointing(done: int, seen: list[float]) -> bool:
             stopped = _any_rank(stop.flag)
-            if path is not None and (done % every == 0 or stopped):
+            if done % every == 0 or stopped:
                 save(done, seen)
             user = after_step(done, seen) if after_step is not None else False
             if stopped:
-                print(f"tbar: {desc}: stopped by SIGTERM after step {done} of {steps}"
-                      + (f"; its state is in {path}: run the same command again to resume" if path else ""),
-                      flush=True)
+                print(f"tbar: {desc}: stopped by SIGTERM after step {done} of {steps}; its state is in {path}: "
+                      "run the same command again to resume", flush=True)
                 raise Interrupted(143)
             return bool(user)
 
-        losses = fit(params, loss_at, steps, opt, sched=sched, grad_clip=grad_clip, start=start, losses=losses,
-                     desc=desc, progress=progress, after_step=checkpointing)
-    clf.eval()
-    return losses if loss_sign == 1.0 else [loss_sign * v for v in losses]
+        return fit(params, loss_at, steps, opt, sched=sched, grad_clip=grad_clip, start=start, losses=losses,
+                   desc=desc, progress=progress, after_step=checkpointing)
 
 
 class Interrupted(SystemExit):
