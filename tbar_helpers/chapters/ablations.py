@@ -19,7 +19,7 @@ from ..method.defenses import clean_finetune, gradient_ascent
 from ..method.tbar import apply_tbar, choose_alpha, forget_set, search_alpha, trigger_vector
 from ..report import named
 from ..settings.pipeline import Setup, defender_pool, evaluate, make_forget_set
-from .studies import _val, backdoored_scores, table, tbar_on
+from .studies import _val, backdoored_scores, table, tbar_on, zeroshot_scores
 
 
 def transfer(src: Setup, dst: Setup, forget_size: int | None = None, cfg: TBARConfig | None = None,
@@ -72,7 +72,7 @@ def defense_tradeoff(s: Setup, budgets: Sequence[int], cfg: TBARConfig | None = 
     d = s.scale.defense
     pool = defender_pool(s, max(budgets))
     ca_b, asr_b = backdoored_scores(s)
-    ca_0, asr_0 = evaluate(s.zeroshot, s)  # going back to the foundation: the point every defense must beat
+    ca_0, asr_0 = zeroshot_scores(s)  # going back to the foundation: the point every defense must beat
     rows = [{"method": "revert to θpre", "budget": 0, "ca": ca_0, "asr": asr_0, "seconds": 0.0, "steps": 0},
             {"method": "backdoored", "budget": 0, "ca": ca_b, "asr": asr_b, "seconds": 0.0, "steps": 0}]
     for n in budgets:

@@ -150,7 +150,7 @@ def tbar_row(s: Setup, cleaned: torch.nn.Module, res: TBARResult, clean_fraction
 def zeroshot_scores(s: Setup) -> tuple[float, float]:
     """(CA, ASR) of θpre's zero-shot classifier on the test split, computed once per Setup."""
     if "zeroshot" not in s.memo:
-        s.memo["zeroshot"] = s.evalset().scores(s.zeroshot)
+        s.memo["zeroshot"] = evaluate(s.zeroshot, s)
     return s.memo["zeroshot"]
 
 

@@ -109,9 +109,8 @@ def _trained(base: ImageClassifier, key: str, train: Callable[[ImageClassifier],
         return clf.encoder.state_dict()
 
     clf.encoder.load_state_dict(cache.memo("finetuned", key, run, use_cache=use_cache))
-    partial = _partial(key)
-    if use_cache and partial.exists():  # the finished fine-tune supersedes its resumable state
-        partial.unlink(missing_ok=True)
+    if use_cache:  # the finished fine-tune supersedes its resumable state
+        _partial(key).unlink(missing_ok=True)
     return clf.eval()
 
 
