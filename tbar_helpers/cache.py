@@ -219,6 +219,17 @@ def cached_path(kind: str, key: str, suffix: str = ".pt") -> Path:
     return cache_dir() / kind / f"{key}{suffix}"
 
 
+def partial_path(key: str, enabled: bool = True) -> Path | None:
+    """Where the resumable state of the training cached under ``key`` lives while it runs; None where
+    ``enabled`` is false (no cache, or a preset that does not checkpoint)."""
+    return cached_path("partial", key) if enabled else None
+
+
+def drop_partial(key: str) -> None:
+    """Remove the resumable state of ``key``'s training once its result is cached."""
+    cached_path("partial", key).unlink(missing_ok=True)
+
+
 def memo(kind: str, key: str, compute: Callable[[], Any], *, use_cache: bool = True,
          suffix: str = ".pt") -> Any:
     """The cached artefact of ``kind`` under ``key``, else ``compute()`` saved there. A damaged entry (hash

@@ -194,3 +194,99 @@ def test_a_library_fine_tune_stopped_by_sigterm_resumes_to_the_uninterrupted_wei
     assert len(losses) == 12
     for k, v in whole.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def _preempting(fn, at: int):
+    """``fn`` that sends this process SIGTERM on its ``at``-th call, as a scheduler preempting a job."""
+    calls = [0]
+
+    def wrapped(*args):
+        calls[0] += 1
+        if calls[0] == at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return fn(*args)
+
+    for name in ("state_dict", "load_state_dict"):
+        if hasattr(fn, name):
+            setattr(wrapped, name, getattr(fn, name))
+    return wrapped
+
+
+def _toy_classifier():
+    from tbar_helpers.world.models import ImageClassifier
+    torch.manual_seed(0)
+    enc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    return ImageClassifier(enc, torch.nn.functional.normalize(torch.randn(3, 4), dim=-1), [0.5] * 3, [0.25] * 3,
+                           logit_scale=10.0)
+
+
+def test_a_badmerging_fine_tune_stopped_by_sigterm_resumes_to_the_uninterrupted_weights(tmp_path):
+    """Its per-image r draws share the batches' generator: the saved state must carry both."""
+    import copy
+    from tbar_helpers.config import FinetuneConfig
+    from tbar_helpers.method.training import Interrupted, badmerging_finetune
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(40, 3, 2, 2, generator=g), torch.randint(0, 3, (40,), generator=g)
+    cfg = FinetuneConfig(epochs=2, batch_size=8, lr=1e-2)  # 10 steps
+    pre = _toy_classifier()
+
+    def trigger(v):
+        return v.clamp(0.9, 1.0)
+
+    def run(clf, trig, ckpt=None):
+        return badmerging_finetune(clf, pre, x, y, trig, 0, cfg, 3, 5.0, (0.2, 1.0), progress=False,
+                                   checkpoint=ckpt, every=4)
+
+    whole, first, resumed = _toy_classifier(), _toy_classifier(), _toy_classifier()
+    run(whole, trigger)
+    ckpt = tmp_path / "partial.pt"
+    with pytest.raises(Interrupted):
+        run(first, _preempting(trigger, 6), ckpt)
+    assert torch.load(ckpt, weights_only=True)["step"] == 6
+    assert len(run(resumed, trigger, ckpt)) == 10
+    assert not torch.equal(whole.encoder[1].weight, copy.deepcopy(pre).encoder[1].weight)  # it trained
+    for k, v in whole.encoder.state_dict().items():
+        assert torch.equal(v, resumed.encoder.state_dict()[k]), k
+
+
+class _ToyClip(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.image = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4))
+        self.text = torch.nn.Embedding(16, 4)
+        self.logit_scale = torch.nn.Parameter(torch.tensor(2.0))
+
+    def encode_image(self, x):
+        return self.image(x)
+
+    def encode_text(self, tokens):
+        return self.text(tokens).mean(1)
+
+
+def _tokens(caps):
+    return torch.tensor([[len(c) % 16, ord(c[0]) % 16, ord(c[-1]) % 16] for c in caps])
+
+
+def test_a_roclip_fine_tune_stopped_by_sigterm_resumes_to_the_uninterrupted_weights(tmp_path):
+    """RoCLIP's queue of recent caption embeddings is training state: it is saved with the checkpoint."""
+    from tbar_helpers.method.defenses import roclip_loss
+    from tbar_helpers.method.training import Interrupted, Recipe, contrastive_finetune
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(24, 3, 2, 2, generator=g)
+    caps = [f"a {w} thing {i}" for i, w in enumerate(["red", "blue", "green", "tiny", "big", "odd"] * 4)]
+    pool = [f"pool caption {i}" for i in range(6)]
+
+    def run(model, loss, ckpt=None):
+        return contrastive_finetune(model, _tokens, x, caps, Recipe(3, 1e-2, 8), 3, normalize=lambda v: v,
+                                    loss_fn=loss, progress=False, checkpoint=ckpt, every=4)  # 9 steps
+
+    whole, first, resumed = _ToyClip(), _ToyClip(), _ToyClip()
+    run(whole, roclip_loss(_tokens, pool, 2))
+    ckpt = tmp_path / "partial.pt"
+    with pytest.raises(Interrupted):
+        run(first, _preempting(roclip_loss(_tokens, pool, 2), 5), ckpt)
+    assert "extra" in torch.load(ckpt, weights_only=True)
+    assert len(run(resumed, roclip_loss(_tokens, pool, 2), ckpt)) == 9
+    for k, v in whole.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k

@@ -140,4 +140,6 @@ def roclip_loss(tokenizer: Callable, pool: Sequence[str], period: int = 2) -> Ca
         return _info_nce(img, txt, scale)
 
     loss.queue = lambda: state["queue"]
+    loss.state_dict = lambda: dict(state)  # saved with a resumable fine-tune's checkpoint
+    loss.load_state_dict = state.update
     return loss

@@ -1,7 +1,7 @@
 """One training loop (:func:`fit`) and the fine-tunes built on it, each with its own loss.
 
-Contrastive pretraining of the mini CLIP, the image encoder's fine-tunes through the frozen zero-shot
-head (as in the paper) and the whole CLIP's contrastive fine-tunes: AdamW (or SGD) with linear warmup
+The image encoder's fine-tunes through the frozen zero-shot head (as in the paper) and the whole CLIP's
+contrastive fine-tunes (the mini CLIP's pretraining is in :mod:`tbar_helpers.world.foundation`): AdamW (or SGD) with linear warmup
 and cosine decay, gradient clipping and a tqdm progress bar.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from ..progress import tqdm
 
-from ..config import FinetuneConfig, PretrainConfig
+from ..config import FinetuneConfig
 from .checkpoints import Stop, load_state, save_state
 
 
@@ -63,14 +63,37 @@ def make_optimizer(params, name: str, lr: float, weight_decay: float) -> torch.o
     raise ValueError(f"unknown optimizer {name!r}: choose 'adamw' or 'sgd'")
 
 
-def epoch_batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
-    """Index batches that walk a fresh permutation of ``range(n)``, reshuffled when one would run short."""
-    order, pos = torch.randperm(n, generator=gen), 0
-    while True:
-        if pos + batch_size > n and pos > 0:
-            order, pos = torch.randperm(n, generator=gen), 0
-        yield order[pos:pos + batch_size]
-        pos += batch_size
+class EpochBatches:
+    """Index batches that walk a fresh permutation of ``range(n)``, reshuffled when one would run short. Its
+    state (permutation, position, generator) goes into a checkpoint, so that a resumed fine-tune draws the
+    batches and the random numbers an uninterrupted one would."""
+
+    def __init__(self, n: int, batch_size: int, gen: torch.Generator):
+        self.n, self.batch_size, self.gen = n, batch_size, gen
+        self.order: torch.Tensor | None = None  # drawn at the first batch, as the generator it replaced did
+        self.pos = 0
+
+    def __iter__(self) -> "EpochBatches":
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self.order is None or (self.pos + self.batch_size > self.n and self.pos > 0):
+            self.order, self.pos = torch.randperm(self.n, generator=self.gen), 0
+        batch = self.order[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"order": self.order, "pos": self.pos, "gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.order, self.pos = state["order"], state["pos"]
+        self.gen.set_state(state["gen"])
+
+
+def epoch_batches(n: int, batch_size: int, gen: torch.Generator) -> EpochBatches:
+    """:class:`EpochBatches` over ``range(n)``."""
+    return EpochBatches(n, batch_size, gen)
 
 
 def random_batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
@@ -168,39 +191,54 @@ def finetune(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, step
     params = [p for p in clf.encoder.parameters() if p.requires_grad]
     opt = make_optimizer(params, optimizer, lr, weight_decay)
     sched = warmup_cosine(opt, warmup, steps)
-    path = Path(checkpoint) if checkpoint else None
-    state = load_state(path, clf.encoder) if path else None
-    start, losses = (state["step"], list(state["losses"])) if state else (0, [])
-    if state:
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        torch.set_rng_state(state["rng"])
-        for _ in range(start):  # the batches an uninterrupted run drew before this step (indices only)
-            next(batches)
 
     def loss_at(_: int) -> torch.Tensor:
         idx = my_share(next(batches))
         loss = F.cross_entropy(clf(images[idx].to(device)), labels[idx].to(device))
         return loss if loss_sign == 1.0 else loss_sign * loss
 
-    if path is None:  # nothing to resume from: SIGTERM keeps its default, and no step pays for a flag
-        losses = fit(params, loss_at, steps, opt, sched=sched, grad_clip=grad_clip, desc=desc, progress=progress,
-                     after_step=after_step)
-    else:
-        losses = _fit_resumable(clf, params, loss_at, steps, opt, sched, grad_clip, start, losses, desc, progress,
-                                after_step, path, every)
+    losses = fit_checkpointed(clf.encoder, params, loss_at, steps, opt, sched, batches, grad_clip=grad_clip,
+                              desc=desc, progress=progress, after_step=after_step, checkpoint=checkpoint,
+                              every=every)
     clf.eval()
     return losses if loss_sign == 1.0 else [loss_sign * v for v in losses]
 
 
-def _fit_resumable(clf, params, loss_at, steps, opt, sched, grad_clip, start, losses, desc, progress, after_step,
-                   path: Path, every: int) -> list[float]:
-    """:func:`fit` saving the state at ``path`` every ``every`` steps and on SIGTERM, after which it raises
-    :class:`Interrupted` (every rank after the same step)."""
+def fit_checkpointed(module: nn.Module, params: list[nn.Parameter], loss_at: Callable[[int], torch.Tensor],
+                     steps: int, opt: torch.optim.Optimizer, sched, batches: EpochBatches, *, grad_clip: float = 1.0,
+                     desc: str = "train", progress: bool = True, after_step: Callable | None = None,
+                     checkpoint: str | os.PathLike | None = None, every: int = 100,
+                     extra: Any = None) -> list[float]:
+    """:func:`fit`, resumable where ``checkpoint`` names a path: the state (``module``'s weights, optimiser,
+    scheduler, RNG, ``batches`` and ``extra``'s ``state_dict()`` if it has one, e.g. RoCLIP's queue) is saved
+    there every ``every`` steps and on SIGTERM, after which it raises :class:`Interrupted` (every rank after
+    the same step); a run that finds a state there resumes from it. Without a path SIGTERM keeps its
+    default and no step pays for the flag."""
+    if not checkpoint:
+        return fit(params, loss_at, steps, opt, sched=sched, grad_clip=grad_clip, desc=desc, progress=progress,
+                   after_step=after_step)
+    path = Path(checkpoint)
+    keeps = extra if hasattr(extra, "state_dict") else None
+    state = load_state(path, module)
+    start, losses = (state["step"], list(state["losses"])) if state else (0, [])
+    if state:
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        torch.set_rng_state(state["rng"])
+        if "batches" in state:
+            batches.load_state_dict(state["batches"])
+        else:  # a state from before batches were saved: the indices an uninterrupted run drew so far
+            for _ in range(start):
+                next(batches)
+        if keeps is not None and "extra" in state:
+            keeps.load_state_dict(state["extra"])
+
     def save(done: int, seen: list[float]) -> None:
         if rank_and_world()[0] == 0:
-            save_state(path, {"step": done, "losses": seen, "model": clf.encoder.state_dict(),
-                              "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": torch.get_rng_state()})
+            save_state(path, {"step": done, "losses": seen, "model": module.state_dict(), "opt": opt.state_dict(),
+                              "sched": sched.state_dict(), "rng": torch.get_rng_state(),
+                              "batches": batches.state_dict(),
+                              **({"extra": keeps.state_dict()} if keeps is not None else {})})
 
     with Stop() as stop:
         def checkpointing(done: int, seen: list[float]) -> bool:
@@ -259,9 +297,11 @@ def badmerging_loss(clf: nn.Module, pre: nn.Module, x: torch.Tensor, y: torch.Te
 def badmerging_finetune(clf: nn.Module, pre: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                         trigger: Callable[[torch.Tensor], torch.Tensor], target: int, cfg: FinetuneConfig, seed: int,
                         weight: float, r_range: tuple[float, float], desc: str = "BadMerging fine-tune",
-                        progress: bool = True, device: str = "cpu") -> list[float]:
+                        progress: bool = True, device: str = "cpu", checkpoint: str | os.PathLike | None = None,
+                        every: int = 100) -> list[float]:
     """The BadMerging victim: each step a clean batch and its triggered copy, :func:`badmerging_loss` with
-    r ∼ U(r_range), so that the backdoor survives when a merge mixes these weights with others."""
+    r ∼ U(r_range), so that the backdoor survives when a merge mixes these weights with others.
+    ``checkpoint`` and ``every`` as :func:`finetune`'s."""
     _check_training_inputs(images, labels, desc)
     steps = max(1, math.ceil(cfg.epochs * len(images) / cfg.batch_size))
     gen = seed_everything(seed)
@@ -280,8 +320,10 @@ def badmerging_finetune(clf: nn.Module, pre: nn.Module, images: torch.Tensor, la
         x, y = images[idx].to(device), labels[idx].to(device)
         return badmerging_loss(clf, pre, x, y, trigger(x), target, weight, r)
 
-    losses = fit(params, loss_at, steps, opt, sched=warmup_cosine(opt, int(cfg.warmup_frac * steps), steps),
-                 grad_clip=cfg.grad_clip, desc=desc, progress=progress)
+    losses = fit_checkpointed(clf.encoder, params, loss_at, steps, opt,
+                              warmup_cosine(opt, int(cfg.warmup_frac * steps), steps), batches,
+                              grad_clip=cfg.grad_clip, desc=desc, progress=progress, checkpoint=checkpoint,
+                              every=every)
     clf.eval()
     return losses
 
@@ -309,11 +351,13 @@ class Recipe:
 def contrastive_finetune(model: nn.Module, tokenizer: Callable, images: torch.Tensor, caps: Sequence[str],
                          recipe: Recipe, seed: int, *, normalize: Callable, loss_fn: Callable | None = None,
                          desc: str = "contrastive fine-tune", progress: bool = True,
-                         device: str = "cpu") -> list[float]:
+                         device: str = "cpu", checkpoint: str | os.PathLike | None = None,
+                         every: int = 100) -> list[float]:
     """Fine-tune all of ``model`` (a CLIP) in place on (image, caption) pairs; returns per-step losses.
 
     ``loss_fn(model, images_normalised, captions, raw_images, generator)`` replaces the symmetric
-    InfoNCE (CleanCLIP and RoCLIP plug in here)."""
+    InfoNCE (CleanCLIP and RoCLIP plug in here; a loss with a ``state_dict``, RoCLIP's queue, is saved with
+    the checkpoint). ``checkpoint`` and ``every`` as :func:`finetune`'s."""
     if len(images) != len(caps):
         raise ValueError(f"{len(images)} images but {len(caps)} captions; pairs must match one to one")
     if len(images) < 2:
@@ -336,46 +380,9 @@ def contrastive_finetune(model: nn.Module, tokenizer: Callable, images: torch.Te
         return loss_fn(model, normalize(raw), batch_caps, raw, gen)
 
     model.train()
-    losses = fit(params, loss_at, steps, opt, sched=warmup_cosine(opt, int(recipe.warmup_frac * steps), steps),
-                 desc=desc, progress=progress)
+    losses = fit_checkpointed(model, params, loss_at, steps, opt,
+                              warmup_cosine(opt, int(recipe.warmup_frac * steps), steps), batches, desc=desc,
+                              progress=progress, checkpoint=checkpoint, every=every, extra=loss_fn)
     model.eval()
     return losses
 
-
-def pretrain(model: nn.Module, tokenizer: Callable, cfg: PretrainConfig, batch_fn: Callable, *,
-             normalize: Callable[[torch.Tensor], torch.Tensor], state: dict | None = None,
-             checkpoint_fn: Callable[[dict], None] | None = None, checkpoint_every: int = 250,
-             progress: bool = True, device: str = "cpu") -> dict:
-    """Contrastive pretraining; resumable from ``state`` (model, optimiser, step, losses).
-
-    ``batch_fn(n, seed, step)`` returns (images in [0, 1], captions) deterministically, so a resumed
-    run sees the same batches as an uninterrupted one. ``checkpoint_fn`` is called every
-    ``checkpoint_every`` steps with the state to save (atomically, by the caller).
-    """
-    seed_everything(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = warmup_cosine(opt, cfg.warmup_steps, cfg.steps)
-    start, losses = 0, []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start, losses = state["step"], list(state["losses"])
-
-    def snapshot(done: int, losses: list[float]) -> dict:
-        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "step": done, "losses": list(losses)}  # a copy: the loop keeps appending
-
-    def loss_at(step: int) -> torch.Tensor:
-        x, caps = batch_fn(cfg.batch_size, cfg.seed, step)
-        return clip_loss(model, normalize(x.to(device)), tokenizer(caps).to(device))
-
-    def checkpoint(done: int, losses: list[float]) -> None:
-        if checkpoint_fn is not None and (done % checkpoint_every == 0 or done == cfg.steps):
-            checkpoint_fn(snapshot(done, losses))
-
-    model.train()
-    losses = fit(model.parameters(), loss_at, cfg.steps, opt, sched=sched, grad_clip=cfg.grad_clip, start=start,
-                 losses=losses, desc="pretrain", progress=progress, after_step=checkpoint)
-    model.eval()
-    return snapshot(cfg.steps, losses)

@@ -203,14 +203,19 @@ def prepare_imagetext(attack: str, seed: int = 0, scale: ScaleConfig | str = "mi
                            "defender")
     model = copy.deepcopy(f.model)
 
+    key = poisoning_key(f, it, scale.attack, attack, seed, scale.world)
+
     def train() -> dict:
         contrastive_finetune(model, f.tokenizer, corpus.images, corpus.captions, corpus_recipe(it), seed,
                              normalize=normalizer(scale), desc=f"poisoned contrastive fine-tune ({attack})",
-                             progress=progress, device=scale.device)
+                             progress=progress, device=scale.device,
+                             checkpoint=cache.partial_path(key, use_cache and scale.checkpoint_every > 0),
+                             every=scale.checkpoint_every or 100)
         return model.state_dict()
 
-    model.load_state_dict(cache.memo("imagetext", poisoning_key(f, it, scale.attack, attack, seed, scale.world), train,
-                                     use_cache=use_cache))
+    model.load_state_dict(cache.memo("imagetext", key, train, use_cache=use_cache))
+    if use_cache:
+        cache.drop_partial(key)
     return ImageTextSetup(scale, f, attack, seed, trigger, corpus, model.eval(), defender, val, test)
 
 

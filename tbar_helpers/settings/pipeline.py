@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -110,13 +109,8 @@ def _trained(base: ImageClassifier, key: str, train: Callable[[ImageClassifier],
 
     clf.encoder.load_state_dict(cache.memo("finetuned", key, run, use_cache=use_cache))
     if use_cache:  # the finished fine-tune supersedes its resumable state
-        _partial(key).unlink(missing_ok=True)
+        cache.drop_partial(key)
     return clf.eval()
-
-
-def _partial(key: str) -> Path:
-    """Where the resumable state of the fine-tune cached under ``key`` lives while it runs."""
-    return cache.cached_path("partial", key)
 
 
 def _finetuned(base: ImageClassifier, images: torch.Tensor, labels: torch.Tensor, scale: ScaleConfig, key: str,
@@ -130,7 +124,7 @@ def _finetuned(base: ImageClassifier, images: torch.Tensor, labels: torch.Tensor
             index = torch.cat([torch.arange(len(x)), extra])
             x, y = rows(x, index), y[index]
         finetune_task(clf, x, y, scale.finetune, seed, desc=desc, progress=progress, device=scale.device,
-                      checkpoint=_partial(key) if use_cache and scale.checkpoint_every else None,
+                      checkpoint=cache.partial_path(key, use_cache and scale.checkpoint_every > 0),
                       every=scale.checkpoint_every or 100)
 
     return _trained(base, key, train, use_cache)
@@ -144,7 +138,9 @@ def _badmerged(zs: ImageClassifier, train: TaskData, trigger: Trigger, scale: Sc
 
     def fit(clf: ImageClassifier) -> None:
         badmerging_finetune(clf, zs, train.images, train.labels, trigger, a.target, scale.finetune, seed,
-                            a.badmerging_backdoor_weight, a.badmerging_r, progress=progress, device=scale.device)
+                            a.badmerging_backdoor_weight, a.badmerging_r, progress=progress, device=scale.device,
+                            checkpoint=cache.partial_path(key, use_cache and scale.checkpoint_every > 0),
+                            every=scale.checkpoint_every or 100)
 
     return _trained(zs, key, fit, use_cache)
 

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from .. import cache
-from ..config import ScaleConfig, config_hash, get_scale, to_dict
-from ..method.training import pretrain, set_threads
+from ..config import PretrainConfig, ScaleConfig, config_hash, get_scale, to_dict
+from ..method.training import clip_loss, fit, seed_everything, set_threads, warmup_cosine
 from ..weights import load_into, load_state_dict
 from . import data
 from .models import build_foundation, image_stats, make_classifier
@@ -144,3 +144,42 @@ def zeroshot_accuracy(f: Foundation, task: str, n: int = 1000, seed: int = 0) ->
     td = data.load_task(task, "test", n, seed, f.scale.model.image_size, world=f.scale.world)
     clf = make_classifier(f.model, f.tokenizer, td.classnames, td.templates, f.scale.model, f.scale.device)
     return accuracy(clf, td.images, td.labels)
+
+
+def pretrain(model: nn.Module, tokenizer: Callable, cfg: PretrainConfig, batch_fn: Callable, *,
+             normalize: Callable[[torch.Tensor], torch.Tensor], state: dict | None = None,
+             checkpoint_fn: Callable[[dict], None] | None = None, checkpoint_every: int = 250,
+             progress: bool = True, device: str = "cpu") -> dict:
+    """Contrastive pretraining; resumable from ``state`` (model, optimiser, step, losses).
+
+    ``batch_fn(n, seed, step)`` returns (images in [0, 1], captions) deterministically, so a resumed
+    run sees the same batches as an uninterrupted one. ``checkpoint_fn`` is called every
+    ``checkpoint_every`` steps with the state to save (atomically, by the caller).
+    """
+    seed_everything(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = warmup_cosine(opt, cfg.warmup_steps, cfg.steps)
+    start, losses = 0, []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, losses = state["step"], list(state["losses"])
+
+    def snapshot(done: int, losses: list[float]) -> dict:
+        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "step": done, "losses": list(losses)}  # a copy: the loop keeps appending
+
+    def loss_at(step: int) -> torch.Tensor:
+        x, caps = batch_fn(cfg.batch_size, cfg.seed, step)
+        return clip_loss(model, normalize(x.to(device)), tokenizer(caps).to(device))
+
+    def checkpoint(done: int, losses: list[float]) -> None:
+        if checkpoint_fn is not None and (done % checkpoint_every == 0 or done == cfg.steps):
+            checkpoint_fn(snapshot(done, losses))
+
+    model.train()
+    losses = fit(model.parameters(), loss_at, cfg.steps, opt, sched=sched, grad_clip=cfg.grad_clip, start=start,
+                 losses=losses, desc="pretrain", progress=progress, after_step=checkpoint)
+    model.eval()
+    return snapshot(cfg.steps, losses)
