@@ -150,6 +150,12 @@ STUDIES = {
                                   seeds=DEV_SEEDS[:1], overrides={"world.noise": 0.175}, variants={
         "paper styles": {"attack.badclip_style": "paper", "attack.badmerging_style": "paper"}},
         about="every attack in the noisy world (BadNet BackdoorBench's; BadCLIP and BadMerging the paper's)"),
+    # world-v2-attacks-dev again at the victim lrs that plant BadNet and Blended (victim-lr-dev), with TBAR
+    "world-v2-lr-dev": Study("pipeline-val", ("badnet", "blended", "wanet", "sig", "badclip", "badmerging"),
+                             seeds=DEV_SEEDS[:1], overrides={"world.noise": 0.175, "attack.badclip_style": "paper",
+                                                             "attack.badmerging_style": "paper"},
+                             variants={f"lr {lr:g}": {"finetune.lr": lr} for lr in (5e-4, 2e-4)},
+                             about="every attack in the noisy world at the planting victim lrs, TBAR on validation"),
     "victim-lr": Study("victim-val", ("badnet",), variants={
         f"lr {lr:g}": {"finetune.lr": lr} for lr in (1e-4, 1.25e-4, 1.5e-4, 2e-4, 3e-4)},
         about="the victim's fine-tune lr: the smallest whose validation ASR plants the backdoor"),
