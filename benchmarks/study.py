@@ -212,7 +212,7 @@ def _scale(study: Study, variant: str, threads: int):
     sets = study.variants[variant]
     plain = {k: v for k, v in sets.items() if not k.startswith("_")}
     extra = {k: v for k, v in sets.items() if k.startswith("_")}
-    return override(get_scale("mini"), threads=threads, **study.overrides, **plain), extra
+    return override(get_scale("mini"), threads=threads, **{**study.overrides, **plain}), extra  # the variant wins
 
 
 def run_study(name: str, seeds: tuple[int, ...] | None = None, threads: int = 0, results: Path | None = None) -> None:

@@ -125,11 +125,11 @@ def test_a_study_runs_each_variant_under_its_own_overrides(study, tmp_path):
 
     study.MEASURES["fake2"] = fake
     study.COLUMNS["fake2"] = ("asr_backdoored", "alpha")
-    study.STUDIES["grid"] = study.Study("fake2", ("badnet",), seeds=(0,), variants={
+    study.STUDIES["grid"] = study.Study("fake2", ("badnet",), seeds=(0,), overrides={"finetune.lr": 5e-4}, variants={
         "slow": {"finetune.lr": 1e-4, "_tag": "a"}, "fast": {"finetune.lr": 3e-4}})
     study.run_study("grid")
     study.run_study("grid")
-    assert seen == [(1e-4, "a", "badnet", 0), (3e-4, None, "badnet", 0)]
+    assert seen == [(1e-4, "a", "badnet", 0), (3e-4, None, "badnet", 0)]  # a variant wins over the study
     recs = [json.loads(x) for x in (tmp_path / "grid.jsonl").read_text().splitlines()]
     assert [r["variant"] for r in recs] == ["slow", "fast"] and recs[0]["overrides"]["finetune.lr"] == 1e-4
     table = study.render("grid")
