@@ -169,8 +169,15 @@ STUDIES = {
         "500 images, α to 4": {"tbar.forget_size": 500, "tbar.alpha_grid": ALPHA_TO_4},
         "500 images, α to 4, floor 0.93": {"tbar.forget_size": 500, "tbar.alpha_grid": ALPHA_TO_4,
                                            "tbar.ca_keep": 0.93},
-        "500 images, 20 steps": {"tbar.forget_size": 500, "tbar.steps": 20}},
+        "500 images, 20 steps": {"tbar.forget_size": 500, "tbar.steps": 20},
+        "500 images, 20 steps, α to 4": {"tbar.forget_size": 500, "tbar.steps": 20, "tbar.alpha_grid": ALPHA_TO_4}},
         about="the classification forget recipe against the stronger victim of the noisy world"),
+    # WaNet (reference strength) and SIG plant at neither victim lr of world-v2-lr-dev: the victim's budget
+    "wanet-sig-dev": Study("victim-val", ("wanet", "sig"), seeds=DEV_SEEDS[:1],
+                           overrides={"world.noise": 0.175, "finetune.lr": 5e-4}, variants={
+        "lr 1e-3": {"finetune.lr": 1e-3}, "6 epochs": {"finetune.epochs": 6},
+        "poison 0.2": {"attack.poison_rate": 0.2}},
+        about="whether WaNet at its reference strength and SIG plant with a stronger victim fine-tune"),
     "victim-lr": Study("victim-val", ("badnet",), variants={
         f"lr {lr:g}": {"finetune.lr": lr} for lr in (1e-4, 1.25e-4, 1.5e-4, 2e-4, 3e-4)},
         about="the victim's fine-tune lr: the smallest whose validation ASR plants the backdoor"),
