@@ -1,8 +1,8 @@
 """One training loop (:func:`fit`) and the fine-tunes built on it, each with its own loss.
 
 The image encoder's fine-tunes through the frozen zero-shot head (as in the paper) and the whole CLIP's
-contrastive fine-tunes (the mini CLIP's pretraining is in :mod:`tbar_helpers.world.foundation`): AdamW (or SGD) with linear warmup
-and cosine decay, gradient clipping and a tqdm progress bar.
+contrastive fine-tunes: AdamW (or SGD) with linear warmup and cosine decay, gradient clipping and a tqdm
+progress bar. The mini CLIP's pretraining is in :mod:`tbar_helpers.world.foundation`.
 """
 from __future__ import annotations
 
