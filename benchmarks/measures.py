@@ -95,6 +95,21 @@ def _pipeline_val(study, attack, seed, scale, extra):
             "trigger_vector_norm": rec["trigger_vector_norm"]}
 
 
+def _alignment(study, attack, seed, scale, extra):
+    """How much of what a clean fine-tune taught TBAR's trigger vector points along: the cosines of
+    τt = θ(b+t) − θb with τclean = θclean − θpre and with the victim's τb = θb − θpre (image encoders)."""
+    from tbar_helpers.method.task_vectors import TaskVector
+    from tbar_helpers.method.tbar import forget_set, trigger_vector
+    s = _setup(study, attack, seed, scale, with_clean=True)
+    fx, fy = forget_set(s.defender.images, s.defender.labels, s.trigger, s.target, scale.tbar.forget_size, seed)
+    tau_t = trigger_vector(s.backdoored, fx, fy, scale.tbar, seed, progress=False, device=scale.device)
+    tau_c = TaskVector(s.zeroshot.encoder, s.clean.encoder)
+    tau_b = TaskVector(s.zeroshot.encoder, s.backdoored.encoder)
+    return {"attack": attack, "seed": seed, "cos_trigger_clean": tau_t.cosine(tau_c),
+            "cos_trigger_victim": tau_t.cosine(tau_b), "cos_victim_clean": tau_b.cosine(tau_c),
+            "trigger_vector_norm": tau_t.norm(), "clean_vector_norm": tau_c.norm()}
+
+
 def _tbar_val(study, attack, seed, scale, extra):
     """TBAR's α search as the defender sees it: the validation curve at the chosen α (chooses TBAR's recipe)."""
     from tbar_helpers.method.tbar import AlphaPoint, point_at
@@ -182,7 +197,7 @@ MEASURES: dict[str, Callable] = {
     "clean-task": _clean_task, "clean-task-val": _clean_task_val, "merging": _merging,
     "pipeline-val": _pipeline_val,
     "victim-val": _victim_val, "tbar-val": _tbar_val, "unknown-val": _unknown_val,
-    "decree": _decree, "xi": _xi, "architecture": _architecture}
+    "decree": _decree, "xi": _xi, "architecture": _architecture, "alignment": _alignment}
 # what each measure's table shows (record fields; report.DISPLAY names them)
 COLUMNS = {"classification": CLASSIFICATION,
            "image-text": ("ca_zeroshot", "asr_zeroshot", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar",
@@ -196,6 +211,7 @@ COLUMNS = {"classification": CLASSIFICATION,
                        "asr_merged_backdoored", "ca_merged_tbar", "asr_merged_tbar", "ca_other_merged_tbar"),
            "victim-val": ("ca_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored"),
            "tbar-val": ("asr_backdoored", "asr_tbar", "ca_retained", "alpha"),
+           "alignment": ("cos_trigger_clean", "cos_trigger_victim", "cos_victim_clean"),
            "unknown-val": ("asr_backdoored", "asr_tbar", "ca_retained", "alpha"),
            "decree": ("mask_l1", "mask_l1_pre", "mask_ratio"),
            "xi": ("ca_zeroshot", "asr_tbar", "ca_retained", "mean_xi_forget", "mean_xi_difference"),

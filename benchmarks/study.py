@@ -178,6 +178,18 @@ STUDIES = {
         "lr 1e-3": {"finetune.lr": 1e-3}, "6 epochs": {"finetune.epochs": 6},
         "poison 0.2": {"attack.poison_rate": 0.2}},
         about="whether WaNet at its reference strength and SIG plant with a stronger victim fine-tune"),
+    # the appendix's untested reading of forget-recipe-dev: in the noisy world τt carries the domain with it
+    "alignment-dev": Study("alignment", ("badnet", "blended"), seeds=DEV_SEEDS[:1], variants={
+        "unshifted, preset": {},
+        "noise 0.175, lr 5e-4": {"world.noise": 0.175, "finetune.lr": 5e-4, "attack.badclip_style": "paper",
+                                 "attack.badmerging_style": "paper"}},
+        about="cosines of TBAR's trigger vector with the clean fine-tune's vector, by world"),
+    # alignment-dev's follow-up: is the noisy world's CA cost a failure of weight disentanglement (ξ)?
+    "xi-world-dev": Study("xi", ("badnet",), seeds=DEV_SEEDS[:1], variants={
+        "unshifted, preset": {},
+        "noise 0.175, lr 5e-4": {"world.noise": 0.175, "finetune.lr": 5e-4, "attack.badclip_style": "paper",
+                                 "attack.badmerging_style": "paper"}},
+        about="ξ(αc, αt) of TBAR's vector and of θb − θclean, by world, on a development seed"),
     "victim-lr": Study("victim-val", ("badnet",), variants={
         f"lr {lr:g}": {"finetune.lr": lr} for lr in (1e-4, 1.25e-4, 1.5e-4, 2e-4, 3e-4)},
         about="the victim's fine-tune lr: the smallest whose validation ASR plants the backdoor"),

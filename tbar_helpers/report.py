@@ -37,6 +37,8 @@ DISPLAY = {"ca_zeroshot": "CA θpre", "asr_zeroshot": "ASR θpre", "ca_clean_ft"
            "ca_drop_points": "CA drop (points)", "mean_xi": "mean ξ", "mean_xi_inner": "mean ξ (αc, αt ≤ 1)",
            "mean_xi_forget": "mean ξ", "mean_xi_difference": "mean ξ (θb − θclean)", "mask_l1": "mask",
            "mask_l1_pre": "mask θpre", "mask_ratio": "mask / mask θpre", "pretrain_steps": "pretraining steps",
+           "cos_trigger_clean": "cos(τt, τclean)", "cos_trigger_victim": "cos(τt, τb)",
+           "cos_victim_clean": "cos(τb, τclean)",
            **{f"{k}_merged_{m}": f"{k.split('_')[0].upper()}{' other task' if k == 'ca_other' else ''} merged {n}"
               for m, n in (("clean", "clean"), ("backdoored", "backdoored"), ("tbar", "TBAR"))
               for k in ("ca", "asr", "ca_other")}}
@@ -84,11 +86,14 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
+RATIOS = ("knowledge_kept", "cos_trigger_clean", "cos_trigger_victim", "cos_victim_clean")  # shown as they are
+
+
 def cell(key: str, x: float | None) -> str:
-    """A record field as a table shows it: α as it is, knowledge kept as a ratio, the rest in %."""
+    """A record field as a table shows it: α as it is, knowledge kept and cosines as ratios, the rest in %."""
     if x is None:
         return "–"
-    return f"{x:g}" if key == "alpha" else f"{x:.2f}" if key == "knowledge_kept" else pct(x)
+    return f"{x:g}" if key == "alpha" else f"{x:.2f}" if key in RATIOS else pct(x)
 
 
 def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -128,7 +133,7 @@ def summary_table(recs: list[dict], keys: Sequence[str], by: str = "attack") -> 
 
 def headers(*keys: str) -> list[str]:
     """Column headers of record fields: their display names, with " %" for the percentages."""
-    return [DISPLAY[k] if k in ("knowledge_kept", "alpha") else DISPLAY[k] + " %" for k in keys]
+    return [DISPLAY[k] if k in (*RATIOS, "alpha") else DISPLAY[k] + " %" for k in keys]
 
 
 CLASSIFICATION = ("ca_zeroshot", "asr_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored", "ca_tbar",
@@ -285,6 +290,16 @@ def _planting_dev(results: Path) -> str:
             "\nSensor noise 0.175, development seed 100, validation split; the victim fine-tunes 3 epochs at "
             "poison share 0.1 unless the row says otherwise. Records: `benchmarks/results/world-v2-lr-dev.jsonl`, "
             "`benchmarks/results/wanet-sig-dev.jsonl`.\n")
+
+
+@generator("alignment-dev")
+def _alignment_dev(results: Path) -> str:
+    keys = ("cos_trigger_clean", "cos_trigger_victim", "cos_victim_clean")
+    rows = [[r["variant"], r["attack"], r["seed"], *(cell(k, r[k]) for k in keys)]
+            for r in records("alignment-dev", results=results)]
+    return (table(["world", "attack", "seed", *headers(*keys)], rows) +
+            "\nImage encoders; τt from the preset's forget recipe; development seed 100. Records: "
+            "`benchmarks/results/alignment-dev.jsonl`.\n")
 
 
 def recorded_pretraining(attack: str = "badnet", seed: int = 0):
