@@ -38,3 +38,10 @@ def test_every_block_names_a_known_generator():
     for page in report.pages():
         for m in BLOCK.finditer(page.read_text()):
             assert m["name"] in report.GENERATORS, f"{page}: {m['name']}"
+
+
+def test_cells_show_ratios_as_they_are_and_shares_in_percent():
+    assert report.cell("cos_trigger_clean", -0.0149) == "-0.01" and report.cell("knowledge_kept", 0.796) == "0.80"
+    assert report.cell("asr_tbar", 0.0123) == "1.2" and report.cell("alpha", 1.45) == "1.45"
+    assert report.cell("ca_tbar", None) == "–"
+    assert report.headers("cos_trigger_clean", "ca_tbar") == ["cos(τt, τclean)", "CA TBAR %"]
