@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from tbar_helpers.report import CLASSIFICATION
+from tbar_helpers.report import CLASSIFICATION, DISPLAY
 
 XI_ALPHAS = (0.0, 0.5, 1.0, 1.5)
 
@@ -157,12 +157,11 @@ def _response(f, attack, seed, scale, curve_alphas=None) -> dict:
     from tbar_helpers.settings.pipeline import xi_heatmap
     from tbar_helpers.chapters.studies import backdoor_vector, foundation_response
     out = foundation_response(f, attack, seed, scale, XI_ALPHAS, 500, curve_alphas)
-    r, s = out["row"], out["setup"]
-    rec = {"attack": attack, "seed": seed, "ca_zeroshot": r["zero-shot CA"], "ca_backdoored": r["CA backdoored"],
-           "asr_backdoored": r["ASR backdoored"], "ca_tbar": r["CA TBAR"], "asr_tbar": r["ASR TBAR"],
-           "ca_retained": r["CA retained"], "alpha": r["alpha"], "alphas": XI_ALPHAS, "n": 500}
+    r, s = out["row"], out["setup"]  # the row is named for display: read it back by the record fields
+    fields = ("ca_zeroshot", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar", "ca_retained", "alpha")
+    rec = {"attack": attack, "seed": seed, **{k: r[DISPLAY[k]] for k in fields}, "alphas": XI_ALPHAS, "n": 500}
     if curve_alphas is not None:
-        rec["ca_retained_at_asr3"] = r["CA retained at ASR ≤ 3%"]
+        rec["ca_retained_at_asr3"] = r[DISPLAY["ca_retained_at_asr3"]]
     for kind, g in (("difference", xi_heatmap(s, backdoor_vector(s, "difference"), XI_ALPHAS, 500)),
                     ("forget", out["grid"])):
         xi = np.asarray(g["xi"])

@@ -146,3 +146,20 @@ def test_verify_compares_records_to_the_digit_except_timings(study):
     assert lines[0].startswith(".ca_tbar: 1 value(s) differ, largest relative difference 1.1e-04")
     assert lines[1].startswith(".val_curve: 1 value(s) differ, largest relative difference 1.1e-01")
     assert lines[2] == ".defense: only in the record"
+
+
+def test_the_xi_measure_reads_the_display_named_row_back_into_record_fields(monkeypatch):
+    """foundation_response names its row for display; the xi and architecture records need the fields."""
+    measures = _load("measures", BENCH / "measures.py")
+    from tbar_helpers.chapters import studies
+    from tbar_helpers.report import named
+    from tbar_helpers.settings import pipeline
+    row = named({"ca_zeroshot": 0.6, "ca_backdoored": 0.9, "asr_backdoored": 0.99, "ca_tbar": 0.85, "asr_tbar": 0.02,
+                 "ca_retained": 0.85 / 0.9, "alpha": 1.5, "ca_retained_at_asr3": 0.93})
+    grid = {"xi": [[0.0, 0.1], [0.2, 0.3]]}
+    monkeypatch.setattr(studies, "foundation_response", lambda *a: {"row": row, "setup": None, "grid": grid})
+    monkeypatch.setattr(studies, "backdoor_vector", lambda *a: None)
+    monkeypatch.setattr(pipeline, "xi_heatmap", lambda *a: grid)
+    rec = measures._response(None, "badnet", 100, None, curve_alphas=[0.0, 1.0])
+    assert (rec["ca_zeroshot"], rec["alpha"], rec["ca_retained_at_asr3"]) == (0.6, 1.5, 0.93)
+    assert rec["mean_xi_forget"] == pytest.approx(0.15)
