@@ -126,6 +126,8 @@ def roclip_loss(tokenizer: Callable, pool: Sequence[str], period: int = 2) -> Ca
         if state["queue"] is None:
             with torch.no_grad():
                 state["queue"] = torch.cat([embed(model, pool[i:i + 500], dev) for i in range(0, len(pool), 500)])
+        elif state["queue"].device != dev:  # a queue restored from a checkpoint comes back on the CPU
+            state["queue"] = state["queue"].to(dev)
         nn_step = state["step"] % period == period - 1
         state["step"] += 1
         img = model.encode_image(xn)
