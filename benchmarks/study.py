@@ -187,8 +187,10 @@ STUDIES = {
     # alignment-dev's follow-up: is the noisy world's CA cost a failure of weight disentanglement (ξ)?
     "xi-world-dev": Study("xi", ("badnet",), seeds=DEV_SEEDS[:1], variants={
         "unshifted, preset": {},
-        "noise 0.175, lr 5e-4": {"world.noise": 0.175, "finetune.lr": 5e-4, "attack.badclip_style": "paper",
-                                 "attack.badmerging_style": "paper"}},
+        **{f"noise {n:g}, lr 5e-4": {"world.noise": n, "finetune.lr": 5e-4, "attack.badclip_style": "paper",
+                                     "attack.badmerging_style": "paper"} for n in (0.175, 0.1, 0.15)},
+        "clutter 3, lr 5e-4": {"world.clutter": 3, "finetune.lr": 5e-4, "attack.badclip_style": "paper",
+                               "attack.badmerging_style": "paper"}},
         about="ξ(αc, αt) of TBAR's vector and of θb − θclean, by world, on a development seed"),
     "victim-lr": Study("victim-val", ("badnet",), variants={
         f"lr {lr:g}": {"finetune.lr": lr} for lr in (1e-4, 1.25e-4, 1.5e-4, 2e-4, 3e-4)},

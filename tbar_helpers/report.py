@@ -302,6 +302,18 @@ def _alignment_dev(results: Path) -> str:
             "`benchmarks/results/alignment-dev.jsonl`.\n")
 
 
+@generator("xi-world-dev")
+def _xi_world_dev(results: Path) -> str:
+    keys = ("ca_zeroshot", "asr_tbar", "ca_retained", "mean_xi_forget", "mean_xi_difference")
+    recs = sorted(records("xi-world-dev", results=results), key=lambda r: -r["ca_zeroshot"])  # shift by shift
+    rows = [[r["variant"], r["attack"], r["seed"], *(cell(k, r[k]) for k in keys)] for r in recs]
+    alphas = ", ".join(f"{a:g}" for a in recs[0]["alphas"]) if recs else ""
+    return (table(["world", "attack", "seed", *headers(*keys)], rows) +
+            f"\nξ over αc, αt ∈ {{{alphas}}} on 500 test images of a development seed (a diagnostic: it chooses "
+            "nothing); TBAR with the preset's recipe, α chosen on validation. Records: "
+            "`benchmarks/results/xi-world-dev.jsonl`.\n")
+
+
 def recorded_pretraining(attack: str = "badnet", seed: int = 0):
     """TBAR and ξ of TBAR's vector against the pretraining budget of the preset's ViT, from the recorded
     studies (the 500-step architecture run and the three shipped foundations); nothing is recomputed."""
