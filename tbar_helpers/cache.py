@@ -219,17 +219,6 @@ def cached_path(kind: str, key: str, suffix: str = ".pt") -> Path:
     return cache_dir() / kind / f"{key}{suffix}"
 
 
-def partial_path(key: str, enabled: bool = True) -> Path | None:
-    """Where the resumable state of the training cached under ``key`` lives while it runs; None where
-    ``enabled`` is false (no cache, or a preset that does not checkpoint)."""
-    return cached_path("partial", key) if enabled else None
-
-
-def drop_partial(key: str) -> None:
-    """Remove the resumable state of ``key``'s training once its result is cached."""
-    cached_path("partial", key).unlink(missing_ok=True)
-
-
 def memo(kind: str, key: str, compute: Callable[[], Any], *, use_cache: bool = True,
          suffix: str = ".pt") -> Any:
     """The cached artefact of ``kind`` under ``key``, else ``compute()`` saved there. A damaged entry (hash
@@ -245,4 +234,15 @@ def memo(kind: str, key: str, compute: Callable[[], Any], *, use_cache: bool = T
             print(f"tbar: rebuilding a damaged cache entry: {' '.join(str(exc).split())}", flush=True)
     value = compute()
     save(value, path)
+    return value
+
+
+def memo_resumable(kind: str, key: str, compute: Callable[[Path | None], Any], *, use_cache: bool = True,
+                   resumable: bool = True, suffix: str = ".pt") -> Any:
+    """:func:`memo` for a training that can resume: ``compute(path)`` gets where its resumable state lives
+    (None without the cache or where ``resumable`` is false), and that state goes once the result is cached."""
+    partial = cached_path("partial", key) if use_cache else None
+    value = memo(kind, key, lambda: compute(partial if resumable else None), use_cache=use_cache, suffix=suffix)
+    if partial is not None:
+        partial.unlink(missing_ok=True)
     return value

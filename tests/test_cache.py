@@ -83,3 +83,24 @@ def test_foundation_key_tracks_the_init_weights(tmp_path):
     cache.save_torch({"weights": {"w": torch.ones(2)}}, b)
     assert foundation_key(MINI) != foundation_key(MINI, a) != foundation_key(MINI, b)
     assert foundation_key(MINI, a) == foundation_key(MINI, a)
+
+
+def test_a_resumable_memo_hands_out_its_partial_path_and_drops_it_once_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("TBAR_CACHE", str(tmp_path / "cache"))
+    seen = []
+
+    def train(checkpoint):
+        seen.append(checkpoint)
+        if checkpoint is not None:  # a state left by the fine-tune while it ran
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            checkpoint.write_bytes(b"state")
+        return {"w": torch.ones(2)}
+
+    out = cache.memo_resumable("finetuned", "k1", train)
+    assert torch.equal(out["w"], torch.ones(2)) and seen[0] == cache.cached_path("partial", "k1")
+    assert not seen[0].exists()  # the cached result supersedes the resumable state
+    cache.memo_resumable("finetuned", "k2", train, resumable=False)
+    cache.memo_resumable("finetuned", "k3", train, use_cache=False)
+    assert seen[1:] == [None, None]
+    cache.memo_resumable("finetuned", "k1", train)
+    assert len(seen) == 3  # cached: not trained again

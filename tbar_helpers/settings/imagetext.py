@@ -205,17 +205,15 @@ def prepare_imagetext(attack: str, seed: int = 0, scale: ScaleConfig | str = "mi
 
     key = poisoning_key(f, it, scale.attack, attack, seed, scale.world)
 
-    def train() -> dict:
+    def train(checkpoint) -> dict:
         contrastive_finetune(model, f.tokenizer, corpus.images, corpus.captions, corpus_recipe(it), seed,
                              normalize=normalizer(scale), desc=f"poisoned contrastive fine-tune ({attack})",
-                             progress=progress, device=scale.device,
-                             checkpoint=cache.partial_path(key, use_cache and scale.checkpoint_every > 0),
+                             progress=progress, device=scale.device, checkpoint=checkpoint,
                              every=scale.checkpoint_every or 100)
         return model.state_dict()
 
-    model.load_state_dict(cache.memo("imagetext", key, train, use_cache=use_cache))
-    if use_cache:
-        cache.drop_partial(key)
+    model.load_state_dict(cache.memo_resumable("imagetext", key, train, use_cache=use_cache,
+                                               resumable=scale.checkpoint_every > 0))
     return ImageTextSetup(scale, f, attack, seed, trigger, corpus, model.eval(), defender, val, test)
 
 

@@ -44,19 +44,16 @@ def clean_reference(s: ImageTextSetup, progress: bool = True, use_cache: bool = 
     it, f = s.scale.imagetext, s.foundation
     model = copy.deepcopy(f.model)
 
-    def train() -> dict:
+    def train(checkpoint) -> dict:
         corpus = load_corpus(s.scale, it.corpus_size, s.seed, "attacker")
         contrastive_finetune(model, f.tokenizer, corpus.images, corpus.captions, corpus_recipe(it), s.seed,
                              normalize=normalizer(s.scale), desc="clean contrastive fine-tune", progress=progress,
-                             device=s.scale.device, checkpoint=cache.partial_path(key, resumable),
-                             every=s.scale.checkpoint_every or 100)
+                             device=s.scale.device, checkpoint=checkpoint, every=s.scale.checkpoint_every or 100)
         return model.state_dict()
 
     key = config_hash(f.key, {k: getattr(it, k) for k in POISON_FIELDS}, s.seed, "imagetext-clean", *s.scale.world.key())
-    resumable = use_cache and s.scale.checkpoint_every > 0
-    model.load_state_dict(cache.memo("imagetext", key, train, use_cache=use_cache))
-    if use_cache:
-        cache.drop_partial(key)
+    model.load_state_dict(cache.memo_resumable("imagetext", key, train, use_cache=use_cache,
+                                               resumable=s.scale.checkpoint_every > 0))
     return model.eval()
 
 
@@ -74,7 +71,7 @@ def baseline(s: ImageTextSetup, method: str, budget: int, progress: bool = True,
         raise ValueError(f"a baseline needs a budget of at least 2 clean pairs, got {budget}")
     it, f = s.scale.imagetext, s.foundation
 
-    def defend() -> dict:
+    def defend(checkpoint) -> dict:
         t0 = time.time()
         pairs = load_corpus(s.scale, budget, s.seed, f"defense-{budget}")
         norm = normalizer(s.scale)
@@ -85,17 +82,13 @@ def baseline(s: ImageTextSetup, method: str, budget: int, progress: bool = True,
         contrastive_finetune(model, f.tokenizer, pairs.images, pairs.captions,
                              Recipe(epochs, it.defense_lr, it.batch_size), s.seed, normalize=norm, loss_fn=loss,
                              desc=f"{method} ({budget} pairs)", progress=progress, device=s.scale.device,
-                             checkpoint=cache.partial_path(key, use_cache and s.scale.checkpoint_every > 0),
-                             every=s.scale.checkpoint_every or 100)
+                             checkpoint=checkpoint, every=s.scale.checkpoint_every or 100)
         ca, asr = s.scores(s.classifier(model))
         return {"defense": method, "budget": budget, "epochs": epochs, "ca": ca, "asr": asr,
                 "seconds": time.time() - t0}
 
-    key = _key(s, "baseline", method, budget, BASELINE_LOSSES)
-    out = cache.memo("results", key, defend, use_cache=use_cache, suffix=".json")
-    if use_cache:
-        cache.drop_partial(key)
-    return out
+    return cache.memo_resumable("results", _key(s, "baseline", method, budget, BASELINE_LOSSES), defend,
+                                use_cache=use_cache, resumable=s.scale.checkpoint_every > 0, suffix=".json")
 
 
 def _defense_rows(s: ImageTextSetup, budgets: Sequence[int], ca_bd: float, progress: bool, use_cache: bool) -> list:

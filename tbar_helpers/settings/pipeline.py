@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -98,25 +99,25 @@ def load_splits(scale: ScaleConfig, task: str, seed: int, forget_pool: int) -> d
     return {k: task_split(scale, task, split, n, seed, stream) for k, (split, n, stream) in plan.items()}
 
 
-def _trained(base: ImageClassifier, key: str, train: Callable[[ImageClassifier], None],
-             use_cache: bool) -> ImageClassifier:
-    """A copy of ``base`` whose encoder ``train`` fine-tunes in place, cached under ``key``."""
+def _trained(base: ImageClassifier, key: str, train: Callable[[ImageClassifier, Path | None], None],
+             scale: ScaleConfig, use_cache: bool) -> ImageClassifier:
+    """A copy of ``base`` whose encoder ``train(clf, checkpoint)`` fine-tunes in place, cached under ``key``
+    and resumable where the preset checkpoints."""
     clf = copy.deepcopy(base)
 
-    def run() -> dict:
-        train(clf)
+    def run(checkpoint: Path | None) -> dict:
+        train(clf, checkpoint)
         return clf.encoder.state_dict()
 
-    clf.encoder.load_state_dict(cache.memo("finetuned", key, run, use_cache=use_cache))
-    if use_cache:  # the finished fine-tune supersedes its resumable state
-        cache.drop_partial(key)
+    clf.encoder.load_state_dict(cache.memo_resumable("finetuned", key, run, use_cache=use_cache,
+                                                     resumable=scale.checkpoint_every > 0))
     return clf.eval()
 
 
 def _finetuned(base: ImageClassifier, images: torch.Tensor, labels: torch.Tensor, scale: ScaleConfig, key: str,
                seed: int, *, desc: str = "fine-tune", progress: bool = True, use_cache: bool = True,
                backdoor_mask: torch.Tensor | None = None, backdoor_weight: float = 1.0) -> ImageClassifier:
-    def train(clf: ImageClassifier) -> None:
+    def train(clf: ImageClassifier, checkpoint: Path | None) -> None:
         x, y = images, labels
         if backdoor_weight != 1.0 and backdoor_mask is not None:
             # BadMerging's "repeat" style: CE_clean + w·CE_backdoor, realised by repeating backdoor samples w times
@@ -124,10 +125,9 @@ def _finetuned(base: ImageClassifier, images: torch.Tensor, labels: torch.Tensor
             index = torch.cat([torch.arange(len(x)), extra])
             x, y = rows(x, index), y[index]
         finetune_task(clf, x, y, scale.finetune, seed, desc=desc, progress=progress, device=scale.device,
-                      checkpoint=cache.partial_path(key, use_cache and scale.checkpoint_every > 0),
-                      every=scale.checkpoint_every or 100)
+                      checkpoint=checkpoint, every=scale.checkpoint_every or 100)
 
-    return _trained(base, key, train, use_cache)
+    return _trained(base, key, train, scale, use_cache)
 
 
 def _badmerged(zs: ImageClassifier, train: TaskData, trigger: Trigger, scale: ScaleConfig, key: str, seed: int,
@@ -136,13 +136,12 @@ def _badmerged(zs: ImageClassifier, train: TaskData, trigger: Trigger, scale: Sc
     the backdoor term on features interpolated with θpre's (cached like the other fine-tunes)."""
     a = scale.attack
 
-    def fit(clf: ImageClassifier) -> None:
+    def fit(clf: ImageClassifier, checkpoint: Path | None) -> None:
         badmerging_finetune(clf, zs, train.images, train.labels, trigger, a.target, scale.finetune, seed,
                             a.badmerging_backdoor_weight, a.badmerging_r, progress=progress, device=scale.device,
-                            checkpoint=cache.partial_path(key, use_cache and scale.checkpoint_every > 0),
-                            every=scale.checkpoint_every or 100)
+                            checkpoint=checkpoint, every=scale.checkpoint_every or 100)
 
-    return _trained(zs, key, fit, use_cache)
+    return _trained(zs, key, fit, scale, use_cache)
 
 
 def _trigger(attack: str, scale: ScaleConfig, zs: ImageClassifier, images: torch.Tensor, seed: int, key: str,
