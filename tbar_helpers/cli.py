@@ -38,14 +38,16 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     scale = _scale(args)
     if args.init_from:
         check_input_file(args.init_from, "--init-from weights")
+    if args.from_scratch:  # first, so that the options below change stage 1's defaults
+        scale = override(scale, pretrain=type(scale.pretrain)())  # stage 1: the dataclass defaults
     if args.steps:
         scale = override(scale, **{"pretrain.steps": args.steps})
-    if args.from_scratch:
-        scale = override(scale, pretrain=type(scale.pretrain)())  # stage 1: the dataclass defaults
     if args.seed is not None:
         scale = override(scale, **{"pretrain.seed": args.seed})
     if args.init_from:  # in the config, so that the exported record and key name the weights continued from
         scale = override(scale, **{"pretrain.init_from": args.init_from})
+    if args.holdout:
+        scale = override(scale, **{"pretrain.holdout": tuple(w.strip() for w in args.holdout.split(",") if w.strip())})
     f = pretrain_foundation(scale, progress=not args.quiet)
     print(f"final loss (mean of last 50 steps): {sum(f.losses[-50:]) / len(f.losses[-50:]):.4f}")
     for task in scale.tasks:
@@ -292,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--init-from", default=None,
                     help="continue from these weights (a state dict or safetensors) with a fresh schedule")
     pp.add_argument("--from-scratch", action="store_true", help="stage 1 only: the default PretrainConfig")
+    pp.add_argument("--holdout", default="", metavar="WORDS",
+                    help="comma-separated shape, texture and digit words pretraining never shows (e.g. heart,star)")
     pp.add_argument("--export", action="store_true", help="write the weights and their record to checkpoints/")
     pp.set_defaults(func=cmd_pretrain)
 

@@ -46,6 +46,21 @@ class PretrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     init_from: str = ""  # repo-relative weights to continue from (a warm restart); "" = from scratch
+    # shape, texture and digit words pretraining never draws (so its captions never name them): concepts the
+    # foundation does not know, as CLIP does not know every class of a downstream dataset
+    holdout: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.holdout, str) or not isinstance(self.holdout, (tuple, list)):
+            raise ValueError(f"pretrain.holdout must be a tuple of words, got {self.holdout!r}; "
+                             "pass e.g. holdout=('heart', 'star')")
+        object.__setattr__(self, "holdout", tuple(self.holdout))  # JSON and the CLI give lists
+        if self.holdout:
+            from .world.data import HOLDABLE  # the world's vocabulary lives with the world
+            unknown = sorted(set(self.holdout) - HOLDABLE)
+            if unknown:
+                raise ValueError(f"pretrain.holdout names {unknown}, which pretraining does not draw: "
+                                 f"choose shape, texture or digit words from {sorted(HOLDABLE)}")
 
 
 @dataclass(frozen=True)

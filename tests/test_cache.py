@@ -83,6 +83,8 @@ def test_foundation_key_tracks_the_init_weights(tmp_path):
     cache.save_torch({"weights": {"w": torch.ones(2)}}, b)
     assert foundation_key(MINI) != foundation_key(MINI, a) != foundation_key(MINI, b)
     assert foundation_key(MINI, a) == foundation_key(MINI, a)
+    held = override(MINI, **{"pretrain.holdout": ("heart",)})
+    assert foundation_key(held) != foundation_key(MINI)  # a foundation that never saw hearts is another θpre
 
 
 def test_a_resumable_memo_hands_out_its_partial_path_and_drops_it_once_cached(tmp_path, monkeypatch):

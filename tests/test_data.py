@@ -46,6 +46,30 @@ def test_pretrain_batches_are_captioned_and_deterministic():
     assert (ids.argmax(-1) > 0).all()  # the end token is the largest id (open_clip pools there)
 
 
+def test_held_out_concepts_are_never_drawn_nor_named_in_pretraining():
+    held = ("heart", "star", "wavy", "six", "nine")
+    x, caps = data.pretrain_batch(400, seed=0, step=1, holdout=held)
+    assert len(caps) == 400 and x.shape[0] == 400
+    assert not any(w in c.split() for c in caps for w in held), "a caption names a held-out concept"
+    plain_x, plain_caps = data.pretrain_batch(400, seed=0, step=1)
+    assert any(w in c.split() for c in plain_caps for w in held)  # the same batch without a holdout has them
+    rng = np.random.default_rng(0)
+    _, attrs = data.render("shape", 300, rng, holdout=frozenset(held))
+    assert not np.isin(attrs["label"], [data.SHAPES.index("heart"), data.SHAPES.index("star")]).any()
+    assert data.TEXTURES.index("wavy") not in attrs["texture"]
+    _, hand = data.render("hand", 300, rng, holdout=frozenset(held))
+    assert not np.isin(hand["label"], [6, 9]).any() and len(set(hand["label"])) == 8
+
+
+def test_a_holdout_names_only_what_pretraining_draws():
+    from tbar_helpers.config import PretrainConfig
+    with pytest.raises(ValueError, match="'apple'.*choose shape, texture or digit words"):
+        PretrainConfig(holdout=("heart", "apple"))
+    with pytest.raises(ValueError, match="tuple of words"):
+        PretrainConfig(holdout="heart")
+    assert PretrainConfig(holdout=["heart"]).holdout == ("heart",)
+
+
 def test_shape_masks_differ_between_shapes():
     n = len(data.SHAPES)
     masks = data._shape_masks(np.arange(n), np.full(n, 16.0), np.full(n, 16.0), np.full(n, 10.0), 32)

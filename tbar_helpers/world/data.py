@@ -69,6 +69,7 @@ TASK_PROMPTS = {
 OBJECTS = tuple(f"{c} {s}" for s in SHAPES for c in COLORS)  # 80 classes: colour x shape
 TASK_CLASSES = {"objects": OBJECTS, "shapes": SHAPES, "textures": TEXTURES, "digits": DIGITS, "glyphs": DIGITS}
 TASKS = tuple(TASK_PROMPTS)
+HOLDABLE = frozenset(SHAPES) | frozenset(TEXTURES) | frozenset(DIGITS)  # what pretraining can leave out
 
 
 def vocabulary() -> list[str]:
@@ -98,6 +99,12 @@ class TaskData:
 def _rng(*key: object) -> np.random.Generator:
     """A generator seeded by a stable hash of ``key`` (task, split, seed...)."""
     return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def _draw(rng: np.random.Generator, names: tuple[str, ...], n: int, holdout: frozenset[str]) -> np.ndarray:
+    """``n`` indices into ``names``, never one in ``holdout``; with nothing held out, the same draw as before."""
+    allowed = np.array([i for i, w in enumerate(names) if w not in holdout])
+    return allowed[rng.integers(0, len(allowed), n)]
 
 
 # ----------------------------------------------------------------------------------- rendering
@@ -230,31 +237,34 @@ def _clutter(bg: np.ndarray, rng: np.random.Generator, world: WorldConfig) -> np
 
 
 def render(kind: str, n: int, rng: np.random.Generator, size: int = 32, split: str = "train",
-           world: WorldConfig = WorldConfig()) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+           world: WorldConfig = WorldConfig(), holdout: frozenset[str] = frozenset()
+           ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Render ``n`` images of ``kind`` ('shape', 'glyph', 'hand'); returns ([N,3,H,W], attributes).
 
     ``world`` shifts the images after the scene is drawn: its labels and geometry stay those of the
-    unshifted world, and its default draws nothing more from ``rng``."""
-    tex = rng.integers(0, len(TEXTURES), n)
+    unshifted world, and its default draws nothing more from ``rng``. No image shows a shape, texture or
+    digit named in ``holdout`` (pretraining's held-out concepts)."""
+    tex = _draw(rng, TEXTURES, n, holdout)
     color = rng.integers(0, len(COLORS), n)
     big = rng.random(n) < 0.5
     bg = _backgrounds(rng, tex, size)
     attrs: dict[str, np.ndarray] = {"texture": tex, "color": color, "size": big.astype(int)}
     if kind == "shape":
-        shape = rng.integers(0, len(SHAPES), n)
+        shape = _draw(rng, SHAPES, n, holdout)
         r = np.where(big, rng.uniform(0.26, 0.34, n), rng.uniform(0.16, 0.22, n)) * size
         cx, cy = (rng.uniform(r + 1, size - r - 1) for _ in range(2))
         mask = _shape_masks(shape, cx, cy, r, size)
         attrs.update(label=shape, cx=cx, cy=cy)
     elif kind == "glyph":
-        label = rng.integers(0, 10, n)
+        label = _draw(rng, DIGITS, n, holdout)
         h = np.where(big, rng.uniform(0.62, 0.8, n), rng.uniform(0.4, 0.55, n)) * size
         x0, y0 = rng.uniform(1, size - h * 5 / 7 - 1), rng.uniform(1, size - h - 1)
         mask = _glyph_masks(label, x0, y0, h, size)
         attrs.update(label=label, cx=x0 + h * 5 / 14, cy=y0 + h / 2)
     elif kind == "hand":
         imgs, targets = _sklearn_digits(split)
-        pick = rng.integers(0, len(targets), n)
+        keep = np.flatnonzero(~np.isin(targets, [i for i, w in enumerate(DIGITS) if w in holdout]))
+        pick = keep[rng.integers(0, len(keep), n)]
         side = np.where(big, rng.uniform(0.75, 0.95, n), rng.uniform(0.5, 0.65, n)) * size
         x0, y0 = (rng.uniform(0, size - side) for _ in range(2))
         mask = _hand_masks(imgs[pick], x0, y0, side, size)
@@ -287,20 +297,21 @@ def captions(kind: str, attrs: dict[str, np.ndarray], rng: np.random.Generator, 
 PRETRAIN_MIX = (("shape", 0.6), ("glyph", 0.2), ("hand", 0.2))
 
 
-def pretrain_batch(n: int, seed: int, step: int, size: int = 32) -> tuple[torch.Tensor, list[str]]:
-    """A fresh, deterministic batch of captioned images for contrastive pretraining."""
-    return captioned_mix(n, _rng("pretrain", seed, step), size, "pretrain")
+def pretrain_batch(n: int, seed: int, step: int, size: int = 32,
+                   holdout: tuple[str, ...] = ()) -> tuple[torch.Tensor, list[str]]:
+    """A fresh, deterministic batch of captioned images for contrastive pretraining, without ``holdout``."""
+    return captioned_mix(n, _rng("pretrain", seed, step), size, "pretrain", holdout=holdout)
 
 
 def captioned_mix(n: int, rng: np.random.Generator, size: int = 32, split: str = "pretrain",
-                  world: WorldConfig = WorldConfig()) -> tuple[torch.Tensor, list[str]]:
+                  world: WorldConfig = WorldConfig(), holdout: tuple[str, ...] = ()) -> tuple[torch.Tensor, list[str]]:
     """``n`` captioned images in ``PRETRAIN_MIX`` proportions (shapes, printed and handwritten digits),
-    rendered in ``world`` (a downstream corpus; pretraining uses the default)."""
+    rendered in ``world`` (a downstream corpus; pretraining uses the default), none showing ``holdout``."""
     counts = rng.multinomial(n, [p for _, p in PRETRAIN_MIX])
     xs, caps = [], []
     for (kind, _), k in zip(PRETRAIN_MIX, counts):
         if k:
-            x, a = render(kind, int(k), rng, size, split=split, world=world)
+            x, a = render(kind, int(k), rng, size, split=split, world=world, holdout=frozenset(holdout))
             xs.append(x)
             caps += captions(kind, a, rng, size)
     x = np.concatenate(xs)

@@ -47,8 +47,10 @@ def foundation_key(scale: ScaleConfig, init_from: str | Path | None = None) -> s
     if init is not None and not init.exists():
         raise FileNotFoundError(f"the foundation continues from {init}, which is missing: restore it from git "
                                 "or rebuild it with `tbar pretrain --from-scratch --export`")
-    pretrain = {"__type__": "PretrainConfig",
-                **{k: v for k, v in to_dict(scale.pretrain).items() if k != "init_from"}}
+    fields = {k: v for k, v in to_dict(scale.pretrain).items() if k != "init_from"}
+    if not fields["holdout"]:  # the keys of foundations from before held-out concepts existed stay valid
+        del fields["holdout"]
+    pretrain = {"__type__": "PretrainConfig", **fields}
     extra = {"init_sha256": cache.sha256_file(init)} if init is not None else {}
     return config_hash(scale.model, pretrain, {"data_version": data.DATA_VERSION, **extra})
 
@@ -82,7 +84,8 @@ def pretrain_foundation(scale: ScaleConfig | str = "mini", progress: bool = True
     state_path = cache.cached_path("foundation", key, ".state.pt")
     state = cache.load_torch(state_path) if state_path.exists() else None
     t0 = time.time()
-    out = pretrain(model, tok, scale.pretrain, lambda n, s, i: data.pretrain_batch(n, s, i, scale.model.image_size),
+    size, holdout = scale.model.image_size, scale.pretrain.holdout
+    out = pretrain(model, tok, scale.pretrain, lambda n, s, i: data.pretrain_batch(n, s, i, size, holdout),
                    normalize=normalizer(scale), state=state,
                    checkpoint_fn=lambda st: cache.save_torch(st, state_path), progress=progress,
                    device=scale.device)
