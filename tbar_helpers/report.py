@@ -11,6 +11,7 @@ This is the one module of the package that reads ``benchmarks/results``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import re
 import statistics
@@ -250,70 +251,6 @@ def _attack_strength(results: Path) -> str:
             "Records: `benchmarks/results/classification.jsonl`.\n")
 
 
-DEV_PIPELINE = ("ca_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar",
-                "ca_retained", "knowledge_kept", "alpha")
-
-
-def _by_attack(rows: list[list]) -> list[list]:
-    """``rows`` grouped by their first cell (the attack), in order of first appearance, stable within."""
-    order = {a: i for i, a in reversed(list(enumerate(row[0] for row in rows)))}
-    return sorted(rows, key=lambda row: order[row[0]])
-
-
-@generator("noisy-world-dev")
-def _noisy_world_dev(results: Path) -> str:
-    planted = lambda r: r["attack"] not in ("wanet", "sig")  # noqa: E731 (they plant at neither lr: planting-dev)
-    runs = [{**r, "recipe": "preset"} for r in records("world-v2-lr-dev", results=results)
-            if r["variant"] == "lr 0.0005" and planted(r)]
-    runs += [{**r, "recipe": r["variant"]} for r in records("forget-recipe-dev", results=results)
-             if r["variant"].startswith("500 images") and planted(r)]
-    rows = []
-    for (attack, recipe), rs in grouped([{**r, "_by": (r["attack"], r["recipe"])} for r in runs], "_by").items():
-        rows.append([attack, recipe, ",".join(str(r["seed"]) for r in rs),
-                     *(cell(k, _mean([r.get(k) for r in rs])) for k in DEV_PIPELINE)])
-    return (table(["attack", "forget recipe", "seeds", *headers(*DEV_PIPELINE)], _by_attack(rows)) +
-            "\nMeans over the development seeds named. Sensor noise 0.175, victim lr 5e-4, BadCLIP and BadMerging "
-            "in the reference's style; validation split, where TBAR also chooses α (so its rows are optimistic). "
-            "The preset recipe: 400 forget images, lr 1e-4, 10 steps, α up to 2. The records hold every seed's run:"
-            " `benchmarks/results/world-v2-lr-dev.jsonl`, "
-            "`benchmarks/results/forget-recipe-dev.jsonl`.\n")
-
-
-@generator("planting-dev")
-def _planting_dev(results: Path) -> str:
-    runs = [r for r in records("world-v2-lr-dev", results=results) if r["attack"] in ("wanet", "sig")]
-    runs += records("wanet-sig-dev", results=results)
-    keys = ("ca_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored")
-    rows = [[r["attack"], changed({k: v for k, v in r["overrides"].items() if k.startswith(("finetune", "attack.p"))}),
-             r["seed"], *(cell(k, r.get(k)) for k in keys)] for r in runs]
-    return (table(["attack", "victim", "seed", *headers(*keys)], _by_attack(rows)) +
-            "\nSensor noise 0.175, development seed 100, validation split; the victim fine-tunes 3 epochs at "
-            "poison share 0.1 unless the row says otherwise. Records: `benchmarks/results/world-v2-lr-dev.jsonl`, "
-            "`benchmarks/results/wanet-sig-dev.jsonl`.\n")
-
-
-@generator("alignment-dev")
-def _alignment_dev(results: Path) -> str:
-    keys = ("cos_trigger_clean", "cos_trigger_victim", "cos_victim_clean")
-    rows = [[r["variant"], r["attack"], r["seed"], *(cell(k, r[k]) for k in keys)]
-            for r in records("alignment-dev", results=results)]
-    return (table(["world", "attack", "seed", *headers(*keys)], rows) +
-            "\nImage encoders; τt from the preset's forget recipe; development seed 100. Records: "
-            "`benchmarks/results/alignment-dev.jsonl`.\n")
-
-
-@generator("xi-world-dev")
-def _xi_world_dev(results: Path) -> str:
-    keys = ("ca_zeroshot", "asr_tbar", "ca_retained", "mean_xi_forget", "mean_xi_difference")
-    recs = sorted(records("xi-world-dev", results=results), key=lambda r: -r["ca_zeroshot"])  # shift by shift
-    rows = [[r["variant"], r["attack"], r["seed"], *(cell(k, r[k]) for k in keys)] for r in recs]
-    alphas = ", ".join(f"{a:g}" for a in recs[0]["alphas"]) if recs else ""
-    return (table(["world", "attack", "seed", *headers(*keys)], rows) +
-            f"\nξ over αc, αt ∈ {{{alphas}}} on 500 test images of a development seed (a diagnostic: it chooses "
-            "nothing); TBAR with the preset's recipe, α chosen on validation. Records: "
-            "`benchmarks/results/xi-world-dev.jsonl`.\n")
-
-
 def recorded_pretraining(attack: str = "badnet", seed: int = 0):
     """TBAR and ξ of TBAR's vector against the pretraining budget of the preset's ViT, from the recorded
     studies (the 500-step architecture run and the three shipped foundations); nothing is recomputed."""
@@ -396,5 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if args.check and stale else 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+importlib.import_module(".report_dev", __package__)  # registers the development seeds' tables
+
+if __name__ == "__main__":  # the package's module, not this __main__ copy: it holds every registered table
+    from tbar_helpers.report import main as package_main
+    sys.exit(package_main())
