@@ -167,6 +167,11 @@ def _response(f, attack, seed, scale, curve_alphas=None) -> dict:
         xi = np.asarray(g["xi"])
         rec |= {f"xi_{kind}": xi.tolist(), f"mean_xi_{kind}": float(xi.mean()),
                 f"mean_xi_{kind}_inner": float(xi[:-1, :-1].mean())}  # αc, αt ≤ 1
+        # its two terms: on triggered images at αt = 0 the trigger term is only what τc changes there, which
+        # grows with what fine-tuning teaches; the clean term is what adding τt changes on clean images
+        for term in ("clean", "trigger"):
+            rec |= {f"xi_{kind}_{term}": np.asarray(g[f"xi_{term}"]).tolist(),
+                    f"mean_xi_{kind}_{term}": float(np.mean(g[f"xi_{term}"]))}
     return rec
 
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tbar_helpers.cache import replace_atomically
-from tbar_helpers.config import MINI, STAGE1_CHECKPOINT, STAGE2_CHECKPOINT, get_scale, override
+from tbar_helpers.config import (HELD_OUT, HOLDOUT_STAGE2_CHECKPOINT, MINI, STAGE1_CHECKPOINT, STAGE2_CHECKPOINT,
+                                 get_scale, override)
 from tbar_helpers.report import DISPLAY, RESULTS, cell, records, summary_table, table
 
 from measures import COLUMNS, MEASURES  # beside this file, as every benchmark imports `study`
@@ -85,6 +86,8 @@ ARCHITECTURES = {"preset": {}, "narrow": {"model.vision_width": 96}, "shallow": 
                  "res64p16": {"model.image_size": 64, "model.patch_size": 16}}  # 4x the pixels, 16 tokens
 ALPHA_TO_4 = tuple(round(0.05 * i, 2) for i in range(81))
 WANET_VISIBLE = {"attack.wanet_s": 16, "attack.wanet_noise_ratio": 0}  # warps of about 8 pixels: it plants
+HELD_OUT_WORLD = {"pretrain.holdout": HELD_OUT, "pretrain.init_from": HOLDOUT_STAGE2_CHECKPOINT,
+                  "pretrain.seed": 2, "pretrain.steps": 1000}  # the preset's stage 3 on the held-out foundation
 
 STUDIES = {
     # reports (test split)
@@ -192,6 +195,22 @@ STUDIES = {
         "clutter 3, lr 5e-4": {"world.clutter": 3, "finetune.lr": 5e-4, "attack.badclip_style": "paper",
                                "attack.badmerging_style": "paper"}},
         about="ξ(αc, αt) of TBAR's vector and of θb − θclean, by world, on a development seed"),
+    # xi-world-dev's lever on the pretraining side: a foundation pretrained (three stages, as the preset's) on
+    # the unshifted images with four of the ten shapes, textures and digits held out, so that the domain is
+    # familiar and a share of the classes is not
+    "xi-holdout-dev": Study("xi", ("badnet",), seeds=DEV_SEEDS[:1], overrides=HELD_OUT_WORLD, variants={
+        "held out, preset": {}, "held out, lr 5e-4": {"finetune.lr": 5e-4}},
+        about="ξ(αc, αt) and TBAR on the foundation that never saw the held-out concepts"),
+    "holdout-tasks-dev": Study("clean-task-val", MINI.tasks, seeds=DEV_SEEDS[:1], overrides=HELD_OUT_WORLD,
+                               about="what the held-out foundation knows of each task, and what a clean fine-tune adds"),
+    # the victim lr at which a clean fine-tune reaches 90% on objects there (xi-holdout-dev); the preset's forget
+    # recipe and forget-recipe-dev's best for the noisy world
+    "holdout-attacks-dev": Study("pipeline-val", ("badnet", "blended", "badclip", "badmerging"), seeds=DEV_SEEDS[:1],
+                                 overrides={**HELD_OUT_WORLD, "finetune.lr": 5e-4, "attack.badclip_style": "paper",
+                                            "attack.badmerging_style": "paper"}, variants={
+        "preset recipe": {}, "500 images, 20 steps, α to 4": {"tbar.forget_size": 500, "tbar.steps": 20,
+                                                              "tbar.alpha_grid": ALPHA_TO_4}},
+        about="the attacks and TBAR on the held-out foundation, victim lr 5e-4, on validation"),
     "victim-lr": Study("victim-val", ("badnet",), variants={
         f"lr {lr:g}": {"finetune.lr": lr} for lr in (1e-4, 1.25e-4, 1.5e-4, 2e-4, 3e-4)},
         about="the victim's fine-tune lr: the smallest whose validation ASR plants the backdoor"),

@@ -272,6 +272,10 @@ class ScaleConfig:
 STAGE1_CHECKPOINT = "checkpoints/mini-foundation-68f7ef1a8195eecb.pt"
 STAGE2_CHECKPOINT = "checkpoints/mini-foundation-d1aaa64644816d91.pt"
 MINI = ScaleConfig(pretrain=PretrainConfig(steps=1000, seed=2, init_from=STAGE2_CHECKPOINT))
+# The same three stages with four of the ten shapes, textures and digits held out of pretraining (studies *-holdout-dev).
+# Stage 1's weights are not shipped (nothing loads them); its record in checkpoints/ names the command that makes them
+HELD_OUT = ("star", "heart", "crescent", "cross", "dotted", "wavy", "grid", "diagonal", "six", "seven", "eight", "nine")
+HOLDOUT_STAGE2_CHECKPOINT = "checkpoints/mini-foundation-06bb1001393403da.pt"
 
 PAPER = ScaleConfig(
     name="paper",

@@ -61,13 +61,39 @@ def _alignment_dev(results: Path) -> str:
             "`benchmarks/results/alignment-dev.jsonl`.\n")
 
 
+def _recorded(name: str, results: Path) -> list[dict]:
+    """The records of a study that may not have run yet (none then)."""
+    return records(name, results=results) if (results / f"{name}.jsonl").exists() else []
+
+
 @generator("xi-world-dev")
 def _xi_world_dev(results: Path) -> str:
-    keys = ("ca_zeroshot", "asr_tbar", "ca_retained", "mean_xi_forget", "mean_xi_difference")
+    keys = ("ca_zeroshot", "asr_tbar", "ca_retained", "mean_xi_forget", "mean_xi_forget_clean",
+            "mean_xi_forget_trigger", "mean_xi_difference")
     recs = sorted(records("xi-world-dev", results=results), key=lambda r: -r["ca_zeroshot"])  # shift by shift
-    rows = [[r["variant"], r["attack"], r["seed"], *(cell(k, r[k]) for k in keys)] for r in recs]
+    recs += _recorded("xi-holdout-dev", results)  # the held-out foundation's rows last
+    rows = [[r["variant"], r["attack"], r["seed"], *(cell(k, r.get(k)) for k in keys)] for r in recs]
     alphas = ", ".join(f"{a:g}" for a in recs[0]["alphas"]) if recs else ""
     return (table(["world", "attack", "seed", *headers(*keys)], rows) +
             f"\nξ over αc, αt ∈ {{{alphas}}} on 500 test images of a development seed (a diagnostic: it chooses "
             "nothing); TBAR with the preset's recipe, α chosen on validation. Records: "
-            "`benchmarks/results/xi-world-dev.jsonl`.\n")
+            "`benchmarks/results/xi-world-dev.jsonl`, `benchmarks/results/xi-holdout-dev.jsonl`.\n")
+
+
+@generator("holdout-tasks-dev")
+def _holdout_tasks_dev(results: Path) -> str:
+    keys = ("ca_zeroshot", "ca_clean_ft", "gain")
+    rows = [[r["task"], r["classes"], *(cell(k, r[k]) for k in keys)] for r in records("holdout-tasks-dev", results=results)]
+    return (table(["task", "classes", *headers(*keys)], rows) +
+            "\nThe held-out foundation, development seed 100, validation split; the preset's clean fine-tune. "
+            "Records: `benchmarks/results/holdout-tasks-dev.jsonl`.\n")
+
+
+@generator("holdout-attacks-dev")
+def _holdout_attacks_dev(results: Path) -> str:
+    rows = [[r["attack"], r.get("variant") or "preset", r["seed"], *(cell(k, r.get(k)) for k in DEV_PIPELINE)]
+            for r in records("holdout-attacks-dev", results=results)]
+    return (table(["attack", "run", "seed", *headers(*DEV_PIPELINE)], _by_attack(rows)) +
+            "\nThe held-out foundation, validation split, where TBAR also chooses α (so its rows are optimistic); "
+            "BadCLIP and BadMerging in the reference's style. Records: "
+            "`benchmarks/results/holdout-attacks-dev.jsonl`.\n")

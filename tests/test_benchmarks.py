@@ -136,6 +136,29 @@ def test_a_study_runs_each_variant_under_its_own_overrides(study, tmp_path):
     assert "| slow | badnet | 0 | 10.0 | 1 |" in table and "| fast | badnet | 0 | 30.0 | 1 |" in table
 
 
+def test_every_study_variant_is_a_valid_preset_and_its_measure_exists(study):
+    """A typo in a study's overrides, or a checkpoint it names that is not in the repository, fails here, not
+    an hour into the study."""
+    from tbar_helpers.cache import ROOT
+    for name, st in study.STUDIES.items():
+        assert st.measure in study.MEASURES, name
+        for variant in st.variants:
+            scale, _ = study._scale(st, variant, 1)
+            if scale.pretrain.init_from:
+                assert (ROOT / scale.pretrain.init_from).exists(), (name, variant, scale.pretrain.init_from)
+
+
+def test_every_recorded_study_renders_its_table(study):
+    """``study.py NAME --table`` works for every study with records (a column without a display name broke
+    world-levers' table once)."""
+    from tbar_helpers.cache import ROOT
+    results = ROOT / "benchmarks" / "results"  # the committed records (the fixture points RESULTS elsewhere)
+    recorded = [name for name in study.STUDIES if (results / f"{name}.jsonl").exists()]
+    assert len(recorded) > 10
+    for name in recorded:
+        assert study.render(name, results).count("\n|") >= 2, name  # a header and at least one row
+
+
 def test_verify_compares_records_to_the_digit_except_timings(study):
     old = {"ca_tbar": 0.9375, "seconds": 10.0, "val_curve": [{"alpha": 0.0, "asr": 0.9}], "defense": [1, 2],
            "commit": "abc"}
