@@ -202,10 +202,12 @@ STUDIES = {
         "held out, preset": {}, "held out, lr 5e-4": {"finetune.lr": 5e-4}},
         about="ξ(αc, αt) and TBAR on the foundation that never saw the held-out concepts"),
     "holdout-tasks-dev": Study("clean-task-val", MINI.tasks, seeds=DEV_SEEDS[:1], overrides=HELD_OUT_WORLD,
+                               variants={"": {}, "lr 5e-4": {"finetune.lr": 5e-4}},
                                about="what the held-out foundation knows of each task, and what a clean fine-tune adds"),
     # the victim lr at which a clean fine-tune reaches 90% on objects there (xi-holdout-dev); the preset's forget
     # recipe and forget-recipe-dev's best for the noisy world
-    "holdout-attacks-dev": Study("pipeline-val", ("badnet", "blended", "badclip", "badmerging"), seeds=DEV_SEEDS[:1],
+    "holdout-attacks-dev": Study("pipeline-val", ("badnet", "blended", "badclip", "badmerging", "wanet", "sig"),
+                                 seeds=DEV_SEEDS[:1],
                                  overrides={**HELD_OUT_WORLD, "finetune.lr": 5e-4, "attack.badclip_style": "paper",
                                             "attack.badmerging_style": "paper"}, variants={
         "preset recipe": {}, "500 images, 20 steps, α to 4": {"tbar.forget_size": 500, "tbar.steps": 20,

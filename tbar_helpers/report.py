@@ -216,13 +216,16 @@ def _clean_tasks(results: Path) -> str:
 def _xi_pretraining(results: Path) -> str:
     rows = [[r["attack"], r["pretrain_steps"], pct(r["ca_backdoored"]), pct(r["asr_backdoored"]), pct(r["ca_tbar"]),
              pct(r["asr_tbar"]), pct(r["ca_retained"]), f"{r['alpha']:g}", pct(r["mean_xi_forget"]),
-             pct(r["mean_xi_forget_inner"])]
+             pct(r["mean_xi_forget_inner"]), *(cell(k, r.get(k)) for k in XI_TERMS)]
             for r in sorted(records("xi-pretraining", XI_COMMAND, results), key=lambda r: r["attack"] != "badnet")]
     return (table(["attack", DISPLAY["pretrain_steps"], *headers("ca_backdoored", "asr_backdoored", "ca_tbar",
                                                                   "asr_tbar", "ca_retained", "alpha", "mean_xi_forget"),
-                   "mean ξ, α ≤ 1 %"], rows) +
-            "\nSeed 0, test split; ξ of TBAR's own vector θ(b+t) − θb on αc, αt ∈ {0, 0.5, 1, 1.5}. Records: "
-            "`benchmarks/results/xi-pretraining.jsonl`.\n")
+                   "mean ξ, α ≤ 1 %", *headers(*XI_TERMS)], rows) +
+            "\nSeed 0, test split; ξ of TBAR's own vector θ(b+t) − θb on αc, αt ∈ {0, 0.5, 1, 1.5}, the mean of its "
+            "two terms. Records: `benchmarks/results/xi-pretraining.jsonl`.\n")
+
+
+XI_TERMS = ("mean_xi_forget_clean", "mean_xi_forget_trigger")
 
 
 @generator("architecture")

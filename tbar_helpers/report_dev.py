@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .config import MINI
 from .report import _mean, cell, changed, generator, grouped, headers, records, table
 
 DEV_PIPELINE = ("ca_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar",
@@ -76,24 +77,32 @@ def _xi_world_dev(results: Path) -> str:
     alphas = ", ".join(f"{a:g}" for a in recs[0]["alphas"]) if recs else ""
     return (table(["world", "attack", "seed", *headers(*keys)], rows) +
             f"\nξ over αc, αt ∈ {{{alphas}}} on 500 test images of a development seed (a diagnostic: it chooses "
-            "nothing); TBAR with the preset's recipe, α chosen on validation. Records: "
+            "nothing), the mean of its two terms: the share of clean images whose prediction adding τt changes, "
+            "and the share of triggered images whose prediction adding τc changes. TBAR with the preset's recipe, "
+            "α chosen on validation. Records: "
             "`benchmarks/results/xi-world-dev.jsonl`, `benchmarks/results/xi-holdout-dev.jsonl`.\n")
 
 
 @generator("holdout-tasks-dev")
 def _holdout_tasks_dev(results: Path) -> str:
     keys = ("ca_zeroshot", "ca_clean_ft", "gain")
-    rows = [[r["task"], r["classes"], *(cell(k, r[k]) for k in keys)] for r in records("holdout-tasks-dev", results=results)]
-    return (table(["task", "classes", *headers(*keys)], rows) +
-            "\nThe held-out foundation, development seed 100, validation split; the preset's clean fine-tune. "
+    preset = MINI.finetune.lr
+    rows = [[r["task"], r["classes"], f"lr {r['overrides'].get('finetune.lr', preset):g}",
+             *(cell(k, r[k]) for k in keys)] for r in records("holdout-tasks-dev", results=results)]
+    return (table(["task", "classes", "clean fine-tune", *headers(*keys)], sorted(rows, key=lambda row: row[2])) +
+            f"\nThe held-out foundation, development seed 100, validation split; the clean fine-tune at the "
+            f"preset's lr ({preset:g}) and at the victim lr of the held-out attacks. "
             "Records: `benchmarks/results/holdout-tasks-dev.jsonl`.\n")
 
 
 @generator("holdout-attacks-dev")
 def _holdout_attacks_dev(results: Path) -> str:
+    recs = records("holdout-attacks-dev", results=results)
     rows = [[r["attack"], r.get("variant") or "preset", r["seed"], *(cell(k, r.get(k)) for k in DEV_PIPELINE)]
-            for r in records("holdout-attacks-dev", results=results)]
+            for r in recs]
+    lrs = ", ".join(sorted({f"{r['overrides'].get('finetune.lr', MINI.finetune.lr):g}" for r in recs}))
     return (table(["attack", "run", "seed", *headers(*DEV_PIPELINE)], _by_attack(rows)) +
-            "\nThe held-out foundation, validation split, where TBAR also chooses α (so its rows are optimistic); "
-            "BadCLIP and BadMerging in the reference's style. Records: "
+            f"\nThe held-out foundation, victim lr {lrs}, validation split, where TBAR also chooses α (so its rows "
+            "are optimistic); BadCLIP and BadMerging in the reference's style. Knowledge kept is undefined (–) "
+            "where the backdoored model's CA is below θpre's. Records: "
             "`benchmarks/results/holdout-attacks-dev.jsonl`.\n")

@@ -179,10 +179,11 @@ def test_the_xi_measure_reads_the_display_named_row_back_into_record_fields(monk
     from tbar_helpers.settings import pipeline
     row = named({"ca_zeroshot": 0.6, "ca_backdoored": 0.9, "asr_backdoored": 0.99, "ca_tbar": 0.85, "asr_tbar": 0.02,
                  "ca_retained": 0.85 / 0.9, "alpha": 1.5, "ca_retained_at_asr3": 0.93})
-    grid = {"xi": [[0.0, 0.1], [0.2, 0.3]]}
+    grid = {"xi": [[0.0, 0.1], [0.2, 0.3]], "xi_clean": [[0.0, 0.0], [0.2, 0.2]], "xi_trigger": [[0.0, 0.2], [0.2, 0.4]]}
     monkeypatch.setattr(studies, "foundation_response", lambda *a: {"row": row, "setup": None, "grid": grid})
     monkeypatch.setattr(studies, "backdoor_vector", lambda *a: None)
     monkeypatch.setattr(pipeline, "xi_heatmap", lambda *a: grid)
     rec = measures._response(None, "badnet", 100, None, curve_alphas=[0.0, 1.0])
     assert (rec["ca_zeroshot"], rec["alpha"], rec["ca_retained_at_asr3"]) == (0.6, 1.5, 0.93)
     assert rec["mean_xi_forget"] == pytest.approx(0.15)
+    assert (rec["mean_xi_forget_clean"], rec["mean_xi_forget_trigger"]) == (pytest.approx(0.1), pytest.approx(0.2))
