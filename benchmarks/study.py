@@ -213,6 +213,14 @@ STUDIES = {
         "preset recipe": {}, "500 images, 20 steps, α to 4": {"tbar.forget_size": 500, "tbar.steps": 20,
                                                               "tbar.alpha_grid": ALPHA_TO_4}},
         about="the attacks and TBAR on the held-out foundation, victim lr 5e-4, on validation"),
+    # TBAR stops short on the held-out foundation though ξ's clean term is small there (xi-holdout-dev): is it the
+    # trigger vector's estimate? Longer and faster forget fine-tunes, on both development seeds
+    "holdout-recipe-dev": Study("pipeline-val", ("badnet", "blended", "badclip"), seeds=DEV_SEEDS,
+                                overrides={**HELD_OUT_WORLD, "finetune.lr": 5e-4, "attack.badclip_style": "paper",
+                                           "tbar.forget_size": 500, "tbar.alpha_grid": ALPHA_TO_4}, variants={
+        "500 images, 20 steps": {"tbar.steps": 20}, "500 images, 50 steps": {"tbar.steps": 50},
+        "500 images, lr 3e-4, 20 steps": {"tbar.lr": 3e-4, "tbar.steps": 20}},
+        about="the forget fine-tune's length and lr on the held-out foundation (α to 4), on validation"),
     "victim-lr": Study("victim-val", ("badnet",), variants={
         f"lr {lr:g}": {"finetune.lr": lr} for lr in (1e-4, 1.25e-4, 1.5e-4, 2e-4, 3e-4)},
         about="the victim's fine-tune lr: the smallest whose validation ASR plants the backdoor"),

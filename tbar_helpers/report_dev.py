@@ -106,3 +106,16 @@ def _holdout_attacks_dev(results: Path) -> str:
             "are optimistic); BadCLIP and BadMerging in the reference's style. Knowledge kept is undefined (–) "
             "where the backdoored model's CA is below θpre's. Records: "
             "`benchmarks/results/holdout-attacks-dev.jsonl`.\n")
+
+
+@generator("holdout-recipe-dev")
+def _holdout_recipe_dev(results: Path) -> str:
+    recs = [{**r, "_by": (r["attack"], r["variant"])} for r in records("holdout-recipe-dev", results=results)]
+    rows = [[attack, recipe, ",".join(str(r["seed"]) for r in rs), *(cell(k, _mean([r.get(k) for r in rs]))
+                                                                       for k in DEV_PIPELINE)]
+            for (attack, recipe), rs in grouped(recs, "_by").items()]
+    victim = ", ".join(sorted({f"{r['overrides']['finetune.lr']:g}" for r in recs}))
+    return (table(["attack", "forget recipe", "seeds", *headers(*DEV_PIPELINE)], _by_attack(rows)) +
+            f"\nMeans over the development seeds named; the held-out foundation, victim lr {victim}, forget lr "
+            f"{MINI.tbar.lr:g} unless the row says otherwise, α up to 4; validation split, where TBAR also chooses α. "
+            "The records hold every seed's run: `benchmarks/results/holdout-recipe-dev.jsonl`.\n")
