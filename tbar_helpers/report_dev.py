@@ -20,6 +20,24 @@ def _by_attack(rows: list[list]) -> list[list]:
     return sorted(rows, key=lambda row: order[row[0]])
 
 
+def _recipe_means(runs: list[dict], recipe: str) -> list[list]:
+    """One row per (attack, ``recipe`` field) with the seeds named and the mean of each ``DEV_PIPELINE`` field."""
+    groups = grouped([{**r, "_by": (r["attack"], r[recipe])} for r in runs], "_by")
+    return _by_attack([[attack, name, ",".join(str(r["seed"]) for r in rs),
+                        *(cell(k, _mean([r.get(k) for r in rs])) for k in DEV_PIPELINE)]
+                       for (attack, name), rs in groups.items()])
+
+
+def _per_run(recs: list[dict], keys: tuple[str, ...]) -> list[list]:
+    """One row per run: its variant, attack and seed, then ``keys``."""
+    return [[r["variant"], r["attack"], r["seed"], *(cell(k, r[k]) for k in keys)] for r in recs]
+
+
+def _victim_lrs(recs: list[dict]) -> str:
+    """The victim learning rates of ``recs`` (the preset's where a run does not override it)."""
+    return ", ".join(sorted({f"{r['overrides'].get('finetune.lr', MINI.finetune.lr):g}" for r in recs}))
+
+
 @generator("noisy-world-dev")
 def _noisy_world_dev(results: Path) -> str:
     planted = lambda r: r["attack"] not in ("wanet", "sig")  # noqa: E731 (they plant at neither lr: planting-dev)
@@ -27,11 +45,7 @@ def _noisy_world_dev(results: Path) -> str:
             if r["variant"] == "lr 0.0005" and planted(r)]
     runs += [{**r, "recipe": r["variant"]} for r in records("forget-recipe-dev", results=results)
              if r["variant"].startswith("500 images") and planted(r)]
-    rows = []
-    for (attack, recipe), rs in grouped([{**r, "_by": (r["attack"], r["recipe"])} for r in runs], "_by").items():
-        rows.append([attack, recipe, ",".join(str(r["seed"]) for r in rs),
-                     *(cell(k, _mean([r.get(k) for r in rs])) for k in DEV_PIPELINE)])
-    return (table(["attack", "forget recipe", "seeds", *headers(*DEV_PIPELINE)], _by_attack(rows)) +
+    return (table(["attack", "forget recipe", "seeds", *headers(*DEV_PIPELINE)], _recipe_means(runs, "recipe")) +
             "\nMeans over the development seeds named. Sensor noise 0.175, victim lr 5e-4, BadCLIP and BadMerging "
             "in the reference's style; validation split, where TBAR also chooses α (so its rows are optimistic). "
             "The preset recipe: 400 forget images, lr 1e-4, 10 steps, α up to 2. The records hold every seed's run:"
@@ -55,9 +69,8 @@ def _planting_dev(results: Path) -> str:
 @generator("alignment-dev")
 def _alignment_dev(results: Path) -> str:
     keys = ("cos_trigger_clean", "cos_trigger_victim", "cos_victim_clean")
-    rows = [[r["variant"], r["attack"], r["seed"], *(cell(k, r[k]) for k in keys)]
-            for r in records("alignment-dev", results=results)]
-    return (table(["world", "attack", "seed", *headers(*keys)], rows) +
+    recs = records("alignment-dev", results=results)
+    return (table(["world", "attack", "seed", *headers(*keys)], _per_run(recs, keys)) +
             "\nImage encoders; τt from the preset's forget recipe; development seed 100. Records: "
             "`benchmarks/results/alignment-dev.jsonl`.\n")
 
@@ -73,9 +86,8 @@ def _xi_world_dev(results: Path) -> str:
             "mean_xi_forget_trigger", "mean_xi_difference")
     recs = sorted(records("xi-world-dev", results=results), key=lambda r: -r["ca_zeroshot"])  # shift by shift
     recs += _recorded("xi-holdout-dev", results)  # the held-out foundation's rows last
-    rows = [[r["variant"], r["attack"], r["seed"], *(cell(k, r.get(k)) for k in keys)] for r in recs]
     alphas = ", ".join(f"{a:g}" for a in recs[0]["alphas"]) if recs else ""
-    return (table(["world", "attack", "seed", *headers(*keys)], rows) +
+    return (table(["world", "attack", "seed", *headers(*keys)], _per_run(recs, keys)) +
             f"\nξ over αc, αt ∈ {{{alphas}}} on 500 test images of a development seed (a diagnostic: it chooses "
             "nothing), the mean of its two terms: the share of clean images whose prediction adding τt changes, "
             "and the share of triggered images whose prediction adding τc changes. TBAR with the preset's recipe, "
@@ -100,22 +112,18 @@ def _holdout_attacks_dev(results: Path) -> str:
     recs = records("holdout-attacks-dev", results=results)
     rows = [[r["attack"], r.get("variant") or "preset", r["seed"], *(cell(k, r.get(k)) for k in DEV_PIPELINE)]
             for r in recs]
-    lrs = ", ".join(sorted({f"{r['overrides'].get('finetune.lr', MINI.finetune.lr):g}" for r in recs}))
     return (table(["attack", "run", "seed", *headers(*DEV_PIPELINE)], _by_attack(rows)) +
-            f"\nThe held-out foundation, victim lr {lrs}, validation split, where TBAR also chooses α (so its rows "
-            "are optimistic); BadCLIP and BadMerging in the reference's style. Knowledge kept is undefined (–) "
+            f"\nThe held-out foundation, victim lr {_victim_lrs(recs)}, validation split, where TBAR also chooses α "
+            "(so its rows are optimistic); BadCLIP and BadMerging in the reference's style. Knowledge kept is undefined (–) "
             "where the backdoored model's CA is below θpre's. Records: "
             "`benchmarks/results/holdout-attacks-dev.jsonl`.\n")
 
 
 @generator("holdout-recipe-dev")
 def _holdout_recipe_dev(results: Path) -> str:
-    recs = [{**r, "_by": (r["attack"], r["variant"])} for r in records("holdout-recipe-dev", results=results)]
-    rows = [[attack, recipe, ",".join(str(r["seed"]) for r in rs), *(cell(k, _mean([r.get(k) for r in rs]))
-                                                                       for k in DEV_PIPELINE)]
-            for (attack, recipe), rs in grouped(recs, "_by").items()]
-    victim = ", ".join(sorted({f"{r['overrides']['finetune.lr']:g}" for r in recs}))
-    return (table(["attack", "forget recipe", "seeds", *headers(*DEV_PIPELINE)], _by_attack(rows)) +
-            f"\nMeans over the development seeds named; the held-out foundation, victim lr {victim}, forget lr "
-            f"{MINI.tbar.lr:g} unless the row says otherwise, α up to 4; validation split, where TBAR also chooses α. "
+    recs = records("holdout-recipe-dev", results=results)
+    return (table(["attack", "forget recipe", "seeds", *headers(*DEV_PIPELINE)], _recipe_means(recs, "variant")) +
+            f"\nMeans over the development seeds named; the held-out foundation, victim lr {_victim_lrs(recs)}, "
+            f"forget lr {MINI.tbar.lr:g} unless the row says otherwise, α up to 4; validation split, where TBAR also "
+            "chooses α. "
             "The records hold every seed's run: `benchmarks/results/holdout-recipe-dev.jsonl`.\n")
