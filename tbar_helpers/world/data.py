@@ -101,9 +101,14 @@ def _rng(*key: object) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
+def _allowed(names: tuple[str, ...], holdout: frozenset[str]) -> np.ndarray:
+    """The indices into ``names`` of the words not in ``holdout``."""
+    return np.array([i for i, w in enumerate(names) if w not in holdout])
+
+
 def _draw(rng: np.random.Generator, names: tuple[str, ...], n: int, holdout: frozenset[str]) -> np.ndarray:
     """``n`` indices into ``names``, never one in ``holdout``; with nothing held out, the same draw as before."""
-    allowed = np.array([i for i, w in enumerate(names) if w not in holdout])
+    allowed = _allowed(names, holdout)
     return allowed[rng.integers(0, len(allowed), n)]
 
 
@@ -263,7 +268,7 @@ def render(kind: str, n: int, rng: np.random.Generator, size: int = 32, split: s
         attrs.update(label=label, cx=x0 + h * 5 / 14, cy=y0 + h / 2)
     elif kind == "hand":
         imgs, targets = _sklearn_digits(split)
-        keep = np.flatnonzero(~np.isin(targets, [i for i, w in enumerate(DIGITS) if w in holdout]))
+        keep = np.flatnonzero(np.isin(targets, _allowed(DIGITS, holdout)))
         pick = keep[rng.integers(0, len(keep), n)]
         side = np.where(big, rng.uniform(0.75, 0.95, n), rng.uniform(0.5, 0.65, n)) * size
         x0, y0 = (rng.uniform(0, size - side) for _ in range(2))
