@@ -142,3 +142,22 @@ def test_a_world_shift_keys_its_own_cached_models_and_stays_mini_only():
     paper = override(get_scale("paper"), **{"world.noise": 0.2})
     with pytest.raises(ValueError, match="mini world only"):
         task_split(paper, "cifar100", "val", 10, 0)
+
+
+def test_class_groups_split_objects_by_the_targets_shape_and_colour_and_by_the_holdout():
+    n = len(data.COLORS)
+    red_circle, green_circle, red_square, blue_star = 0, 1, n, 7 * n + 2  # shape index * n + colour index
+    assert data.OBJECTS[blue_star] == "blue star"
+    labels = torch.tensor([red_circle, green_circle, red_square, blue_star])
+    g = data.class_groups("objects", labels, target=red_circle, holdout=("star",))
+    assert g["target class"].tolist() == [True, False, False, False] and g["other classes"].tolist() == [False, True, True, True]
+    assert g["target shape"].tolist() == [True, True, False, False]
+    assert g["target colour"].tolist() == [True, False, True, False]
+    assert g["neither"].tolist() == [False, False, False, True]
+    assert g["held out"].tolist() == [False, False, False, True]
+    assert g["known"].tolist() == [True, True, True, False]
+    digits = data.class_groups("digits", torch.tensor([0, 6, 9]), target=0, holdout=("six",))
+    assert set(digits) == {"target class", "other classes", "held out", "known"} and digits["held out"].tolist() == [False, True, False]
+    assert set(data.class_groups("digits", torch.tensor([0]), target=0)) == {"target class", "other classes"}
+    with pytest.raises(ValueError, match="target 80"):
+        data.class_groups("objects", labels, target=80)

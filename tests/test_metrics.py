@@ -262,3 +262,12 @@ def test_gradient_ascent_chooses_its_steps_on_validation_like_tbar_chooses_alpha
     assert val.scores(out) == pytest.approx(next((p.ca, p.asr) for p in out.ga_curve if p.alpha == out.ga_steps))
     if out.ga_steps == 0:
         assert all(torch.equal(a, b) for a, b in zip(out.encoder.state_dict().values(), enc.state_dict().values()))
+
+
+def test_accuracy_by_group_on_hand_made_predictions():
+    pred, labels = torch.tensor([0, 1, 2, 0]), torch.tensor([0, 1, 1, 1])
+    groups = {"first two": torch.tensor([True, True, False, False]), "last two": torch.tensor([False, False, True, True]),
+              "none": torch.zeros(4, dtype=torch.bool)}
+    assert metrics.accuracy_by_group(pred, labels, groups) == {"first two": 1.0, "last two": 0.0, "none": None}
+    with pytest.raises(ValueError, match="match one to one"):
+        metrics.accuracy_by_group(pred[:3], labels, groups)

@@ -45,6 +45,13 @@ def accuracy_from_predictions(pred: torch.Tensor, labels: torch.Tensor) -> float
     return float((pred == labels).float().mean())
 
 
+def accuracy_by_group(pred: torch.Tensor, labels: torch.Tensor, groups: dict[str, torch.Tensor]) -> dict[str, float | None]:
+    """Accuracy within each group of images (a name → boolean mask over ``labels``); ``None`` for an empty
+    group."""
+    if len(pred) != len(labels):
+        raise ValueError(f"{len(pred)} predictions but {len(labels)} labels; they must match one to one")
+    return {g: accuracy_from_predictions(pred[m], labels[m]) if bool(m.any()) else None for g, m in groups.items()}
+
 def asr_from_predictions(pred: torch.Tensor, labels: torch.Tensor, target: int) -> float:
     """Share of triggered images whose true label is not ``target`` that are predicted as ``target``."""
     keep = labels != target

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import zlib
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -71,6 +72,28 @@ TASK_CLASSES = {"objects": OBJECTS, "shapes": SHAPES, "textures": TEXTURES, "dig
 TASKS = tuple(TASK_PROMPTS)
 HOLDABLE = frozenset(SHAPES) | frozenset(TEXTURES) | frozenset(DIGITS)  # what pretraining can leave out
 
+
+def class_groups(task: str, labels: torch.Tensor, target: int, holdout: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+    """Masks over ``labels`` of mini task ``task``: the target class and the rest ("target class", "other
+    classes"); on ``objects`` also the classes that share the target's shape ("target shape"), its colour
+    ("target colour") or neither (the target class itself is in both); with a ``holdout``, the classes
+    whose shape, texture or digit pretraining never saw ("held out") and the rest ("known"). Where TBAR's
+    CA cost falls."""
+    if task not in TASK_CLASSES:
+        raise ValueError(f"unknown mini task {task!r}: choose one of {list(TASK_CLASSES)}")
+    names = TASK_CLASSES[task]
+    if not 0 <= target < len(names):
+        raise ValueError(f"target {target} is not a class of {task!r} (0 to {len(names) - 1})")
+    out = {"target class": labels == target, "other classes": labels != target}
+    if task == "objects":
+        n = len(COLORS)
+        out["target shape"], out["target colour"] = labels // n == target // n, labels % n == target % n
+        out["neither"] = ~(out["target shape"] | out["target colour"])
+    if holdout:
+        held = set(holdout)
+        unseen = torch.tensor([any(w in held for w in name.split()) for name in names])
+        out["held out"], out["known"] = unseen[labels], ~unseen[labels]
+    return out
 
 def vocabulary() -> list[str]:
     """Every word the mini captions and prompts use (the mini tokenizer's vocabulary)."""
