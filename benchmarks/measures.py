@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from tbar_helpers.report import CLASSIFICATION, DISPLAY
+from tbar_helpers.report import CLASSIFICATION, DISPLAY, MERGING
 
 XI_ALPHAS = (0.0, 0.5, 1.0, 1.5)
 
@@ -72,10 +72,8 @@ def _victim_val(study, attack, seed, scale, extra):
     return rec
 
 
-def _pipeline_val(study, attack, seed, scale, extra):
-    """The whole classification run read on validation (θpre, clean, backdoored, TBAR): for development
-    seeds, to see whether a world and its recipes meet the targets before any reported seed runs. TBAR's
-    α is chosen on these same images, so its numbers here are optimistic."""
+def _pipeline_models(study, attack, seed, scale):
+    """The setup, its validation set, TBAR's cleaned model and the pipeline-val record."""
     import torch
     import torch.nn.functional as F
     from tbar_helpers.method.metrics import knowledge_kept
@@ -88,11 +86,40 @@ def _pipeline_val(study, attack, seed, scale, extra):
     fx, fy = forget_set(s.defender.images, s.defender.labels, s.trigger, s.target, s.scale.tbar.forget_size, seed)
     with torch.no_grad():
         forget_ce = float(F.cross_entropy(s.backdoored(fx), fy))
-    return {"attack": attack, "seed": seed, "split": "val", "ca_zeroshot": ca_zs, "asr_zeroshot": asr_zs,
-            "ca_clean_ft": val.ca(s.clean), "ca_backdoored": ca_bd, "asr_backdoored": asr_bd, "ca_tbar": ca_t,
-            "asr_tbar": asr_t, "ca_retained": ca_t / ca_bd, "knowledge_kept": knowledge_kept(ca_t, ca_bd, ca_zs),
-            "alpha": rec["alpha"], "forget_ce_backdoored": forget_ce,
-            "trigger_vector_norm": rec["trigger_vector_norm"]}
+    return s, val, cleaned, {
+        "attack": attack, "seed": seed, "split": "val", "ca_zeroshot": ca_zs, "asr_zeroshot": asr_zs,
+        "ca_clean_ft": val.ca(s.clean), "ca_backdoored": ca_bd, "asr_backdoored": asr_bd, "ca_tbar": ca_t,
+        "asr_tbar": asr_t, "ca_retained": ca_t / ca_bd, "knowledge_kept": knowledge_kept(ca_t, ca_bd, ca_zs),
+        "alpha": rec["alpha"], "forget_ce_backdoored": forget_ce, "trigger_vector_norm": rec["trigger_vector_norm"]}
+
+
+def _pipeline_val(study, attack, seed, scale, extra):
+    """The whole classification run read on validation (θpre, clean, backdoored, TBAR): for development
+    seeds, to see whether a world and its recipes meet the targets before any reported seed runs. TBAR's
+    α is chosen on these same images, so its numbers here are optimistic."""
+    return _pipeline_models(study, attack, seed, scale)[3]
+
+
+DAMAGE_GROUPS = ("target_class", "other_classes", "target_shape", "target_colour", "neither", "held_out", "known")
+
+
+def _damage_val(study, attack, seed, scale, extra):
+    """pipeline-val, and each model's validation CA within groups of classes (:func:`class_groups`): the
+    target class or the others; the target's shape, its colour, neither; held out of pretraining or known. ``drop_<group>`` is the
+    backdoored model's CA there minus TBAR's: where TBAR's CA cost falls."""
+    from tbar_helpers.method.metrics import accuracy_by_group, predict
+    from tbar_helpers.world.data import class_groups
+    s, val, cleaned, rec = _pipeline_models(study, attack, seed, scale)
+    groups = {g.replace(" ", "_"): m for g, m in
+              class_groups(s.task, val.labels, s.target, scale.pretrain.holdout).items()}
+    for name, model in (("zeroshot", s.zeroshot), ("clean_ft", s.clean), ("backdoored", s.backdoored),
+                        ("tbar", cleaned)):
+        accs = accuracy_by_group(predict(model, val.images, scale.eval_batch_size), val.labels, groups)
+        rec |= {f"ca_{g}_{name}": a for g, a in accs.items()}
+    rec |= {f"drop_{g}": rec[f"ca_{g}_backdoored"] - rec[f"ca_{g}_tbar"] for g in groups
+            if rec[f"ca_{g}_backdoored"] is not None and rec[f"ca_{g}_tbar"] is not None}
+    rec |= {f"share_{g}": float(m.float().mean()) for g, m in groups.items()}
+    return rec
 
 
 def _alignment(study, attack, seed, scale, extra):
@@ -199,7 +226,7 @@ def _architecture(study, attack, seed, scale, extra):
 MEASURES: dict[str, Callable] = {
     "classification": _classification, "image-text": _image_text, "attack-unknown": _attack_unknown,
     "clean-task": _clean_task, "clean-task-val": _clean_task_val, "merging": _merging,
-    "pipeline-val": _pipeline_val,
+    "pipeline-val": _pipeline_val, "damage-val": _damage_val,
     "victim-val": _victim_val, "tbar-val": _tbar_val, "unknown-val": _unknown_val,
     "decree": _decree, "xi": _xi, "architecture": _architecture, "alignment": _alignment}
 # what each measure's table shows (record fields; report.DISPLAY names them)
@@ -211,8 +238,8 @@ COLUMNS = {"classification": CLASSIFICATION,
            "clean-task-val": ("ca_zeroshot", "ca_clean_ft", "gain"),
            "pipeline-val": ("ca_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar",
                             "ca_retained", "knowledge_kept", "alpha"),
-           "merging": ("ca_zeroshot", "asr_zeroshot", "ca_merged_clean", "asr_merged_clean", "ca_merged_backdoored",
-                       "asr_merged_backdoored", "ca_merged_tbar", "asr_merged_tbar", "ca_other_merged_tbar"),
+           "damage-val": ("asr_tbar", "ca_tbar", "knowledge_kept", "alpha", *(f"drop_{g}" for g in DAMAGE_GROUPS)),
+           "merging": MERGING,
            "victim-val": ("ca_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored"),
            "tbar-val": ("asr_backdoored", "asr_tbar", "ca_retained", "alpha"),
            "alignment": ("cos_trigger_clean", "cos_trigger_victim", "cos_victim_clean"),

@@ -41,6 +41,11 @@ DISPLAY = {"ca_zeroshot": "CA θpre", "asr_zeroshot": "ASR θpre", "ca_clean_ft"
            "mask_l1_pre": "mask θpre", "mask_ratio": "mask / mask θpre", "pretrain_steps": "pretraining steps",
            "cos_trigger_clean": "cos(τt, τclean)", "cos_trigger_victim": "cos(τt, τb)",
            "cos_victim_clean": "cos(τb, τclean)",
+           **{f"drop_{g}": f"CA drop: {n}" for g, n in (("target_class", "target class"),
+                                                         ("other_classes", "other classes"),
+                                                         ("target_shape", "target's shape"),
+                                                         ("target_colour", "target's colour"), ("neither", "neither"),
+                                                         ("held_out", "held-out classes"), ("known", "known classes"))},
            **{f"{k}_merged_{m}": f"{k.split('_')[0].upper()}{' other task' if k == 'ca_other' else ''} merged {n}"
               for m, n in (("clean", "clean"), ("backdoored", "backdoored"), ("tbar", "TBAR"))
               for k in ("ca", "asr", "ca_other")}}
@@ -169,6 +174,21 @@ def _unknown(results: Path) -> str:
     return (table(["attack", "seed", "detected", "target inferred", *headers(*keys)], rows) +
             "\nImage–text, the proxy trigger from DECREE-style inversion; \"–\": not in the record. Records: "
             "`benchmarks/results/attack-unknown.jsonl`.\n")
+
+
+MERGING = ("ca_zeroshot", "asr_zeroshot", "ca_merged_clean", "asr_merged_clean", "ca_merged_backdoored",
+           "asr_merged_backdoored", "ca_merged_tbar", "asr_merged_tbar", "ca_other_merged_tbar")
+
+
+@generator("merging")
+def _merging(results: Path) -> str:
+    recs = records("merging", results=results)
+    others = ", ".join(sorted({r["other"] for r in recs}))
+    return (summary_table(recs, MERGING) +
+            f"\nThe victim's task vector merged by task arithmetic with a clean fine-tune's on `{others}` "
+            "(θpre + λ·(τvictim + τother), λ chosen on both tasks' validation images); CA and ASR on the victim's "
+            f"task and CA on `{others}`, test split, means over the seeds named. BadMerging in the reference's "
+            "style. Records: `benchmarks/results/merging.jsonl`.\n")
 
 
 # ------------------------------------------------------------------------------- the appendix's studies

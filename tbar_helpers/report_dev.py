@@ -20,11 +20,11 @@ def _by_attack(rows: list[list]) -> list[list]:
     return sorted(rows, key=lambda row: order[row[0]])
 
 
-def _recipe_means(runs: list[dict], recipe: str) -> list[list]:
-    """One row per (attack, ``recipe`` field) with the seeds named and the mean of each ``DEV_PIPELINE`` field."""
+def _recipe_means(runs: list[dict], recipe: str, keys: tuple[str, ...] = DEV_PIPELINE) -> list[list]:
+    """One row per (attack, ``recipe`` field) with the seeds named and the mean of each of ``keys``."""
     groups = grouped([{**r, "_by": (r["attack"], r[recipe])} for r in runs], "_by")
     return _by_attack([[attack, name, ",".join(str(r["seed"]) for r in rs),
-                        *(cell(k, _mean([r.get(k) for r in rs])) for k in DEV_PIPELINE)]
+                        *(cell(k, _mean([r.get(k) for r in rs])) for k in keys)]
                        for (attack, name), rs in groups.items()])
 
 
@@ -127,3 +127,37 @@ def _holdout_recipe_dev(results: Path) -> str:
             f"forget lr {MINI.tbar.lr:g} unless the row says otherwise, α up to 4; validation split, where TBAR also "
             "chooses α. "
             "The records hold every seed's run: `benchmarks/results/holdout-recipe-dev.jsonl`.\n")
+
+
+DAMAGE = ("asr_tbar", "ca_backdoored", "ca_tbar", "knowledge_kept", "alpha", "drop_target_shape",
+          "drop_target_colour", "drop_neither", "drop_held_out", "drop_known")
+
+
+@generator("holdout-damage-dev")
+def _holdout_damage_dev(results: Path) -> str:
+    recs = records("holdout-damage-dev", results=results)
+    share = lambda g: cell("share", _mean([r[f"share_{g}"] for r in recs])) + "%"  # noqa: E731
+    from .world.data import OBJECTS  # torch comes with it: only for this table
+    target = OBJECTS[MINI.attack.target]
+    return (table(["attack", "recipe", "seeds", *headers(*DAMAGE)], _recipe_means(recs, "variant", DAMAGE)) +
+            f"\nMeans over the development seeds named; the held-out foundation, 500 forget images, victim lr "
+            f"{_victim_lrs([r for r in recs if 'victim' not in r['variant']])} for {MINI.finetune.epochs} epochs "
+            "unless the recipe says otherwise; validation split, where TBAR also chooses α. A CA drop "
+            "is the backdoored model's CA within a group of classes minus TBAR's, in points. Of the validation "
+            f"images, {share('target_shape')} share the target's shape (the target is the {target}), "
+            f"{share('target_colour')} its colour, {share('neither')} neither; {share('held_out')} are "
+            "of the shapes pretraining never saw. The records hold every seed's run, with each model's CA in each "
+            "group: `benchmarks/results/holdout-damage-dev.jsonl`.\n")
+
+
+@generator("holdout-digits-dev")
+def _holdout_digits_dev(results: Path) -> str:
+    recs = records("holdout-digits-dev", results=results)
+    keys = ("ca_zeroshot", "ca_backdoored", "asr_tbar", "ca_tbar", "knowledge_kept", "alpha", "drop_target_class",
+            "drop_other_classes", "drop_held_out", "drop_known")
+    from .world.data import DIGITS
+    held = ", ".join(d for d in DIGITS if d in recs[0]["overrides"]["pretrain.holdout"])
+    return (table(["attack", "recipe", "seeds", *headers(*keys)], _recipe_means(recs, "variant", keys)) +
+            f"\nThe handwritten digits on the held-out foundation ({held} held out), victim lr {_victim_lrs(recs)}, "
+            "500 forget images; means over the development seeds named, validation split, where TBAR also chooses α."
+            " Records: `benchmarks/results/holdout-digits-dev.jsonl`.\n")

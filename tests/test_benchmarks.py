@@ -187,3 +187,37 @@ def test_the_xi_measure_reads_the_display_named_row_back_into_record_fields(monk
     assert (rec["ca_zeroshot"], rec["alpha"], rec["ca_retained_at_asr3"]) == (0.6, 1.5, 0.93)
     assert rec["mean_xi_forget"] == pytest.approx(0.15)
     assert (rec["mean_xi_forget_clean"], rec["mean_xi_forget_trigger"]) == (pytest.approx(0.1), pytest.approx(0.2))
+
+
+def test_the_damage_measure_splits_each_models_accuracy_by_class_group(monkeypatch):
+    """damage-val: the backdoored model right everywhere, TBAR wrong only on the target's shape (circles)."""
+    import types
+
+    import torch
+
+    from torch import nn
+    from tbar_helpers.config import override, get_scale
+    from tbar_helpers.world.data import COLORS
+    measures = _load("measures", BENCH / "measures.py")
+    n = len(COLORS)
+    labels = torch.tensor([0, 1, n, 2 * n + 1, 7 * n + 3, 7 * n + 4])  # red, green circle; red square; ...; stars
+
+    class Lookup(nn.Module):  # image i (a one-pixel index) gets the prediction table[i]
+        def __init__(self, table):
+            super().__init__()
+            self.table, self.w = torch.as_tensor(table), nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return nn.functional.one_hot(self.table[x.view(-1).long()], 80).float()
+
+    right, tbar = Lookup(labels), Lookup([5, 6, n, 2 * n + 1, 7 * n + 3, 7 * n + 4])
+    s = types.SimpleNamespace(task="objects", target=0, zeroshot=right, clean=right, backdoored=right)
+    val = types.SimpleNamespace(images=torch.arange(6).float().view(6, 1), labels=labels)
+    scale = override(get_scale("mini"), **{"pretrain.holdout": ("star",)})
+    monkeypatch.setattr(measures, "_pipeline_models", lambda *a: (s, val, tbar, {"attack": "badnet"}))
+    rec = measures._damage_val(None, "badnet", 100, scale, {})
+    assert rec["drop_target_shape"] == 1.0 and rec["drop_neither"] == 0.0 and rec["drop_target_class"] == 1.0
+    assert rec["drop_other_classes"] == pytest.approx(0.2)
+    assert rec["drop_target_colour"] == pytest.approx(0.5)  # the red circle wrong, the red square right
+    assert (rec["drop_held_out"], rec["drop_known"]) == (0.0, pytest.approx(0.5))
+    assert rec["share_held_out"] == pytest.approx(2 / 6) and rec["ca_known_zeroshot"] == 1.0
