@@ -177,7 +177,7 @@ def _unknown(results: Path) -> str:
 
 
 MERGING = ("ca_zeroshot", "asr_zeroshot", "ca_merged_clean", "asr_merged_clean", "ca_merged_backdoored",
-           "asr_merged_backdoored", "ca_merged_tbar", "asr_merged_tbar", "ca_other_merged_tbar")
+           "asr_merged_backdoored", "ca_merged_tbar", "asr_merged_tbar", "ca_other_merged_tbar", "alpha")
 
 
 @generator("merging")
@@ -187,8 +187,8 @@ def _merging(results: Path) -> str:
     return (summary_table(recs, MERGING) +
             f"\nThe victim's task vector merged by task arithmetic with a clean fine-tune's on `{others}` "
             "(θpre + λ·(τvictim + τother), λ chosen on both tasks' validation images); CA and ASR on the victim's "
-            f"task and CA on `{others}`, test split, means over the seeds named. BadMerging in the reference's "
-            "style. Records: `benchmarks/results/merging.jsonl`.\n")
+            f"task and CA on `{others}`, test split, means over the seeds named; α is TBAR's, chosen on the "
+            "victim's validation images before the merge. BadMerging in the reference's style. Records: `benchmarks/results/merging.jsonl`.\n")
 
 
 # ------------------------------------------------------------------------------- the appendix's studies
