@@ -105,8 +105,8 @@ DAMAGE_GROUPS = ("target_class", "other_classes", "target_shape", "target_colour
 
 def _damage_val(study, attack, seed, scale, extra):
     """pipeline-val, and each model's validation CA within groups of classes (:func:`class_groups`): the
-    target class or the others; the target's shape, its colour, neither; held out of pretraining or known. ``drop_<group>`` is the
-    backdoored model's CA there minus TBAR's: where TBAR's CA cost falls."""
+    target class or the others; the target's shape, its colour, neither; held out of pretraining or known.
+    ``drop_<group>`` is the backdoored model's CA there minus TBAR's: where TBAR's CA cost falls."""
     from tbar_helpers.method.metrics import accuracy_by_group, predict
     from tbar_helpers.world.data import class_groups
     s, val, cleaned, rec = _pipeline_models(study, attack, seed, scale)

@@ -136,7 +136,14 @@ DAMAGE = ("asr_tbar", "ca_backdoored", "ca_tbar", "knowledge_kept", "alpha", "dr
 @generator("holdout-damage-dev")
 def _holdout_damage_dev(results: Path) -> str:
     recs = records("holdout-damage-dev", results=results)
-    share = lambda g: cell("share", _mean([r[f"share_{g}"] for r in recs])) + "%"  # noqa: E731
+    shares = {g: cell("share", _mean([r[f"share_{g}"] for r in recs])) + "%" for g in
+              ("target_shape", "target_colour", "neither", "held_out")}  # one record per seed and recipe
+    for r in records("holdout-victim-dev", results=results):  # its forget recipe is the study's, not the variant's
+        o = r["overrides"]
+        lr = f"{o['tbar.lr']:g}".replace("e-0", "e-")
+        recs.append({**r, "variant": f"{r['variant']}; lr {lr}, {o['tbar.steps']} steps, "
+                                     f"α to {max(o['tbar.alpha_grid']):g}"})
+    share = shares.get
     from .world.data import OBJECTS  # torch comes with it: only for this table
     target = OBJECTS[MINI.attack.target]
     return (table(["attack", "recipe", "seeds", *headers(*DAMAGE)], _recipe_means(recs, "variant", DAMAGE)) +
@@ -147,7 +154,7 @@ def _holdout_damage_dev(results: Path) -> str:
             f"images, {share('target_shape')} share the target's shape (the target is the {target}), "
             f"{share('target_colour')} its colour, {share('neither')} neither; {share('held_out')} are "
             "of the shapes pretraining never saw. The records hold every seed's run, with each model's CA in each "
-            "group: `benchmarks/results/holdout-damage-dev.jsonl`.\n")
+            "group: `benchmarks/results/holdout-damage-dev.jsonl`, `benchmarks/results/holdout-victim-dev.jsonl`.\n")
 
 
 @generator("holdout-digits-dev")
