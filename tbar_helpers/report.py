@@ -188,7 +188,8 @@ def _merging(results: Path) -> str:
             f"\nThe victim's task vector merged by task arithmetic with a clean fine-tune's on `{others}` "
             "(θpre + λ·(τvictim + τother), λ chosen on both tasks' validation images); CA and ASR on the victim's "
             f"task and CA on `{others}`, test split, means over the seeds named; α is TBAR's, chosen on the "
-            "victim's validation images before the merge. BadMerging in the reference's style. Records: `benchmarks/results/merging.jsonl`.\n")
+            "victim's validation images before the merge. BadMerging in the reference's style. Records: "
+            "`benchmarks/results/merging.jsonl`.\n")
 
 
 # ------------------------------------------------------------------------------- the appendix's studies

@@ -135,6 +135,7 @@ DAMAGE = ("asr_tbar", "ca_backdoored", "ca_tbar", "knowledge_kept", "alpha", "dr
 
 @generator("holdout-damage-dev")
 def _holdout_damage_dev(results: Path) -> str:
+    from .world.data import OBJECTS  # torch comes with it: only for this table
     recs = records("holdout-damage-dev", results=results)
     shares = {g: cell("share", _mean([r[f"share_{g}"] for r in recs])) + "%" for g in
               ("target_shape", "target_colour", "neither", "held_out")}  # one record per seed and recipe
@@ -143,9 +144,7 @@ def _holdout_damage_dev(results: Path) -> str:
         lr = f"{o['tbar.lr']:g}".replace("e-0", "e-")
         recs.append({**r, "variant": f"{r['variant']}; lr {lr}, {o['tbar.steps']} steps, "
                                      f"α to {max(o['tbar.alpha_grid']):g}"})
-    share = shares.get
-    from .world.data import OBJECTS  # torch comes with it: only for this table
-    target = OBJECTS[MINI.attack.target]
+    share, target = shares.get, OBJECTS[MINI.attack.target]
     return (table(["attack", "recipe", "seeds", *headers(*DAMAGE)], _recipe_means(recs, "variant", DAMAGE)) +
             f"\nMeans over the development seeds named; the held-out foundation, 500 forget images, victim lr "
             f"{_victim_lrs([r for r in recs if 'victim' not in r['variant']])} for {MINI.finetune.epochs} epochs "
@@ -159,10 +158,10 @@ def _holdout_damage_dev(results: Path) -> str:
 
 @generator("holdout-digits-dev")
 def _holdout_digits_dev(results: Path) -> str:
+    from .world.data import DIGITS
     recs = records("holdout-digits-dev", results=results)
     keys = ("ca_zeroshot", "ca_backdoored", "asr_tbar", "ca_tbar", "knowledge_kept", "alpha", "drop_target_class",
             "drop_other_classes", "drop_held_out", "drop_known")
-    from .world.data import DIGITS
     held = ", ".join(d for d in DIGITS if d in recs[0]["overrides"]["pretrain.holdout"])
     return (table(["attack", "recipe", "seeds", *headers(*keys)], _recipe_means(recs, "variant", keys)) +
             f"\nThe handwritten digits on the held-out foundation ({held} held out), victim lr {_victim_lrs(recs)}, "

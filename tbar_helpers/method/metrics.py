@@ -52,6 +52,7 @@ def accuracy_by_group(pred: torch.Tensor, labels: torch.Tensor, groups: dict[str
         raise ValueError(f"{len(pred)} predictions but {len(labels)} labels; they must match one to one")
     return {g: accuracy_from_predictions(pred[m], labels[m]) if bool(m.any()) else None for g, m in groups.items()}
 
+
 def asr_from_predictions(pred: torch.Tensor, labels: torch.Tensor, target: int) -> float:
     """Share of triggered images whose true label is not ``target`` that are predicted as ``target``."""
     keep = labels != target
