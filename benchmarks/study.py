@@ -233,8 +233,9 @@ STUDIES = {
             "tbar.alpha_grid": ALPHA_TO_10}},
         about="which classes TBAR's CA cost falls on (held-out foundation, validation), by forget and victim recipe"),
     # holdout-damage-dev's gentler victim took BadNet's ASR to the lines: a gentler and longer one still
-    "holdout-victim-dev": Study("damage-val", ("badnet", "blended"), seeds=DEV_SEEDS,
-                                overrides={**HELD_OUT_WORLD, "tbar.forget_size": 500, "tbar.lr": 1e-5,
+    "holdout-victim-dev": Study("damage-val", ("badnet", "blended", "badclip"), seeds=DEV_SEEDS,
+                                overrides={**HELD_OUT_WORLD, "attack.badclip_style": "paper",
+                                           "tbar.forget_size": 500, "tbar.lr": 1e-5,
                                            "tbar.steps": 50, "tbar.alpha_grid": ALPHA_TO_10}, variants={
         "victim lr 1e-4 × 10 epochs": {"finetune.lr": 1e-4, "finetune.epochs": 10}},
         about="a gentler, longer victim fine-tune on the held-out foundation, TBAR's gentle forget recipe"),
