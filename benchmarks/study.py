@@ -26,7 +26,7 @@ from pathlib import Path
 from tbar_helpers.cache import replace_atomically
 from tbar_helpers.config import (HELD_OUT, HOLDOUT_STAGE2_CHECKPOINT, MINI, STAGE1_CHECKPOINT, STAGE2_CHECKPOINT,
                                  get_scale, override)
-from tbar_helpers.report import DISPLAY, RESULTS, cell, records, summary_table, table
+from tbar_helpers.report import DISPLAY, RESULTS, cell, recorded, records, summary_table, table
 
 from measures import COLUMNS, MEASURES  # beside this file, as every benchmark imports `study`
 
@@ -290,7 +290,7 @@ def _scale(study: Study, variant: str, threads: int):
 
 def run_study(name: str, seeds: tuple[int, ...] | None = None, threads: int = 0, results: Path | None = None) -> None:
     study, results = STUDIES[name], results or RESULTS
-    done = {_key(r) for r in (records(name, results=results) if (results / f"{name}.jsonl").exists() else [])}
+    done = {_key(r) for r in recorded(name, results)}
     for variant in study.variants:
         scale, extra = _scale(study, variant, threads)
         for item in study.items:

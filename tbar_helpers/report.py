@@ -74,6 +74,11 @@ def records(name: str, command: str = "", results: Path | None = None) -> list[d
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def recorded(name: str, results: Path | None = None) -> list[dict]:
+    """:func:`records` of a study that may not have run yet (none then)."""
+    return records(name, results=results) if ((results or RESULTS) / f"{name}.jsonl").exists() else []
+
+
 def knowledge_kept(rec: dict) -> float | None:
     """:func:`tbar_helpers.method.metrics.knowledge_kept` of a run record."""
     from .method.metrics import knowledge_kept as kept

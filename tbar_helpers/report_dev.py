@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import MINI
-from .report import _mean, cell, changed, generator, grouped, headers, records, table
+from .report import _mean, cell, changed, generator, grouped, headers, recorded, records, table
 
 DEV_PIPELINE = ("ca_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar",
                 "ca_retained", "knowledge_kept", "alpha")
@@ -75,17 +75,12 @@ def _alignment_dev(results: Path) -> str:
             "`benchmarks/results/alignment-dev.jsonl`.\n")
 
 
-def _recorded(name: str, results: Path) -> list[dict]:
-    """The records of a study that may not have run yet (none then)."""
-    return records(name, results=results) if (results / f"{name}.jsonl").exists() else []
-
-
 @generator("xi-world-dev")
 def _xi_world_dev(results: Path) -> str:
     keys = ("ca_zeroshot", "asr_tbar", "ca_retained", "mean_xi_forget", "mean_xi_forget_clean",
             "mean_xi_forget_trigger", "mean_xi_difference")
     recs = sorted(records("xi-world-dev", results=results), key=lambda r: -r["ca_zeroshot"])  # shift by shift
-    recs += _recorded("xi-holdout-dev", results)  # the held-out foundation's rows last
+    recs += recorded("xi-holdout-dev", results)  # the held-out foundation's rows last
     alphas = ", ".join(f"{a:g}" for a in recs[0]["alphas"]) if recs else ""
     return (table(["world", "attack", "seed", *headers(*keys)], _per_run(recs, keys)) +
             f"\nξ over αc, αt ∈ {{{alphas}}} on 500 test images of a development seed (a diagnostic: it chooses "
