@@ -86,6 +86,7 @@ ARCHITECTURES = {"preset": {}, "narrow": {"model.vision_width": 96}, "shallow": 
                  "res64p16": {"model.image_size": 64, "model.patch_size": 16}}  # 4x the pixels, 16 tokens
 ALPHA_TO_4 = tuple(round(0.05 * i, 2) for i in range(81))
 ALPHA_TO_10 = tuple(round(0.1 * i, 1) for i in range(101))  # for forget fine-tunes whose τt is short
+GENTLE_FORGET = {"tbar.lr": 1e-5, "tbar.steps": 50, "tbar.alpha_grid": ALPHA_TO_10}  # holdout-damage-dev's
 WANET_VISIBLE = {"attack.wanet_s": 16, "attack.wanet_noise_ratio": 0}  # warps of about 8 pixels: it plants
 HELD_OUT_WORLD = {"pretrain.holdout": HELD_OUT, "pretrain.init_from": HOLDOUT_STAGE2_CHECKPOINT,
                   "pretrain.seed": 2, "pretrain.steps": 1000}  # the preset's stage 3 on the held-out foundation
@@ -227,22 +228,20 @@ STUDIES = {
     "holdout-damage-dev": Study("damage-val", ("badnet", "blended"), seeds=DEV_SEEDS,
                                 overrides={**HELD_OUT_WORLD, "finetune.lr": 5e-4, "tbar.forget_size": 500}, variants={
         "20 steps, α to 4": {"tbar.steps": 20, "tbar.alpha_grid": ALPHA_TO_4},
-        "lr 1e-5, 50 steps, α to 10": {"tbar.lr": 1e-5, "tbar.steps": 50, "tbar.alpha_grid": ALPHA_TO_10},
-        "victim lr 2e-4 × 6 epochs; lr 1e-5, 50 steps, α to 10": {
-            "finetune.lr": 2e-4, "finetune.epochs": 6, "tbar.lr": 1e-5, "tbar.steps": 50,
-            "tbar.alpha_grid": ALPHA_TO_10}},
+        "lr 1e-5, 50 steps, α to 10": GENTLE_FORGET,
+        "victim lr 2e-4 × 6 epochs; lr 1e-5, 50 steps, α to 10": {"finetune.lr": 2e-4, "finetune.epochs": 6,
+                                                                  **GENTLE_FORGET}},
         about="which classes TBAR's CA cost falls on (held-out foundation, validation), by forget and victim recipe"),
     # holdout-damage-dev's gentler victim took BadNet's ASR to the lines: a gentler and longer one still
     "holdout-victim-dev": Study("damage-val", ("badnet", "blended", "badclip"), seeds=DEV_SEEDS,
                                 overrides={**HELD_OUT_WORLD, "attack.badclip_style": "paper",
-                                           "tbar.forget_size": 500, "tbar.lr": 1e-5,
-                                           "tbar.steps": 50, "tbar.alpha_grid": ALPHA_TO_10}, variants={
+                                           "tbar.forget_size": 500, **GENTLE_FORGET}, variants={
         "victim lr 1e-4 × 10 epochs": {"finetune.lr": 1e-4, "finetune.epochs": 10}},
         about="a gentler, longer victim fine-tune on the held-out foundation, TBAR's gentle forget recipe"),
     # the same on the handwritten digits, whose classes share no shape or colour with the target
     "holdout-digits-dev": Study("damage-val", ("badnet",), seeds=DEV_SEEDS, task="digits",
                                 overrides={**HELD_OUT_WORLD, "finetune.lr": 5e-4, "tbar.forget_size": 500}, variants={
-        "lr 1e-5, 50 steps, α to 10": {"tbar.lr": 1e-5, "tbar.steps": 50, "tbar.alpha_grid": ALPHA_TO_10}},
+        "lr 1e-5, 50 steps, α to 10": GENTLE_FORGET},
         about="where TBAR's CA cost falls on the digits task (held-out foundation, validation)"),
     "victim-lr": Study("victim-val", ("badnet",), variants={
         f"lr {lr:g}": {"finetune.lr": lr} for lr in (1e-4, 1.25e-4, 1.5e-4, 2e-4, 3e-4)},
