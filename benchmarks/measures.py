@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from tbar_helpers.report import CLASSIFICATION, DISPLAY, MERGING
+from tbar_helpers.report import CLASS_GROUPS, CLASSIFICATION, DISPLAY, MERGING
 
 XI_ALPHAS = (0.0, 0.5, 1.0, 1.5)
 
@@ -100,9 +100,6 @@ def _pipeline_val(study, attack, seed, scale, extra):
     return _pipeline_models(study, attack, seed, scale)[3]
 
 
-DAMAGE_GROUPS = ("target_class", "other_classes", "target_shape", "target_colour", "neither", "held_out", "known")
-
-
 def _damage_val(study, attack, seed, scale, extra):
     """pipeline-val, and each model's validation CA within groups of classes (:func:`class_groups`): the
     target class or the others; the target's shape, its colour, neither; held out of pretraining or known.
@@ -117,7 +114,7 @@ def _damage_val(study, attack, seed, scale, extra):
         accs = accuracy_by_group(predict(model, val.images, scale.eval_batch_size), val.labels, groups)
         rec |= {f"ca_{g}_{name}": a for g, a in accs.items()}
     rec |= {f"drop_{g}": rec[f"ca_{g}_backdoored"] - rec[f"ca_{g}_tbar"] for g in groups
-            if rec[f"ca_{g}_backdoored"] is not None and rec[f"ca_{g}_tbar"] is not None}
+            if rec[f"ca_{g}_tbar"] is not None}  # None: an empty group, the same for every model
     rec |= {f"share_{g}": float(m.float().mean()) for g, m in groups.items()}
     return rec
 
@@ -238,7 +235,7 @@ COLUMNS = {"classification": CLASSIFICATION,
            "clean-task-val": ("ca_zeroshot", "ca_clean_ft", "gain"),
            "pipeline-val": ("ca_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar",
                             "ca_retained", "knowledge_kept", "alpha"),
-           "damage-val": ("asr_tbar", "ca_tbar", "knowledge_kept", "alpha", *(f"drop_{g}" for g in DAMAGE_GROUPS)),
+           "damage-val": ("asr_tbar", "ca_tbar", "knowledge_kept", "alpha", *(f"drop_{g}" for g in CLASS_GROUPS)),
            "merging": MERGING,
            "victim-val": ("ca_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored"),
            "tbar-val": ("asr_backdoored", "asr_tbar", "ca_retained", "alpha"),

@@ -26,6 +26,10 @@ PAGES = ("README.md", "book/*.md")
 BLOCK = re.compile(r"<!-- generated: (?P<name>[\w.-]+) -->\n(?P<body>.*?)<!-- end generated -->", re.S)
 GENERATORS: dict[str, Callable[[Path], str]] = {}
 
+# The groups of classes whose CA a damage record splits (world.data.class_groups, spaces as underscores)
+CLASS_GROUPS = {"target_class": "target class", "other_classes": "other classes", "target_shape": "target's shape",
+                "target_colour": "target's colour", "neither": "neither", "held_out": "held-out classes",
+                "known": "known classes"}
 # One display name per record field: every table of the book, its chapters and the studies names its
 # columns from here (records and rows are built with the snake_case fields; :func:`named` renames them).
 DISPLAY = {"ca_zeroshot": "CA θpre", "asr_zeroshot": "ASR θpre", "ca_clean_ft": "CA clean FT",
@@ -41,11 +45,7 @@ DISPLAY = {"ca_zeroshot": "CA θpre", "asr_zeroshot": "ASR θpre", "ca_clean_ft"
            "mask_l1_pre": "mask θpre", "mask_ratio": "mask / mask θpre", "pretrain_steps": "pretraining steps",
            "cos_trigger_clean": "cos(τt, τclean)", "cos_trigger_victim": "cos(τt, τb)",
            "cos_victim_clean": "cos(τb, τclean)",
-           **{f"drop_{g}": f"CA drop: {n}" for g, n in (("target_class", "target class"),
-                                                         ("other_classes", "other classes"),
-                                                         ("target_shape", "target's shape"),
-                                                         ("target_colour", "target's colour"), ("neither", "neither"),
-                                                         ("held_out", "held-out classes"), ("known", "known classes"))},
+           **{f"drop_{g}": f"CA drop: {n}" for g, n in CLASS_GROUPS.items()},
            **{f"{k}_merged_{m}": f"{k.split('_')[0].upper()}{' other task' if k == 'ca_other' else ''} merged {n}"
               for m, n in (("clean", "clean"), ("backdoored", "backdoored"), ("tbar", "TBAR"))
               for k in ("ca", "asr", "ca_other")}}
