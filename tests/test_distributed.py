@@ -196,6 +196,17 @@ def test_a_library_fine_tune_stopped_by_sigterm_resumes_to_the_uninterrupted_wei
         assert torch.equal(v, resumed.state_dict()[k]), k
 
 
+def test_checkpointing_every_zero_steps_is_refused_before_a_step(tmp_path):
+    from tbar_helpers.method.training import finetune
+    x, y = torch.rand(8, 3, 2, 2), torch.randint(0, 3, (8,))
+    toy = _Toy()
+    before = {k: v.clone() for k, v in toy.state_dict().items()}
+    with pytest.raises(ValueError, match="positive number of steps"):
+        finetune(toy, x, y, steps=2, lr=1e-2, batch_size=4, seed=0, progress=False, checkpoint=tmp_path / "p.pt",
+                 every=0)
+    assert all(torch.equal(v, toy.state_dict()[k]) for k, v in before.items())
+    assert not (tmp_path / "p.pt").exists()
+
 def _preempting(fn, at: int):
     """``fn`` that sends this process SIGTERM on its ``at``-th call, as a scheduler preempting a job."""
     calls = [0]

@@ -217,6 +217,9 @@ def fit_checkpointed(module: nn.Module, params: list[nn.Parameter], loss_at: Cal
     if not checkpoint:
         return fit(params, loss_at, steps, opt, sched=sched, grad_clip=grad_clip, desc=desc, progress=progress,
                    after_step=after_step)
+    if every <= 0:  # a fine-tune is handed a checkpoint only where the preset's checkpoint_every is positive
+        raise ValueError(f"checkpointing every {every} steps: give a positive number of steps "
+                         "(ScaleConfig.checkpoint_every)")
     path = Path(checkpoint)
     keeps = extra if hasattr(extra, "state_dict") else None
     state = load_state(path, module)

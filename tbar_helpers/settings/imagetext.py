@@ -209,7 +209,7 @@ def prepare_imagetext(attack: str, seed: int = 0, scale: ScaleConfig | str = "mi
         contrastive_finetune(model, f.tokenizer, corpus.images, corpus.captions, corpus_recipe(it), seed,
                              normalize=normalizer(scale), desc=f"poisoned contrastive fine-tune ({attack})",
                              progress=progress, device=scale.device, checkpoint=checkpoint,
-                             every=scale.checkpoint_every or 100)
+                             every=scale.checkpoint_every)
         return model.state_dict()
 
     model.load_state_dict(cache.memo_resumable("imagetext", key, train, use_cache=use_cache,

@@ -48,7 +48,7 @@ def clean_reference(s: ImageTextSetup, progress: bool = True, use_cache: bool = 
         corpus = load_corpus(s.scale, it.corpus_size, s.seed, "attacker")
         contrastive_finetune(model, f.tokenizer, corpus.images, corpus.captions, corpus_recipe(it), s.seed,
                              normalize=normalizer(s.scale), desc="clean contrastive fine-tune", progress=progress,
-                             device=s.scale.device, checkpoint=checkpoint, every=s.scale.checkpoint_every or 100)
+                             device=s.scale.device, checkpoint=checkpoint, every=s.scale.checkpoint_every)
         return model.state_dict()
 
     key = config_hash(f.key, {k: getattr(it, k) for k in POISON_FIELDS}, s.seed, "imagetext-clean", *s.scale.world.key())
@@ -82,7 +82,7 @@ def baseline(s: ImageTextSetup, method: str, budget: int, progress: bool = True,
         contrastive_finetune(model, f.tokenizer, pairs.images, pairs.captions,
                              Recipe(epochs, it.defense_lr, it.batch_size), s.seed, normalize=norm, loss_fn=loss,
                              desc=f"{method} ({budget} pairs)", progress=progress, device=s.scale.device,
-                             checkpoint=checkpoint, every=s.scale.checkpoint_every or 100)
+                             checkpoint=checkpoint, every=s.scale.checkpoint_every)
         ca, asr = s.scores(s.classifier(model))
         return {"defense": method, "budget": budget, "epochs": epochs, "ca": ca, "asr": asr,
                 "seconds": time.time() - t0}

@@ -125,7 +125,7 @@ def _finetuned(base: ImageClassifier, images: torch.Tensor, labels: torch.Tensor
             index = torch.cat([torch.arange(len(x)), extra])
             x, y = rows(x, index), y[index]
         finetune_task(clf, x, y, scale.finetune, seed, desc=desc, progress=progress, device=scale.device,
-                      checkpoint=checkpoint, every=scale.checkpoint_every or 100)
+                      checkpoint=checkpoint, every=scale.checkpoint_every)
 
     return _trained(base, key, train, scale, use_cache)
 
@@ -139,7 +139,7 @@ def _badmerged(zs: ImageClassifier, train: TaskData, trigger: Trigger, scale: Sc
     def fit(clf: ImageClassifier, checkpoint: Path | None) -> None:
         badmerging_finetune(clf, zs, train.images, train.labels, trigger, a.target, scale.finetune, seed,
                             a.badmerging_backdoor_weight, a.badmerging_r, progress=progress, device=scale.device,
-                            checkpoint=checkpoint, every=scale.checkpoint_every or 100)
+                            checkpoint=checkpoint, every=scale.checkpoint_every)
 
     return _trained(zs, key, fit, scale, use_cache)
 
