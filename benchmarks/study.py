@@ -253,6 +253,13 @@ STUDIES = {
                                 overrides={**HELD_OUT_WORLD, "finetune.lr": 5e-4, "tbar.forget_size": 500}, variants={
         "lr 1e-5, 50 steps, α to 10": GENTLE_FORGET},
         about="where TBAR's CA cost falls on the digits task (held-out foundation, validation)"),
+    # the paper's BadNet (a noise patch at a random place) has planted in no world yet: the held-out world's
+    # longer victim, at the paper's share of the image and at a larger patch
+    "held-out-badnet-dev": Study("pipeline-val", ("badnet",), seeds=DEV_SEEDS[:1],
+                                 overrides={**HELD_OUT_RECIPE, "attack.badnet_style": "paper"}, variants={
+        "the paper's share (16/224)": {"attack.badnet_patch_frac": 16 / 224},
+        "4 px": {"attack.badnet_patch_frac": 4 / 32}},
+        about="the paper's BadNet in the held-out world with its chosen victim, on a development seed"),
     "victim-lr": Study("victim-val", ("badnet",), variants={
         f"lr {lr:g}": {"finetune.lr": lr} for lr in (1e-4, 1.25e-4, 1.5e-4, 2e-4, 3e-4)},
         about="the victim's fine-tune lr: the smallest whose validation ASR plants the backdoor"),
