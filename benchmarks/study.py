@@ -287,7 +287,8 @@ STUDIES = {
     # the attack-unknown rules (the proxy's α tie rule; DECREE's thresholds) were first set while looking at the
     # reported seeds: these two studies check them on the development seeds, for the two attacks
     "unknown-alpha": Study("unknown-val", ("badnet", "wanet"), setting="image-text", seeds=DEV_SEEDS,
-                           overrides=WANET_VISIBLE,
+                           overrides=WANET_VISIBLE, variants={
+        "ties: largest (preset)": {}, "ties: smallest": {"imagetext.tbar.proxy_ties": "smallest"}},
                            about="attack unknown: the proxy's α rule against the real trigger, on validation"),
     "decree-dev": Study("decree", ("badnet", "wanet"), setting="image-text", seeds=DEV_SEEDS, overrides=WANET_VISIBLE,
                         about="DECREE's masks on the backdoored CLIPs and θpre at the preset's goal"),
