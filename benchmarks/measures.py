@@ -157,8 +157,8 @@ def _unknown_val(study, attack, seed, scale, extra):
     val = s.evalset("val")
     ca0, asr0 = val.scores(s.victim())
     ca, asr = val.scores(cleaned)
-    return {"attack": attack, "seed": seed, "inferred_target": target, "inferred_share": share, **rec,
-            "ca_backdoored": ca0, "asr_backdoored": asr0, "ca_tbar": ca, "asr_tbar": asr, "ca_retained": ca / ca0}
+    return {"attack": attack, "seed": seed, "target": s.target, "inferred_target": target, "inferred_share": share,
+            **rec, "ca_backdoored": ca0, "asr_backdoored": asr0, "ca_tbar": ca, "asr_tbar": asr, "ca_retained": ca / ca0}
 
 
 def _decree(study, attack, seed, scale, extra):
