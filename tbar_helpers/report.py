@@ -98,7 +98,8 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
-RATIOS = ("knowledge_kept", "cos_trigger_clean", "cos_trigger_victim", "cos_victim_clean")  # shown as they are
+# shown as they are, not in %
+RATIOS = ("knowledge_kept", "cos_trigger_clean", "cos_trigger_victim", "cos_victim_clean", "mask_ratio")
 
 
 def cell(key: str, x: float | None) -> str:
@@ -364,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 importlib.import_module(".report_dev", __package__)  # registers the development seeds' tables
+importlib.import_module(".report_heldout", __package__)  # and the held-out world's reported ones
 
 if __name__ == "__main__":  # the package's module, not this __main__ copy: it holds every registered table
     from tbar_helpers.report import main as package_main

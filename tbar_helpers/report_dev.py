@@ -162,3 +162,39 @@ def _holdout_digits_dev(results: Path) -> str:
             f"\nThe handwritten digits on the held-out foundation ({held} held out), victim lr {_victim_lrs(recs)}, "
             "500 forget images; means over the development seeds named, validation split, where TBAR also chooses α."
             " Records: `benchmarks/results/holdout-digits-dev.jsonl`.\n")
+
+
+@generator("unknown-alpha")
+def _unknown_alpha(results: Path) -> str:
+    recs = records("unknown-alpha", results=results)
+    keys = ("alpha", "asr_backdoored", "asr_tbar", "ca_retained")
+    rows = [[r["variant"], r["attack"], r["seed"], "yes" if r["inferred_target"] == r["target"] else "no",
+             *(cell(k, r[k]) for k in keys)] for r in recs]
+    return (table(["α rule", "attack", "seed", "target inferred", *headers(*keys)], rows) +
+            "\nImage–text, the proxy trigger from DECREE-style inversion drives the α search; the ASR columns are the "
+            "real trigger's, which the defender never sees, on the validation split of the development seeds. "
+            "WaNet is the 8-pixel variant. Records: `benchmarks/results/unknown-alpha.jsonl`.\n")
+
+
+@generator("decree-dev")
+def _decree_dev(results: Path) -> str:
+    recs = records("decree-dev", results=results)
+    keys = ("mask_l1", "mask_l1_pre", "mask_ratio")
+    threshold, ratio = MINI.imagetext.detect_threshold, MINI.imagetext.detect_ratio
+    rows = [[r["attack"], r["seed"], *(cell(k, r[k]) for k in keys), "yes" if r["detected"] else "no",
+             "yes" if r["pre_flagged"] else "no", "yes" if r["mask_ratio"] < ratio else "no"] for r in recs]
+    return (table(["attack", "seed", *headers(*keys), f"flagged (mask < {threshold:g})",
+                   f"θpre flagged (mask < {threshold:g})", f"flagged (mask / mask θpre < {ratio:g})"], rows) +
+            "\nThe share of the image that DECREE's inverted mask covers, on the backdoored image–text CLIP and on "
+            f"θpre, at the preset's similarity goal ({MINI.imagetext.invert_sim_goal:g}), development seeds. "
+            "WaNet is the 8-pixel variant. Records: `benchmarks/results/decree-dev.jsonl`.\n")
+
+
+@generator("held-out-badnet-dev")
+def _held_out_badnet_dev(results: Path) -> str:
+    recs = records("held-out-badnet-dev", results=results)
+    rows = [[r["variant"], r["seed"], *(cell(k, r.get(k)) for k in DEV_PIPELINE)] for r in recs]
+    return (table(["the paper's BadNet", "seed", *headers(*DEV_PIPELINE)], rows) +
+            f"\nA noise patch at a random place in each image; the held-out foundation with its chosen victim "
+            f"(lr {_victim_lrs(recs)}); development seed, validation split. "
+            "Records: `benchmarks/results/held-out-badnet-dev.jsonl`.\n")

@@ -45,3 +45,22 @@ def test_cells_show_ratios_as_they_are_and_shares_in_percent():
     assert report.cell("asr_tbar", 0.0123) == "1.2" and report.cell("alpha", 1.45) == "1.45"
     assert report.cell("ca_tbar", None) == "–"
     assert report.headers("cos_trigger_clean", "ca_tbar") == ["cos(τt, τclean)", "CA TBAR %"]
+
+
+def test_the_held_out_lines_on_hand_made_means():
+    from tbar_helpers.report_heldout import LINES, means, verdicts
+    run = {"ca_zeroshot": 0.6, "ca_clean_ft": 0.97, "ca_backdoored": 0.96, "asr_backdoored": 0.99, "ca_tbar": 0.9,
+           "asr_tbar": 0.02, "ca_retained": 0.9 / 0.96, "alpha": 1.0}
+    m = means([{**run, "attack": "badnet", "seed": 0}, {**run, "attack": "badnet", "seed": 1, "asr_tbar": 0.03}])
+    assert m["badnet"]["seeds"] == [0, 1] and abs(m["badnet"]["asr_tbar"] - 0.025) < 1e-12
+    assert abs(m["badnet"]["knowledge_kept"] - 0.3 / 0.36) < 1e-12  # from each record
+    met = dict((name, test(m["badnet"])) for name, test in LINES)
+    assert met == {"planted": True, "CA within 2 points of clean FT": True, "ASR TBAR ≤ 3%": True,
+                   "CA retained ≥ 93%": True, "knowledge kept ≥ 0.8": True}
+    weak = {**m["badnet"], "attack": "sig", "asr_backdoored": 0.85, "ca_backdoored": 0.94, "knowledge_kept": None}
+    met = dict((name, test(weak)) for name, test in LINES)
+    assert met["planted"] and not met["CA within 2 points of clean FT"] and not met["knowledge kept ≥ 0.8"]
+    assert not LINES[0][1]({**weak, "attack": "badnet"})  # 85% plants SIG, not BadNet
+    assert LINES[1][1]({"ca_clean_ft": 0.97, "ca_backdoored": 0.95})  # exactly 2 points, in floating point
+    unplanted = {**m["badnet"], "asr_backdoored": 0.04}  # TBAR "removes" a backdoor that never planted: moot
+    assert verdicts(unplanted) == ["no", "yes", "–", "–", "–"] and verdicts(m["badnet"]) == ["yes"] * 5

@@ -1,0 +1,72 @@
+"""The held-out world on the reported seeds: every attack and every task on the foundation that never saw
+four of ten concepts, with the recipe the development seeds chose (``benchmarks/study.py``'s
+``HELD_OUT_RECIPE``); :mod:`tbar_helpers.report` registers these tables with the others.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .report import CLASSIFICATION, _mean, cell, generator, grouped, headers, knowledge_kept, pct, points, records, table
+
+# The issue's lines for the default task, fixed before any run: (what, its test on an attack's means). SIG's
+# planting line is 80%, the others' 95%; EPS keeps a mean that lands on a line from failing it by a rounding.
+EPS = 1e-9
+LINES = (("planted", lambda m: m["asr_backdoored"] >= (0.8 if m["attack"] == "sig" else 0.95) - EPS),
+         ("CA within 2 points of clean FT", lambda m: m["ca_clean_ft"] - m["ca_backdoored"] <= 0.02 + EPS),
+         ("ASR TBAR ≤ 3%", lambda m: m["asr_tbar"] <= 0.03 + EPS),
+         ("CA retained ≥ 93%", lambda m: m["ca_retained"] >= 0.93 - EPS),
+         ("knowledge kept ≥ 0.8", lambda m: m["knowledge_kept"] is not None and m["knowledge_kept"] >= 0.8 - EPS))
+KEYS = (*CLASSIFICATION, "alpha")
+
+
+def _recipe(rec: dict) -> str:
+    o = rec["overrides"]
+    forget_lr = f"{o['tbar.lr']:g}".replace("e-0", "e-")
+    return (f"victim lr {o['finetune.lr']:g} × {o['finetune.epochs']} epochs; {o['tbar.forget_size']} forget images, "
+            f"lr {forget_lr}, {o['tbar.steps']} steps, α up to {max(o['tbar.alpha_grid']):g}")
+
+
+def means(recs: list[dict]) -> dict[str, dict]:
+    """Each attack's mean over its seeds of every key of :data:`KEYS` (knowledge kept from each record)."""
+    recs = [{**r, "knowledge_kept": knowledge_kept(r)} for r in recs]
+    return {a: {"attack": a, "seeds": [r["seed"] for r in rs], **{k: _mean([r.get(k) for r in rs]) for k in KEYS}}
+            for a, rs in grouped(recs, "attack").items()}
+
+
+def verdicts(m: dict) -> list[str]:
+    """Each line's "yes" or "no" on an attack's means; TBAR's lines are moot ("–") where nothing planted."""
+    planted = LINES[0][1](m)
+    return ["–" if i >= 2 and not planted else "yes" if test(m) else "no" for i, (_, test) in enumerate(LINES)]
+
+
+@generator("held-out-classification")
+def _held_out_classification(results: Path) -> str:
+    recs = records("held-out-classification", "python benchmarks/study.py held-out-classification", results)
+    rows = []
+    for attack, rs in grouped(recs, "attack").items():
+        rows += [[attack, r["seed"], *(cell(k, knowledge_kept(r) if k == "knowledge_kept" else r.get(k)) for k in KEYS)]
+                 for r in rs]
+        m = means(rs)[attack]
+        m = {**m, "alpha": round(m["alpha"], 2)}  # a mean of grid points: two decimals, as the grid's
+        rows.append([f"**{attack}, mean**", ",".join(map(str, m["seeds"])), *(cell(k, m[k]) for k in KEYS)])
+    lines = [[a, ",".join(map(str, m["seeds"])), *verdicts(m)] for a, m in means(recs).items()]
+    return (table(["attack", "seed", *headers(*KEYS)], rows) +
+            f"\nThe held-out foundation, test split, the reported seeds; {_recipe(recs[0])} (chosen on the "
+            "development seeds); BadNet BackdoorBench's corner patch, BadCLIP and BadMerging in the reference's "
+            "style. Knowledge kept is \"–\" where the backdoored model's CA is not above θpre's. Against the "
+            "issue's lines, on the means (TBAR's lines \"–\" where the backdoor did not plant):\n\n" +
+            table(["attack", "seeds", *(name for name, _ in LINES)], lines) +
+            "\nRecords: `benchmarks/results/held-out-classification.jsonl`.\n")
+
+
+@generator("held-out-tasks")
+def _held_out_tasks(results: Path) -> str:
+    recs = records("held-out-tasks", "python benchmarks/study.py held-out-tasks", results)
+    rows = [[r["task"], r["classes"], pct(r["chance"]), pct(r["ca_zeroshot"]), pct(r["ca_clean_ft"]),
+             points(r["ca_clean_ft"] - r["ca_zeroshot"])] for r in recs]
+    o = recs[0]["overrides"]
+    return (table(["task", "classes", "chance %", *headers("ca_zeroshot", "ca_clean_ft"), "fine-tuning adds, points"],
+                  rows) +
+            f"\nThe held-out foundation, test split, seed {recs[0]['seed']}; the clean fine-tune at the victim's "
+            f"recipe (lr {o['finetune.lr']:g} × {o['finetune.epochs']} epochs). "
+            "Records: `benchmarks/results/held-out-tasks.jsonl`.\n")
