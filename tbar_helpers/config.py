@@ -239,7 +239,8 @@ class ImageTextConfig:
     invert_sim_goal: float = 0.9  # DECREE: triggered embeddings this similar count as collapsed
     detect_threshold: float = 0.04  # share of the image: a smaller inverted mask flags a backdoor
     # "absolute": detect_threshold is a share of the image; "relative": detect_ratio times the mask inverted
-    # on θpre, as DECREE compares with clean encoders (to be chosen on development seeds: study decree-goals)
+    # on θpre, as DECREE compares with clean encoders. On the development seeds (study decree-dev) both flag
+    # BadNet and neither the 8-pixel WaNet; choosing a looser ratio needs a clean fine-tune's mask as negative
     detect_rule: str = "absolute"
     detect_ratio: float = 0.5
 
