@@ -292,6 +292,10 @@ STUDIES = {
                            about="attack unknown: the proxy's α rule against the real trigger, on validation"),
     "decree-dev": Study("decree", ("badnet", "wanet"), setting="image-text", seeds=DEV_SEEDS, overrides=WANET_VISIBLE,
                         about="DECREE's masks on the backdoored CLIPs and θpre at the preset's goal"),
+    # decree-dev's negative: the attacker's recipe on a corpus with no poisoned pair (a clean fine-tuned CLIP)
+    "decree-clean-dev": Study("decree", ("badnet",), setting="image-text", seeds=DEV_SEEDS,
+                              overrides={"imagetext.poison_rate": 0.0},
+                              about="DECREE's mask on a clean contrastive fine-tune against θpre's: the negative"),
     "decree-goals": Study("decree", ("wanet",), setting="image-text", seeds=DEV_SEEDS, overrides=WANET_VISIBLE,
                           variants={f"goal {g:g}": {"imagetext.invert_sim_goal": g} for g in (0.8, 0.9, 0.95)},
                           about="DECREE's similarity goal on the 8-pixel WaNet CLIP: its mask against θpre's"),
