@@ -179,15 +179,17 @@ def _unknown_alpha(results: Path) -> str:
 @generator("decree-dev")
 def _decree_dev(results: Path) -> str:
     recs = records("decree-dev", results=results)
+    recs += [{**r, "attack": "none (clean fine-tune)"} for r in recorded("decree-clean-dev", results)]
     keys = ("mask_l1", "mask_l1_pre", "mask_ratio")
     threshold, ratio = MINI.imagetext.detect_threshold, MINI.imagetext.detect_ratio
     rows = [[r["attack"], r["seed"], *(cell(k, r[k]) for k in keys), "yes" if r["detected"] else "no",
              "yes" if r["pre_flagged"] else "no", "yes" if r["mask_ratio"] < ratio else "no"] for r in recs]
-    return (table(["attack", "seed", *headers(*keys), f"flagged (mask < {threshold:g})",
-                   f"θpre flagged (mask < {threshold:g})", f"flagged (mask / mask θpre < {ratio:g})"], rows) +
+    return (table(["attack", "seed", *headers(*keys), f"flagged (mask < {100 * threshold:g}%)",
+                   f"θpre flagged (mask < {100 * threshold:g}%)", f"flagged (mask / mask θpre < {ratio:g})"], rows) +
             "\nThe share of the image that DECREE's inverted mask covers, on the backdoored image–text CLIP and on "
             f"θpre, at the preset's similarity goal ({MINI.imagetext.invert_sim_goal:g}), development seeds. "
-            "WaNet is the 8-pixel variant. Records: `benchmarks/results/decree-dev.jsonl`.\n")
+            "WaNet is the 8-pixel variant; \"none\" is the attacker's fine-tune of a corpus with nothing poisoned. "
+            "Records: `benchmarks/results/decree-dev.jsonl`, `benchmarks/results/decree-clean-dev.jsonl`.\n")
 
 
 @generator("held-out-badnet-dev")
