@@ -273,6 +273,11 @@ STUDIES = {
                                            "noise 0.175, 20k pairs": {"world.noise": 0.175,
                                                                       "imagetext.corpus_size": 20_000}},
                                  about="image-text: θpre's zero-shot CA against the attacker's fine-tune, by world"),
+    # the same question on the held-out foundation, whose zero-shot CA leaves room for the attacker's corpus to teach
+    "held-out-imagetext-dev": Study("victim-val", ("badnet",), setting="image-text", seeds=DEV_SEEDS[:1],
+                                    overrides=HELD_OUT_WORLD, variants={
+        "5k pairs (preset)": {}, "20k pairs": {"imagetext.corpus_size": 20_000}},
+        about="image-text on the held-out foundation: θpre's zero-shot CA against the attacker's fine-tune"),
     "wanet-strength": Study("victim-val", ("wanet",), seeds=(0,), variants={
         f"s {s:g}, noise {n:g}": {"attack.wanet_s": s, "attack.wanet_noise_ratio": n}
         for s, n in ((0.5, 2), (4, 0), (8, 0), (16, 0))}, about="does WaNet plant, by warp strength"),
