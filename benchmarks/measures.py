@@ -143,7 +143,8 @@ def _tbar_val(study, attack, seed, scale, extra):
     curve = [AlphaPoint(**p) for p in rec["val_curve"]]
     ref, at = min(curve, key=lambda p: p.alpha), point_at(curve, rec["alpha"])
     return {"attack": attack, "seed": seed, **rec, "asr_backdoored": ref.asr, "ca_backdoored": ref.ca,
-            "asr_tbar": at.asr, "ca_tbar": at.ca, "ca_retained": at.ca / ref.ca, "tbar_seconds": time.time() - t0}
+            "asr_tbar": at.asr, "ca_tbar": at.ca, "ca_retained": at.ca / ref.ca, "tbar_seconds": time.time() - t0,
+            "ca_zeroshot": s.evalset("val").ca(s.reference())}
 
 
 def _unknown_val(study, attack, seed, scale, extra):

@@ -278,6 +278,9 @@ STUDIES = {
                                     overrides=HELD_OUT_WORLD, variants={
         "5k pairs (preset)": {}, "20k pairs": {"imagetext.corpus_size": 20_000}},
         about="image-text on the held-out foundation: θpre's zero-shot CA against the attacker's fine-tune"),
+    "held-out-imagetext-tbar-dev": Study("tbar-val", ("badnet",), setting="image-text", seeds=DEV_SEEDS[:1],
+                                         overrides={**HELD_OUT_WORLD, "imagetext.corpus_size": 20_000},
+                                         about="image-text TBAR on the held-out foundation's 20k-pair victim"),
     "wanet-strength": Study("victim-val", ("wanet",), seeds=(0,), variants={
         f"s {s:g}, noise {n:g}": {"attack.wanet_s": s, "attack.wanet_noise_ratio": n}
         for s, n in ((0.5, 2), (4, 0), (8, 0), (16, 0))}, about="does WaNet plant, by warp strength"),

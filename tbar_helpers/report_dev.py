@@ -200,3 +200,14 @@ def _held_out_badnet_dev(results: Path) -> str:
             f"\nA noise patch at a random place in each image; the held-out foundation with its chosen victim "
             f"(lr {_victim_lrs(recs)}); development seed, validation split. "
             "Records: `benchmarks/results/held-out-badnet-dev.jsonl`.\n")
+
+
+@generator("held-out-imagetext-dev")
+def _held_out_imagetext_dev(results: Path) -> str:
+    recs = records("held-out-imagetext-dev", results=results)
+    keys = ("ca_zeroshot", "ca_backdoored", "asr_backdoored")
+    rows = [[r["variant"], r["attack"], r["seed"], *(cell(k, r[k]) for k in keys)] for r in recs]
+    return (table(["attacker's corpus", "attack", "seed", *headers(*keys)], rows) +
+            "\nImage–text on the held-out foundation: zero-shot CA on `objects` before (θpre) and after the attacker's "
+            "poisoned contrastive fine-tune; development seed, validation split. "
+            "Records: `benchmarks/results/held-out-imagetext-dev.jsonl`.\n")
