@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import MINI
-from .report import _mean, cell, changed, generator, grouped, headers, recorded, records, table
+from .report import _mean, cell, changed, generator, grouped, headers, knowledge_kept, recorded, records, table
 
 DEV_PIPELINE = ("ca_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar",
                 "ca_retained", "knowledge_kept", "alpha")
@@ -211,3 +211,16 @@ def _held_out_imagetext_dev(results: Path) -> str:
             "\nImage–text on the held-out foundation: zero-shot CA on `objects` before (θpre) and after the attacker's "
             "poisoned contrastive fine-tune; development seed, validation split. "
             "Records: `benchmarks/results/held-out-imagetext-dev.jsonl`.\n")
+
+
+@generator("held-out-imagetext-tbar-dev")
+def _held_out_imagetext_tbar_dev(results: Path) -> str:
+    recs = records("held-out-imagetext-tbar-dev", results=results)
+    keys = ("ca_zeroshot", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar", "ca_retained", "knowledge_kept",
+            "alpha")
+    recs = [{**r, "knowledge_kept": knowledge_kept(r)} for r in recs]  # tbar-val records leave it out
+    rows = [[r["attack"], r["seed"], *(cell(k, r[k]) for k in keys), r["forget_size"]] for r in recs]
+    return (table(["attack", "seed", *headers(*keys), "forget pairs"], rows) +
+            "\nImage–text TBAR on the held-out foundation's 20k-pair victim, the preset's image–text forget recipes "
+            "(the α search chooses among them); development seed, validation split, where α is also chosen (so the "
+            "row is optimistic). Records: `benchmarks/results/held-out-imagetext-tbar-dev.jsonl`.\n")
