@@ -209,7 +209,7 @@ def _held_out_imagetext_dev(results: Path) -> str:
     rows = [[r["variant"], r["attack"], r["seed"], *(cell(k, r[k]) for k in keys)] for r in recs]
     return (table(["attacker's corpus", "attack", "seed", *headers(*keys)], rows) +
             "\nImage–text on the held-out foundation: zero-shot CA on `objects` before (θpre) and after the attacker's "
-            "poisoned contrastive fine-tune; development seed, validation split. "
+            "poisoned contrastive fine-tune; development seeds, validation split. "
             "Records: `benchmarks/results/held-out-imagetext-dev.jsonl`.\n")
 
 
@@ -222,5 +222,5 @@ def _held_out_imagetext_tbar_dev(results: Path) -> str:
     rows = [[r["attack"], r["seed"], *(cell(k, r[k]) for k in keys), r["forget_size"]] for r in recs]
     return (table(["attack", "seed", *headers(*keys), "forget pairs"], rows) +
             "\nImage–text TBAR on the held-out foundation's 20k-pair victim, the preset's image–text forget recipes "
-            "(the α search chooses among them); development seed, validation split, where α is also chosen (so the "
-            "row is optimistic). Records: `benchmarks/results/held-out-imagetext-tbar-dev.jsonl`.\n")
+            "(the α search chooses among them); development seeds, validation split, where α is also chosen (so the "
+            "rows are optimistic). Records: `benchmarks/results/held-out-imagetext-tbar-dev.jsonl`.\n")

@@ -44,8 +44,8 @@ def _held_out_classification(results: Path) -> str:
     recs = records("held-out-classification", "python benchmarks/study.py held-out-classification", results)
     rows = []
     for attack, rs in grouped(recs, "attack").items():
-        rows += [[attack, r["seed"], *(cell(k, knowledge_kept(r) if k == "knowledge_kept" else r.get(k)) for k in KEYS)]
-                 for r in rs]
+        rows += [[attack, r["seed"], *(cell(k, r.get(k)) for k in KEYS)]
+                 for r in ({**r, "knowledge_kept": knowledge_kept(r)} for r in rs)]
         m = means(rs)[attack]
         m = {**m, "alpha": round(m["alpha"], 2)}  # a mean of grid points: two decimals, as the grid's
         rows.append([f"**{attack}, mean**", ",".join(map(str, m["seeds"])), *(cell(k, m[k]) for k in KEYS)])

@@ -207,6 +207,7 @@ def test_checkpointing_every_zero_steps_is_refused_before_a_step(tmp_path):
     assert all(torch.equal(v, toy.state_dict()[k]) for k, v in before.items())
     assert not (tmp_path / "p.pt").exists()
 
+
 def _preempting(fn, at: int):
     """``fn`` that sends this process SIGTERM on its ``at``-th call, as a scheduler preempting a job."""
     calls = [0]
