@@ -98,6 +98,11 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
+def compact(x: float) -> str:
+    """``x`` as ``:g`` writes it, without the exponent's leading zero (1e-5, not 1e-05): a recipe's lr."""
+    return f"{x:g}".replace("e-0", "e-")
+
+
 # shown as they are, not in %
 RATIOS = ("knowledge_kept", "cos_trigger_clean", "cos_trigger_victim", "cos_victim_clean", "mask_ratio")
 

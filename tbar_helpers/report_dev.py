@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import MINI
-from .report import _mean, cell, changed, generator, grouped, headers, knowledge_kept, recorded, records, table
+from .report import (_mean, cell, changed, compact, generator, grouped, headers, knowledge_kept, recorded, records,
+                     table)
 
 DEV_PIPELINE = ("ca_zeroshot", "ca_clean_ft", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar",
                 "ca_retained", "knowledge_kept", "alpha")
@@ -136,8 +137,7 @@ def _holdout_damage_dev(results: Path) -> str:
               ("target_shape", "target_colour", "neither", "held_out")}  # one record per seed and recipe
     for r in records("holdout-victim-dev", results=results):  # its forget recipe is the study's, not the variant's
         o = r["overrides"]
-        lr = f"{o['tbar.lr']:g}".replace("e-0", "e-")
-        recs.append({**r, "variant": f"{r['variant']}; lr {lr}, {o['tbar.steps']} steps, "
+        recs.append({**r, "variant": f"{r['variant']}; lr {compact(o['tbar.lr'])}, {o['tbar.steps']} steps, "
                                      f"α to {max(o['tbar.alpha_grid']):g}"})
     share, target = shares.get, OBJECTS[MINI.attack.target]
     return (table(["attack", "recipe", "seeds", *headers(*DAMAGE)], _recipe_means(recs, "variant", DAMAGE)) +
@@ -206,8 +206,7 @@ def _held_out_badnet_dev(results: Path) -> str:
 def _held_out_imagetext_dev(results: Path) -> str:
     recs = records("held-out-imagetext-dev", results=results)
     keys = ("ca_zeroshot", "ca_backdoored", "asr_backdoored")
-    rows = [[r["variant"], r["attack"], r["seed"], *(cell(k, r[k]) for k in keys)] for r in recs]
-    return (table(["attacker's corpus", "attack", "seed", *headers(*keys)], rows) +
+    return (table(["attacker's corpus", "attack", "seed", *headers(*keys)], _per_run(recs, keys)) +
             "\nImage–text on the held-out foundation: zero-shot CA on `objects` before (θpre) and after the attacker's "
             "poisoned contrastive fine-tune; development seeds, validation split. "
             "Records: `benchmarks/results/held-out-imagetext-dev.jsonl`.\n")

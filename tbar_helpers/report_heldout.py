@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .report import CLASSIFICATION, _mean, cell, generator, grouped, headers, knowledge_kept, pct, points, records, table
+from .report import (CLASSIFICATION, _mean, cell, compact, generator, grouped, headers, knowledge_kept, pct, points,
+                     records, table)
 
 # The issue's lines for the default task, fixed before any run: (what, its test on an attack's means). SIG's
 # planting line is 80%, the others' 95%; EPS keeps a mean that lands on a line from failing it by a rounding.
@@ -21,9 +22,8 @@ KEYS = (*CLASSIFICATION, "alpha")
 
 def _recipe(rec: dict) -> str:
     o = rec["overrides"]
-    forget_lr = f"{o['tbar.lr']:g}".replace("e-0", "e-")
     return (f"victim lr {o['finetune.lr']:g} × {o['finetune.epochs']} epochs; {o['tbar.forget_size']} forget images, "
-            f"lr {forget_lr}, {o['tbar.steps']} steps, α up to {max(o['tbar.alpha_grid']):g}")
+            f"lr {compact(o['tbar.lr'])}, {o['tbar.steps']} steps, α up to {max(o['tbar.alpha_grid']):g}")
 
 
 def means(recs: list[dict]) -> dict[str, dict]:
@@ -42,14 +42,13 @@ def verdicts(m: dict) -> list[str]:
 @generator("held-out-classification")
 def _held_out_classification(results: Path) -> str:
     recs = records("held-out-classification", "python benchmarks/study.py held-out-classification", results)
-    rows = []
+    per_attack, rows = means(recs), []
     for attack, rs in grouped(recs, "attack").items():
         rows += [[attack, r["seed"], *(cell(k, r.get(k)) for k in KEYS)]
                  for r in ({**r, "knowledge_kept": knowledge_kept(r)} for r in rs)]
-        m = means(rs)[attack]
-        m = {**m, "alpha": round(m["alpha"], 2)}  # a mean of grid points: two decimals, as the grid's
+        m = {**per_attack[attack], "alpha": round(per_attack[attack]["alpha"], 2)}  # grid points: two decimals
         rows.append([f"**{attack}, mean**", ",".join(map(str, m["seeds"])), *(cell(k, m[k]) for k in KEYS)])
-    lines = [[a, ",".join(map(str, m["seeds"])), *verdicts(m)] for a, m in means(recs).items()]
+    lines = [[a, ",".join(map(str, m["seeds"])), *verdicts(m)] for a, m in per_attack.items()]
     return (table(["attack", "seed", *headers(*KEYS)], rows) +
             f"\nThe held-out foundation, test split, the reported seeds; {_recipe(recs[0])} (chosen on the "
             "development seeds); BadNet BackdoorBench's corner patch, BadCLIP and BadMerging in the reference's "

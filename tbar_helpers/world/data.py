@@ -95,6 +95,7 @@ def class_groups(task: str, labels: torch.Tensor, target: int, holdout: Sequence
         out["held out"], out["known"] = unseen[labels], ~unseen[labels]
     return out
 
+
 def vocabulary() -> list[str]:
     """Every word the mini captions and prompts use (the mini tokenizer's vocabulary)."""
     words: set[str] = set(SHAPES) | set(COLORS) | set(TEXTURES) | set(DIGITS) | set(SIZES)
