@@ -2,6 +2,7 @@
 batch, and a fine-tune stopped by SIGTERM resumes to the weights of an uninterrupted run."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -17,15 +18,32 @@ SMOKE = ROOT / "scripts" / "paper_smoke.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
-def _run(args: list[str], nproc: int = 1) -> subprocess.CompletedProcess:
+def _start(args: list[str], nproc: int = 1) -> subprocess.Popen:
     head = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
             if nproc > 1 else [sys.executable])
-    return subprocess.run(head + [str(SMOKE), *args], capture_output=True, text=True, env=ENV, timeout=600)
+    return subprocess.Popen(head + [str(SMOKE), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=ENV)
+
+
+def _finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=600)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _run(args: list[str], nproc: int = 1) -> subprocess.CompletedProcess:
+    return _finish(_start(args, nproc))
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("paper-smoke")
+    """The smoke program's generated images, written once here: the runs below start together (most of
+    each is Python importing torch), and the program writes its data only where none is."""
+    spec = importlib.util.spec_from_file_location("paper_smoke", SMOKE)
+    smoke = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(smoke)
+    root = tmp_path_factory.mktemp("paper-smoke")
+    smoke.write_data(root, per_class=24, size=smoke.build_model(False)[2].image_size, seed=0)
+    return root
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -43,9 +61,11 @@ def test_two_processes_match_one_at_the_same_global_batch(workdir, path):
     each rank its share of the global batch, gradients all-reduced in fit) under 1 and 2 processes."""
     flags = ["--library"] if path == "library" else []
     runs = {"one": ([], 1), "two": ([], 2), "other order": (["--order-seed", "1"], 1)}
-    for name, (extra, n) in runs.items():
-        r = _run(["--workdir", str(workdir), "--only-finetune", *flags, "--steps", "6", "--batch", "8",
-                  "--save-weights", str(workdir / f"{path} {name}.pt"), *extra], nproc=n)
+    procs = {name: _start(["--workdir", str(workdir), "--only-finetune", *flags, "--steps", "6", "--batch", "8",
+                           "--save-weights", str(workdir / f"{path} {name}.pt"), *extra], nproc=n)
+             for name, (extra, n) in runs.items()}
+    for name, proc in procs.items():
+        r, n = _finish(proc), runs[name][1]
         assert r.returncode == 0 and f"world_size={n}" in r.stdout, r.stdout + r.stderr
     one, two, other = (_weights(workdir / f"{path} {name}.pt") for name in runs)
     same, control = _max_diff(one, two), _max_diff(one, other)
@@ -59,18 +79,17 @@ def test_two_processes_match_one_at_the_same_global_batch(workdir, path):
 
 def test_sigterm_then_resume_gives_the_uninterrupted_weights(workdir):
     base = ["--workdir", str(workdir), "--only-finetune", "--steps", "30", "--every", "1", "--batch", "8"]
-    full = _run(base + ["--save-weights", str(workdir / "full.pt")])
-    assert full.returncode == 0, full.stderr
+    full = _start(base + ["--save-weights", str(workdir / "full.pt")])  # beside the run that is stopped
     ckpt = workdir / "stopped.ckpt"
-    proc = subprocess.Popen([sys.executable, str(SMOKE), *base, "--checkpoint", str(ckpt), "--save-weights",
-                             str(workdir / "resumed.pt")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=ENV)
+    proc = _start(base + ["--checkpoint", str(ckpt), "--save-weights", str(workdir / "resumed.pt")])
     for line in proc.stdout:
         if line.startswith("step 10/30"):
             proc.send_signal(signal.SIGTERM)
             break
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 143 and "stopped at step" in out, out + err
+    full = _finish(full)
+    assert full.returncode == 0, full.stderr
     step = torch.load(ckpt, weights_only=True)["step"]
     assert 10 <= step < 30
     again = _run(base + ["--checkpoint", str(ckpt), "--save-weights", str(workdir / "resumed.pt")])
