@@ -32,7 +32,7 @@ NOTEBOOKS = ROOT / "notebooks"
 TEST_PROFILE: dict[str, dict] = {
     "03_injecting": {"attacks": ["badnet"]},
     "04_disentanglement": {"attacks": ["badnet"]},
-    "05_tbar": {"table_attacks": ["badnet"], "curve_n": 250},
+    "05_tbar": {"table_attacks": ["badnet"], "curve_n": 250, "merge_attack": "badnet"},
     "06_transfer": {"dest_n_train": 600, "val_n": 250},
     "07_ablations": {"sizes": [25, 400], "clean_shares": [0.5], "budgets": [100]},
     "09_image_text": {"attacks": ["badnet"], "budgets": [200], "corpus_size": 2500, "n_val": 250, "n_test": 1000,

@@ -35,19 +35,26 @@ def merge(pre: ImageClassifier, models: Sequence[ImageClassifier], lam: float) -
     return task_sum(pre, models).apply_to_state(pre.encoder, lam)
 
 
-def merging_rows(s: Setup, other: str, cleaned: ImageClassifier | None = None,
-                 lambdas: Sequence[float] = LAMBDAS, progress: bool = False) -> list[dict]:
-    """Rows (model, λ, CA and ASR on the victim's task, CA on ``other``) for θpre, the merge with the clean
-    victim, the merge with the backdoored victim and, given ``cleaned``, the merge with TBAR's model."""
+def other_task(s: Setup, other: str, progress: bool = False) -> dict:
+    """The merger's other task: its zero-shot classifier ``zeroshot``, its clean fine-tune ``clean`` (cached, the
+    one :func:`~tbar_helpers.settings.pipeline.prepare` trains) and its ``val`` and ``test`` splits."""
     if other == s.task:
         raise ValueError(f"merge {s.task!r} with another task: choose one of "
                          f"{[t for t in s.scale.tasks if t != s.task]}")
     scale, f, ft = s.scale, s.foundation, s.scale.finetune
-    train_o = task_split(scale, other, "train", ft.n_train, s.seed)
-    zs_o = make_classifier(f.model, f.tokenizer, train_o.classnames, train_o.templates, scale.model, scale.device)
-    clean_o = _clean_finetune(f, zs_o, train_o, scale, other, s.seed, progress, True)
-    val_o, test_o = (task_split(scale, other, split, n, s.seed) for split, n in (("val", ft.n_val), ("test", ft.n_test)))
-    bs = scale.eval_batch_size
+    train = task_split(scale, other, "train", ft.n_train, s.seed)
+    zs = make_classifier(f.model, f.tokenizer, train.classnames, train.templates, scale.model, scale.device)
+    return {"zeroshot": zs, "clean": _clean_finetune(f, zs, train, scale, other, s.seed, progress, True),
+            **{split: task_split(scale, other, split, n, s.seed) for split, n in (("val", ft.n_val), ("test", ft.n_test))}}
+
+
+def merging_rows(s: Setup, other: str, cleaned: ImageClassifier | None = None,
+                 lambdas: Sequence[float] = LAMBDAS, progress: bool = False) -> list[dict]:
+    """Rows (model, λ, CA and ASR on the victim's task, CA on ``other``) for θpre, the merge with the clean
+    victim, the merge with the backdoored victim and, given ``cleaned``, the merge with TBAR's model."""
+    o = other_task(s, other, progress)
+    zs_o, clean_o, val_o, test_o = o["zeroshot"], o["clean"], o["val"], o["test"]
+    bs = s.scale.eval_batch_size
     ca_pre, asr_pre = s.evalset().scores(s.zeroshot)
     rows = [{"model": "θpre", "lambda": 0.0, "ca": ca_pre, "asr": asr_pre,
              "ca_other": accuracy(zs_o, test_o.images, test_o.labels, bs)}]
