@@ -114,6 +114,15 @@ STUDIES = {
                                      about="every attack on the default task in the held-out world, its chosen recipe"),
     "held-out-tasks": Study("clean-task", MINI.tasks, seeds=(0,), overrides=HELD_OUT_RECIPE,
                             about="the held-out foundation's zero-shot CA against a clean fine-tune, every task"),
+    "held-out-merging": Study("merging", ("badmerging", "badnet"), variants={"": {"_other": "digits"}},
+                              overrides=HELD_OUT_RECIPE,
+                              about="BadMerging's scenario in the held-out world, its chosen recipe"),
+    # image-text there at the corpus the development seeds chose (held-out-imagetext-dev: 20k pairs plant, 5k do not);
+    # the baselines at TBAR's budget first, the 60x budget (a pass over 90k pairs each) as its own variant
+    "held-out-image-text": Study("image-text", ("badnet", "blended"), setting="image-text",
+                                 overrides={**HELD_OUT_WORLD, "imagetext.corpus_size": 20_000}, variants={
+        "TBAR's budget": {"imagetext.defense_budgets": (1500,)}},
+        about="image-text in the held-out world: TBAR and the baselines, reported seeds"),
     "xi-pretraining": Study("xi", ("badnet", "blended"), seeds=(0,), variants={
         "stage 1 (1500 steps)": {"_foundation": STAGE1_CHECKPOINT, "_steps": 1500},
         "stage 2 (2500 steps)": {"_foundation": STAGE2_CHECKPOINT, "_steps": 2500},

@@ -191,16 +191,20 @@ MERGING = ("ca_zeroshot", "asr_zeroshot", "ca_merged_clean", "asr_merged_clean",
            "asr_merged_backdoored", "ca_merged_tbar", "asr_merged_tbar", "ca_other_merged_tbar", "alpha")
 
 
-@generator("merging")
-def _merging(results: Path) -> str:
-    recs = records("merging", results=results)
+def merging_table(recs: list[dict], name: str, world: str = "") -> str:
+    """The merging scenario's table from study ``name``'s records, with a caption that opens with ``world``."""
     others = ", ".join(sorted({r["other"] for r in recs}))
     return (summary_table(recs, MERGING) +
-            f"\nThe victim's task vector merged by task arithmetic with a clean fine-tune's on `{others}` "
+            f"\n{world}The victim's task vector merged by task arithmetic with a clean fine-tune's on `{others}` "
             "(θpre + λ·(τvictim + τother), λ chosen on both tasks' validation images); CA and ASR on the victim's "
             f"task and CA on `{others}`, test split, means over the seeds named; α is TBAR's, chosen on the "
             "victim's validation images before the merge. BadMerging in the reference's style. Records: "
-            "`benchmarks/results/merging.jsonl`.\n")
+            f"`benchmarks/results/{name}.jsonl`.\n")
+
+
+@generator("merging")
+def _merging(results: Path) -> str:
+    return merging_table(records("merging", results=results), "merging")
 
 
 # ------------------------------------------------------------------------------- the appendix's studies

@@ -1,5 +1,6 @@
 """Numbers in README.md and book/*.md come from benchmarks/results through the generator, and the check sees
 a hand edit inside a generated block."""
+import json
 import re
 import shutil
 
@@ -64,3 +65,22 @@ def test_the_held_out_lines_on_hand_made_means():
     assert LINES[1][1]({"ca_clean_ft": 0.97, "ca_backdoored": 0.95})  # exactly 2 points, in floating point
     unplanted = {**m["badnet"], "asr_backdoored": 0.04}  # TBAR "removes" a backdoor that never planted: moot
     assert verdicts(unplanted) == ["no", "yes", "–", "–", "–"] and verdicts(m["badnet"]) == ["yes"] * 5
+
+
+def test_the_held_out_image_text_table_reads_tbar_and_each_baseline_against_the_lines(tmp_path):
+    from tbar_helpers.report_heldout import _held_out_image_text
+    run = {"attack": "badnet", "ca_zeroshot": 0.6, "asr_zeroshot": 0.01, "ca_backdoored": 0.95, "asr_backdoored": 0.99,
+           "ca_tbar": 0.88, "asr_tbar": 0.02, "forget_size": 1500, "overrides": {"imagetext.corpus_size": 20000},
+           "defense": [{"defense": "cleanclip", "budget": 1500, "ca": 0.95, "asr": 0.9}]}
+    lines = [json.dumps({**run, "seed": 0}), json.dumps({**run, "seed": 1, "asr_tbar": 0.06, "forget_size": 500})]
+    (tmp_path / "held-out-image-text.jsonl").write_text("\n".join(lines) + "\n")
+    text = _held_out_image_text(tmp_path)
+    # TBAR: mean ASR 4% (≤ 5%), CA retained 0.88/0.95 = 92.6%, knowledge kept 0.28/0.35 = 0.80
+    assert "| badnet | TBAR | ≤ 1500 | 0,1 | 88.0 | 4.0 | 92.6 | 0.80 |" in text
+    assert "| badnet | TBAR | ≤ 1500 | yes | yes | yes | yes |" in text
+    # CleanCLIP keeps all of the CA and the backdoor with it
+    assert "| badnet | cleanclip | 1500 | 0,1 | 95.0 | 90.0 | 100.0 | 1.00 |" in text
+    assert "| badnet | cleanclip | 1500 | yes | no | yes | yes |" in text
+    assert "| badnet | θpre |  | 0,1 | 60.0 | 1.0 |  |  |" in text
+    (tmp_path / "held-out-image-text.jsonl").write_text(json.dumps({**run, "seed": 0, "asr_backdoored": 0.5}) + "\n")
+    assert "| badnet | TBAR | ≤ 1500 | no | – | – | – |" in _held_out_image_text(tmp_path)  # nothing planted: moot
