@@ -81,7 +81,8 @@ def _held_out_merging(results: Path) -> str:
 # The image–text lines, fixed before any run: (what, its test on an attack's means of one defense)
 IMAGETEXT_LINES = (("ASR ≤ 5%", lambda m: m["asr"] <= 0.05 + EPS),
                    ("CA retained ≥ 90%", lambda m: m["ca_retained"] >= 0.90 - EPS),
-                   ("knowledge kept ≥ 0.7", lambda m: m["knowledge_kept"] is not None and m["knowledge_kept"] >= 0.7 - EPS))
+                   ("knowledge kept ≥ 0.7",
+                    lambda m: m["knowledge_kept"] is not None and m["knowledge_kept"] >= 0.7 - EPS))
 
 
 def defenses(rec: dict) -> list[dict]:
@@ -113,9 +114,10 @@ def _held_out_image_text(results: Path) -> str:
                          cell("knowledge_kept", m["knowledge_kept"])])
             lines.append([attack, d["defense"], budget, "yes" if planted else "no",
                           *("–" if not planted else "yes" if test(m) else "no" for _, test in IMAGETEXT_LINES)])
+    corpus = recs[0]["overrides"]["imagetext.corpus_size"]
     return (table(["attack", "model", "pairs", "seeds", "CA %", "ASR %", "CA retained %", "knowledge kept"], rows) +
-            f"\nImage–text on the held-out foundation, the attacker's corpus at {recs[0]['overrides']['imagetext.corpus_size']:,} "
-            "pairs (chosen on the development seeds); zero-shot on `objects`, test split, means over the seeds "
+            f"\nImage–text on the held-out foundation, the attacker's corpus at {corpus:,} pairs"
+            " (chosen on the development seeds); zero-shot on `objects`, test split, means over the seeds "
             "named. \"pairs\": TBAR's forget pairs (its α search chooses among forget sizes up to the number "
             "shown) or a baseline's clean pairs. Against the issue's image–text lines (\"planted\": the backdoored "
             "model's mean ASR at least 90%; the others \"–\" where it did not plant):\n\n" +

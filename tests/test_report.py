@@ -69,8 +69,9 @@ def test_the_held_out_lines_on_hand_made_means():
 
 def test_the_held_out_image_text_table_reads_tbar_and_each_baseline_against_the_lines(tmp_path):
     from tbar_helpers.report_heldout import _held_out_image_text
-    run = {"attack": "badnet", "ca_zeroshot": 0.6, "asr_zeroshot": 0.01, "ca_backdoored": 0.95, "asr_backdoored": 0.99,
-           "ca_tbar": 0.88, "asr_tbar": 0.02, "forget_size": 1500, "overrides": {"imagetext.corpus_size": 20000},
+    run = {"attack": "badnet", "ca_zeroshot": 0.6, "asr_zeroshot": 0.01, "ca_backdoored": 0.95,
+           "asr_backdoored": 0.99, "ca_tbar": 0.88, "asr_tbar": 0.02, "forget_size": 1500,
+           "overrides": {"imagetext.corpus_size": 20000},
            "defense": [{"defense": "cleanclip", "budget": 1500, "ca": 0.95, "asr": 0.9}]}
     lines = [json.dumps({**run, "seed": 0}), json.dumps({**run, "seed": 1, "asr_tbar": 0.06, "forget_size": 500})]
     (tmp_path / "held-out-image-text.jsonl").write_text("\n".join(lines) + "\n")
@@ -83,4 +84,5 @@ def test_the_held_out_image_text_table_reads_tbar_and_each_baseline_against_the_
     assert "| badnet | cleanclip | 1500 | yes | no | yes | yes |" in text
     assert "| badnet | θpre |  | 0,1 | 60.0 | 1.0 |  |  |" in text
     (tmp_path / "held-out-image-text.jsonl").write_text(json.dumps({**run, "seed": 0, "asr_backdoored": 0.5}) + "\n")
-    assert "| badnet | TBAR | ≤ 1500 | no | – | – | – |" in _held_out_image_text(tmp_path)  # nothing planted: moot
+    # nothing planted: TBAR's lines are moot
+    assert "| badnet | TBAR | ≤ 1500 | no | – | – | – |" in _held_out_image_text(tmp_path)

@@ -44,8 +44,8 @@ def other_task(s: Setup, other: str, progress: bool = False) -> dict:
     scale, f, ft = s.scale, s.foundation, s.scale.finetune
     train = task_split(scale, other, "train", ft.n_train, s.seed)
     zs = make_classifier(f.model, f.tokenizer, train.classnames, train.templates, scale.model, scale.device)
-    return {"zeroshot": zs, "clean": _clean_finetune(f, zs, train, scale, other, s.seed, progress, True),
-            **{split: task_split(scale, other, split, n, s.seed) for split, n in (("val", ft.n_val), ("test", ft.n_test))}}
+    splits = {name: task_split(scale, other, name, n, s.seed) for name, n in (("val", ft.n_val), ("test", ft.n_test))}
+    return {"zeroshot": zs, "clean": _clean_finetune(f, zs, train, scale, other, s.seed, progress, True), **splits}
 
 
 def merging_rows(s: Setup, other: str, cleaned: ImageClassifier | None = None,
