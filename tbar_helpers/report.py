@@ -145,7 +145,10 @@ def summary_table(recs: list[dict], keys: Sequence[str], by: str = "attack") -> 
     rows = []
     for name, rs in grouped(recs, by).items():
         seeds = ",".join(str(r["seed"]) for r in rs)
-        rows.append([name, seeds, *(cell(k, _mean([r.get(k) for r in rs])) for k in keys)])
+        means = {k: _mean([r.get(k) for r in rs]) for k in keys}
+        if means.get("alpha") is not None:  # a mean of grid points: two decimals
+            means["alpha"] = round(means["alpha"], 2)
+        rows.append([name, seeds, *(cell(k, means[k]) for k in keys)])
     return table([by, "seeds", *headers(*keys)], rows)
 
 
