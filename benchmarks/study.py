@@ -118,7 +118,7 @@ STUDIES = {
                               overrides=HELD_OUT_RECIPE,
                               about="BadMerging's scenario in the held-out world, its chosen recipe"),
     # image-text there at the corpus the development seeds chose (held-out-imagetext-dev: 20k pairs plant, 5k do not);
-    # the baselines at TBAR's budget first, the 60x budget (a pass over 90k pairs each) as its own variant
+    # the baselines at TBAR's budget only; the 60x budget (a pass over 90k pairs each) is to be a variant of its own
     "held-out-image-text": Study("image-text", ("badnet", "blended"), setting="image-text",
                                  overrides={**HELD_OUT_WORLD, "imagetext.corpus_size": 20_000}, variants={
         "TBAR's budget": {"imagetext.defense_budgets": (1500,)}},
