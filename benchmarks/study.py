@@ -123,6 +123,12 @@ STUDIES = {
                                  overrides={**HELD_OUT_WORLD, "imagetext.corpus_size": 20_000}, variants={
         "TBAR's budget": {"imagetext.defense_budgets": (1500,)}},
         about="image-text in the held-out world: TBAR and the baselines, reported seeds"),
+    # the attack-unknown case on held-out-image-text's victims, its rules fixed on the development seeds before
+    # (unknown-alpha, decree-dev); WaNet at its reference strength plants in no world, so its visible variant
+    "held-out-attack-unknown": Study("attack-unknown", ("badnet", "wanet-strong"), setting="image-text",
+                                     overrides={**HELD_OUT_WORLD, "imagetext.corpus_size": 20_000,
+                                                "imagetext.defense_budgets": ()},
+                                     about="attack unknown in the held-out world: DECREE's proxy, reported seeds"),
     "xi-pretraining": Study("xi", ("badnet", "blended"), seeds=(0,), variants={
         "stage 1 (1500 steps)": {"_foundation": STAGE1_CHECKPOINT, "_steps": 1500},
         "stage 2 (2500 steps)": {"_foundation": STAGE2_CHECKPOINT, "_steps": 2500},
