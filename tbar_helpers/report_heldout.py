@@ -1,5 +1,5 @@
 """The held-out world on the reported seeds: every attack and every task on the foundation that never saw
-four of ten concepts, with the recipe the development seeds chose (``benchmarks/study.py``'s
+four of ten concepts, with the recipe the development seeds chose (``benchmarks/studies.py``'s
 ``HELD_OUT_RECIPE``); :mod:`tbar_helpers.report` registers these tables with the others.
 """
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .report import (CLASSIFICATION, _mean, cell, compact, generator, grouped, headers, knowledge_kept,
-                     merging_table, pct, points, records, table)
+                     merging_table, pct, points, recorded, records, table)
 
 # The issue's lines for the default task, fixed before any run: (what, its test on an attack's means). SIG's
 # planting line is 80%, the others' 95%; EPS keeps a mean that lands on a line from failing it by a rounding.
@@ -95,9 +95,24 @@ def defenses(rec: dict) -> list[dict]:
              "knowledge_kept": kept(r["ca"], rec["ca_backdoored"], rec["ca_zeroshot"])} for r in rows]
 
 
+def _defense_rows(attack: str, rs: list[dict], planted: bool, tbar: bool = True) -> tuple[list, list]:
+    """The table rows and line verdicts of each defense of ``rs`` (one attack's records), means over them."""
+    rows, lines, seeds = [], [], ",".join(str(r["seed"]) for r in rs)
+    per_run = [defenses(r)[0 if tbar else 1:] for r in rs]
+    for i, d in enumerate(per_run[0]):  # every record lists the same defenses in the same order
+        m = {k: _mean([run[i][k] for run in per_run]) for k in ("ca", "asr", "ca_retained", "knowledge_kept")}
+        budget = "≤ " + str(max(run[i]["budget"] for run in per_run)) if d["defense"] == "TBAR" else d["budget"]
+        rows.append([attack, d["defense"], budget, seeds, pct(m["ca"]), pct(m["asr"]), pct(m["ca_retained"]),
+                     cell("knowledge_kept", m["knowledge_kept"])])
+        lines.append([attack, d["defense"], budget, seeds, "yes" if planted else "no",
+                      *("–" if not planted else "yes" if test(m) else "no" for _, test in IMAGETEXT_LINES)])
+    return rows, lines
+
+
 @generator("held-out-image-text")
 def _held_out_image_text(results: Path) -> str:
     recs = records("held-out-image-text", "python benchmarks/study.py held-out-image-text", results)
+    more = grouped(recorded("held-out-image-text-60x", results), "attack")  # the baselines at 60x, where run
     rows, lines = [], []
     for attack, rs in grouped(recs, "attack").items():
         seeds = ",".join(str(r["seed"]) for r in rs)
@@ -106,20 +121,60 @@ def _held_out_image_text(results: Path) -> str:
                      pct(_mean([r["asr_zeroshot"] for r in rs])), "", ""])
         rows.append([attack, "backdoored", "", seeds, pct(_mean([r["ca_backdoored"] for r in rs])),
                      pct(_mean([r["asr_backdoored"] for r in rs])), "", ""])
-        per_run = [defenses(r) for r in rs]
-        for i, d in enumerate(per_run[0]):  # every record lists the same defenses in the same order
-            m = {k: _mean([run[i][k] for run in per_run]) for k in ("ca", "asr", "ca_retained", "knowledge_kept")}
-            budget = "≤ " + str(max(run[i]["budget"] for run in per_run)) if d["defense"] == "TBAR" else d["budget"]
-            rows.append([attack, d["defense"], budget, seeds, pct(m["ca"]), pct(m["asr"]), pct(m["ca_retained"]),
-                         cell("knowledge_kept", m["knowledge_kept"])])
-            lines.append([attack, d["defense"], budget, "yes" if planted else "no",
-                          *("–" if not planted else "yes" if test(m) else "no" for _, test in IMAGETEXT_LINES)])
+        for group, tbar in ((rs, True), (more.get(attack, []), False)):
+            if group:
+                r, v = _defense_rows(attack, group, planted, tbar)
+                rows, lines = rows + r, lines + v
     corpus = recs[0]["overrides"]["imagetext.corpus_size"]
+    sources = "`benchmarks/results/held-out-image-text.jsonl`" + (
+        ", `benchmarks/results/held-out-image-text-60x.jsonl` (the baselines at 90,000 pairs)" if more else "")
     return (table(["attack", "model", "pairs", "seeds", "CA %", "ASR %", "CA retained %", "knowledge kept"], rows) +
             f"\nImage–text on the held-out foundation, the attacker's corpus at {corpus:,} pairs"
             " (chosen on the development seeds); zero-shot on `objects`, test split, means over the seeds "
             "named. \"pairs\": TBAR's forget pairs (its α search chooses among forget sizes up to the number "
             "shown) or a baseline's clean pairs. Against the issue's image–text lines (\"planted\": the backdoored "
             "model's mean ASR at least 90%; the others \"–\" where it did not plant):\n\n" +
-            table(["attack", "defense", "pairs", "planted", *(name for name, _ in IMAGETEXT_LINES)], lines) +
-            "\nRecords: `benchmarks/results/held-out-image-text.jsonl`.\n")
+            table(["attack", "defense", "pairs", "seeds", "planted", *(name for name, _ in IMAGETEXT_LINES)], lines) +
+            f"\nRecords: {sources}.\n")
+
+
+# The issue's attack-unknown lines, fixed before any run: (what, its test on one attack's records)
+UNKNOWN_LINES = (("detected on every seed", lambda rs: all(r["detected"] for r in rs)),
+                 ("target inferred on every seed", lambda rs: all(r["target_correct"] for r in rs)),
+                 ("ASR TBAR ≤ 10%", lambda rs: _mean([r["asr_tbar"] for r in rs]) <= 0.10 + EPS),
+                 ("CA retained ≥ 85%", lambda rs: _mean([r["ca_retained"] for r in rs]) >= 0.85 - EPS))
+UNKNOWN_KEYS = ("ca_zeroshot", "asr_zeroshot", "ca_backdoored", "asr_backdoored", "ca_tbar", "asr_tbar",
+                "ca_retained", "knowledge_kept", "alpha")
+
+
+@generator("held-out-attack-unknown")
+def _held_out_attack_unknown(results: Path) -> str:
+    recs = records("held-out-attack-unknown", "python benchmarks/study.py held-out-attack-unknown", results)
+    rows, lines = [], []
+    for attack, rs in grouped([{**r, "knowledge_kept": knowledge_kept(r)} for r in recs], "attack").items():
+        rows += [[attack, r["seed"], "yes" if r["detected"] else "no", cell("mask_l1", r["mask_l1"]),
+                  cell("mask_l1", r["mask_l1_clean_model"]), "yes" if r["target_correct"] else "no",
+                  *(cell(k, r.get(k)) for k in UNKNOWN_KEYS)] for r in rs]
+        m = {k: _mean([r.get(k) for r in rs]) for k in UNKNOWN_KEYS}
+        seeds = ",".join(str(r["seed"]) for r in rs)
+        rows.append([f"**{attack}, mean**", seeds, "", "", "", "",
+                     *(cell(k, round(m[k], 2) if k == "alpha" else m[k]) for k in UNKNOWN_KEYS)])
+        planted = m["asr_backdoored"] >= 0.9 - EPS
+        lines.append([attack, seeds, "yes" if planted else "no",
+                      *("–" if i >= 2 and not planted else "yes" if test(rs) else "no"
+                        for i, (_, test) in enumerate(UNKNOWN_LINES))])
+    r0 = recs[0]
+    rule = (f"an inverted mask under {100 * r0['detect_threshold']:g}% of the image" if r0["detect_rule"] == "absolute"
+            else f"an inverted mask under {r0['detect_threshold']:g} times θpre's")
+    return (table(["attack", "seed", "detected", "mask %", "mask θpre %", "target inferred",
+                   *headers(*UNKNOWN_KEYS)], rows) +
+            f"\nImage–text on the held-out foundation, the attacker's corpus at "
+            f"{r0['overrides']['imagetext.corpus_size']:,} pairs; zero-shot on `objects`, test split. The defender "
+            f"knows neither trigger nor target: DECREE-style inversion flags the encoder ({rule}, the rule fixed on "
+            "the development seeds), the proxy trigger's majority prediction names the target, and TBAR forgets "
+            "with the proxy and chooses α with it; the ASR columns are the real trigger's. TBAR's row is what the "
+            "proxy does even where the encoder was not flagged (a defender would then not clean it). WaNet is its "
+            "visible variant (`wanet-strong`). Against the issue's attack-unknown lines (\"planted\": the "
+            "backdoored model's mean ASR at least 90%; TBAR's lines on the means, \"–\" where it did not plant):\n\n" +
+            table(["attack", "seeds", "planted", *(name for name, _ in UNKNOWN_LINES)], lines) +
+            "\nRecords: `benchmarks/results/held-out-attack-unknown.jsonl`.\n")

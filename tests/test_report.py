@@ -78,11 +78,40 @@ def test_the_held_out_image_text_table_reads_tbar_and_each_baseline_against_the_
     text = _held_out_image_text(tmp_path)
     # TBAR: mean ASR 4% (≤ 5%), CA retained 0.88/0.95 = 92.6%, knowledge kept 0.28/0.35 = 0.80
     assert "| badnet | TBAR | ≤ 1500 | 0,1 | 88.0 | 4.0 | 92.6 | 0.80 |" in text
-    assert "| badnet | TBAR | ≤ 1500 | yes | yes | yes | yes |" in text
+    assert "| badnet | TBAR | ≤ 1500 | 0,1 | yes | yes | yes | yes |" in text
     # CleanCLIP keeps all of the CA and the backdoor with it
     assert "| badnet | cleanclip | 1500 | 0,1 | 95.0 | 90.0 | 100.0 | 1.00 |" in text
-    assert "| badnet | cleanclip | 1500 | yes | no | yes | yes |" in text
+    assert "| badnet | cleanclip | 1500 | 0,1 | yes | no | yes | yes |" in text
     assert "| badnet | θpre |  | 0,1 | 60.0 | 1.0 |  |  |" in text
+    # the baselines at 60x, where recorded, follow as rows of their own (TBAR's row is not repeated)
+    (tmp_path / "held-out-image-text-60x.jsonl").write_text(json.dumps({**run, "seed": 0, "defense": [
+        {"defense": "cleanclip", "budget": 90000, "ca": 0.9, "asr": 0.02}]}) + "\n")
+    text = _held_out_image_text(tmp_path)
+    assert "| badnet | cleanclip | 90000 | 0 | 90.0 | 2.0 | 94.7 | 0.86 |" in text
+    assert "| badnet | cleanclip | 90000 | 0 | yes | yes | yes | yes |" in text
+    assert text.count("| badnet | TBAR |") == 2 and "held-out-image-text-60x.jsonl" in text
     (tmp_path / "held-out-image-text.jsonl").write_text(json.dumps({**run, "seed": 0, "asr_backdoored": 0.5}) + "\n")
     # nothing planted: TBAR's lines are moot
-    assert "| badnet | TBAR | ≤ 1500 | no | – | – | – |" in _held_out_image_text(tmp_path)
+    assert "| badnet | TBAR | ≤ 1500 | 0 | no | – | – | – |" in _held_out_image_text(tmp_path)
+
+
+def test_the_held_out_attack_unknown_table_asks_every_seed_for_detection_and_the_means_for_tbar(tmp_path):
+    from tbar_helpers.report_heldout import _held_out_attack_unknown
+    run = {"attack": "badnet", "detected": True, "target_correct": True, "mask_l1": 0.02, "mask_l1_clean_model": 0.07,
+           "ca_zeroshot": 0.6, "asr_zeroshot": 0.01, "ca_backdoored": 0.9, "asr_backdoored": 0.99, "ca_tbar": 0.81,
+           "asr_tbar": 0.04, "ca_retained": 0.9, "alpha": 2.0, "detect_rule": "absolute", "detect_threshold": 0.04,
+           "overrides": {"imagetext.corpus_size": 20000}}
+    path = tmp_path / "held-out-attack-unknown.jsonl"
+    path.write_text(json.dumps({**run, "seed": 0}) + "\n" + json.dumps({**run, "seed": 1, "asr_tbar": 0.12}) + "\n")
+    text = _held_out_attack_unknown(tmp_path)
+    # knowledge kept (0.81 − 0.6) / (0.9 − 0.6) = 0.70; the mean ASR 8% meets the 10% line
+    assert "| badnet | 0 | yes | 2.0 | 7.0 | yes | 60.0 | 1.0 | 90.0 | 99.0 | 81.0 | 4.0 | 90.0 | 0.70 | 2 |" in text
+    assert "| badnet | 0,1 | yes | yes | yes | yes | yes |" in text
+    assert "under 4% of the image" in text
+    # one seed unflagged, one target missed, too little CA: each line says no on its own
+    path.write_text(json.dumps({**run, "seed": 0}) + "\n" +
+                    json.dumps({**run, "seed": 1, "detected": False, "target_correct": False, "ca_retained": 0.7}) + "\n")
+    assert "| badnet | 0,1 | yes | no | no | yes | no |" in _held_out_attack_unknown(tmp_path)
+    # nothing planted: TBAR's lines are moot
+    path.write_text(json.dumps({**run, "seed": 0, "asr_backdoored": 0.3}) + "\n")
+    assert "| badnet | 0 | no | yes | yes | – | – |" in _held_out_attack_unknown(tmp_path)
