@@ -77,6 +77,13 @@ STUDIES = {
                                      overrides={**HELD_OUT_WORLD, "imagetext.corpus_size": 20_000,
                                                 "imagetext.defense_budgets": (90_000,)},
                                      about="image-text in the held-out world: the baselines at 60x TBAR's budget"),
+    # the two other image-text attacks on that world: WaNet's visible variant (its reference strength
+    # plants nowhere) and BadCLIP in the reference's style; the baselines at TBAR's budget
+    "held-out-image-text-attacks": Study("image-text", ("wanet-strong", "badclip"), setting="image-text",
+                                         overrides={**HELD_OUT_WORLD, "imagetext.corpus_size": 20_000,
+                                                    "imagetext.defense_budgets": (1500,),
+                                                    "attack.badclip_style": "paper"},
+                                         about="image-text in the held-out world: WaNet (8 pixels) and BadCLIP"),
     # the attack-unknown case on held-out-image-text's victims, its rules fixed on the development seeds before
     # (unknown-alpha, decree-dev); WaNet at its reference strength plants in no world, so its visible variant
     "held-out-attack-unknown": Study("attack-unknown", ("badnet", "wanet-strong"), setting="image-text",

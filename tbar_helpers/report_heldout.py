@@ -112,6 +112,8 @@ def _defense_rows(attack: str, rs: list[dict], planted: bool, tbar: bool = True)
 @generator("held-out-image-text")
 def _held_out_image_text(results: Path) -> str:
     recs = records("held-out-image-text", "python benchmarks/study.py held-out-image-text", results)
+    others = recorded("held-out-image-text-attacks", results)  # WaNet and BadCLIP, where run
+    recs += others
     more = grouped(recorded("held-out-image-text-60x", results), "attack")  # the baselines at 60x, where run
     rows, lines = [], []
     for attack, rs in grouped(recs, "attack").items():
@@ -127,6 +129,8 @@ def _held_out_image_text(results: Path) -> str:
                 rows, lines = rows + r, lines + v
     corpus = recs[0]["overrides"]["imagetext.corpus_size"]
     sources = "`benchmarks/results/held-out-image-text.jsonl`" + (
+        ", `benchmarks/results/held-out-image-text-attacks.jsonl` (WaNet, 8 pixels, and BadCLIP in the reference's "
+        "style)" if others else "") + (
         ", `benchmarks/results/held-out-image-text-60x.jsonl` (the baselines at 90,000 pairs)" if more else "")
     return (table(["attack", "model", "pairs", "seeds", "CA %", "ASR %", "CA retained %", "knowledge kept"], rows) +
             f"\nImage–text on the held-out foundation, the attacker's corpus at {corpus:,} pairs"

@@ -90,6 +90,10 @@ def test_the_held_out_image_text_table_reads_tbar_and_each_baseline_against_the_
     assert "| badnet | cleanclip | 90000 | 0 | 90.0 | 2.0 | 94.7 | 0.86 |" in text
     assert "| badnet | cleanclip | 90000 | 0 | yes | yes | yes | yes |" in text
     assert text.count("| badnet | TBAR |") == 2 and "held-out-image-text-60x.jsonl" in text
+    # the other attacks' study adds its attacks' rows
+    (tmp_path / "held-out-image-text-attacks.jsonl").write_text(json.dumps({**run, "seed": 0, "attack": "badclip"}) + "\n")
+    text = _held_out_image_text(tmp_path)
+    assert "| badclip | TBAR | ≤ 1500 | 0 | 88.0 | 2.0 | 92.6 | 0.80 |" in text and "held-out-image-text-attacks" in text
     (tmp_path / "held-out-image-text.jsonl").write_text(json.dumps({**run, "seed": 0, "asr_backdoored": 0.5}) + "\n")
     # nothing planted: TBAR's lines are moot
     assert "| badnet | TBAR | ≤ 1500 | 0 | no | – | – | – |" in _held_out_image_text(tmp_path)
